@@ -1,0 +1,2 @@
+"""SICOG: self-improving systematic cognition for multimodal LLMs."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from sicog.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Records, text formats, chat template, dataset, collator and sampler."""

@@ -1,0 +1,139 @@
+"""Reading and writing LLaVA-format records: JSON or JSONL, atomic final files, resumable appends."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Records from a JSON list or a JSONL file (blank lines ignored). Raises ValueError naming the bad line."""
+    return list(iter_records(path))
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such data file: {p}")
+    with p.open("r", encoding="utf-8") as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        f.seek(0)
+        if head == "[":
+            data = json.load(f)
+            for i, rec in enumerate(data):
+                if not isinstance(rec, dict):
+                    raise ValueError(f"{p}: item {i} is not an object")
+                yield rec
+            return
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{p}:{lineno}: not a JSON object")
+            yield rec
+
+
+def record_id(record: dict, index: int | None = None) -> str:
+    """The record's id as a string; falls back to its index when it has none."""
+    rid = record.get("id")
+    if rid is None or rid == "":
+        if index is None:
+            raise ValueError("record has no id")
+        return str(index)
+    return str(rid)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def dumps(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=False)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write records as JSONL atomically; returns the count."""
+    lines = [dumps(r) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+class JsonlAppender:
+    """Append-only JSONL writer for resumable stages.
+
+    On open, a partial last line left by a killed writer is cut off, so that appending resumes on
+    a clean line. `done_ids` are the ids already present. Each record is flushed (and fsynced when
+    `fsync`) as soon as it is written.
+    """
+
+    def __init__(self, path: str | os.PathLike, id_key: str = "id", fsync: bool = True):
+        self.path = Path(path)
+        self.id_key = id_key
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done_ids: set[str] = set()
+        self.count = 0
+        if self.path.exists():
+            self._recover()
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut != len(data):
+            with self.path.open("r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        for line in data.decode("utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get(self.id_key) is not None:
+                self.done_ids.add(str(rec[self.id_key]))
+                self.count += 1
+
+    def write(self, record: dict) -> None:
+        self._f.write(dumps(record) + "\n")
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+        if record.get(self.id_key) is not None:
+            self.done_ids.add(str(record[self.id_key]))
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The mini world: scenes with exact ground truth, data splits, tokenizer, teacher server."""
