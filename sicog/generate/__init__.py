@@ -1,0 +1,1 @@
+"""Candidate generation: N sampled captions or answers per input, sharded, resumable, merged."""

@@ -1,0 +1,96 @@
+"""Deterministic work split by id: ranks of a `torchrun` job and optional `i/k` chunks of the input.
+
+An id belongs to chunk `h % k` and, inside its chunk, to rank `(h // k) % world`, where `h` is a
+stable 64-bit hash of the id (SHA-256, not Python's per-process `hash`). The split depends only on
+the id, so it survives reordering of the input and is identical on every node.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHUNK_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)\.jsonl$")
+
+
+def stable_hash(record_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(str(record_id).encode("utf-8")).digest()[:8], "little")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Chunk `index` of `count` (zero-based); `Chunk(0, 1)` is the whole input."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Chunk":
+        if not text:
+            return cls()
+        m = _CHUNK_RE.match(text)
+        if not m:
+            raise ValueError(f"chunk {text!r} is not of the form i/k (e.g. 0/4)")
+        i, k = int(m.group(1)), int(m.group(2))
+        if k < 1 or not 0 <= i < k:
+            raise ValueError(f"chunk {text!r}: need k >= 1 and 0 <= i < k (zero-based)")
+        return cls(i, k)
+
+    def contains(self, record_id: str) -> bool:
+        return stable_hash(record_id) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def rank_of(record_id: str, world_size: int, chunk: Chunk = Chunk()) -> int:
+    return (stable_hash(record_id) // chunk.count) % world_size
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def rank_info() -> RankInfo:
+    """This process's place in a `torchrun` job, from RANK / WORLD_SIZE / LOCAL_RANK (1 process when unset)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as e:
+        raise ValueError(f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {e}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
+    return RankInfo(rank, world, local)
+
+
+def output_base(out: str | os.PathLike) -> Path:
+    """`runs/x/captions.jsonl` -> `runs/x/captions` (the stem every shard and rejects file shares)."""
+    p = Path(out)
+    return p.with_suffix("") if p.suffix in (".jsonl", ".json") else p
+
+
+def shard_path(out: str | os.PathLike, rank: int, world_size: int) -> Path:
+    base = output_base(out)
+    return base.with_name(f"{base.name}.rank{rank}-of-{world_size}.jsonl")
+
+
+def rejects_path(path: str | os.PathLike) -> Path:
+    """The rejects file beside a candidates file or shard: `x.jsonl` -> `x.rejects.jsonl`."""
+    base = output_base(path)
+    return base.with_name(f"{base.name}.rejects.jsonl")
+
+
+def shard_glob(out: str | os.PathLike) -> str:
+    base = output_base(out)
+    return str(base.with_name(f"{base.name}.rank*-of-*.jsonl"))
+
+
+def is_shard(path: str | os.PathLike) -> bool:
+    return bool(_SHARD_RE.search(str(path)))
