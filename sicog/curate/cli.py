@@ -1,0 +1,278 @@
+"""`sicog curate`: self-consistency curation of a candidate file (SPEC section 1, step 3).
+
+For every input, the compared part of each candidate (CoD: step 5, CoT: step 4, else the whole
+text) is embedded, each candidate scores its mean cosine similarity to all N candidates (itself
+included), the argmax is chosen and the input kept at each threshold its max score reaches.
+
+Outputs in --out:
+  curated_tau{T}.jsonl    stage-1.5 training records (LLaVA format), one file per threshold
+  preferences.jsonl       {id, image, prompt, chosen, rejected} per scored input
+  scores.jsonl            every candidate's score, the argmax and the max score per input
+  rejects.jsonl           every line, input or pair that could not be used, with the reason
+  summary.json            counts, kept per threshold, score statistics, skipped inputs, throughput
+  plots/score_histogram.png, plots/kept_vs_threshold.png
+
+Inputs with fewer than --min-candidates usable (non-empty) candidates are skipped with the
+reason: a single candidate scores 1.0 trivially and says nothing about consistency, so by
+default (2) such inputs are not kept. Duplicate candidates count as separate votes, as in the
+paper's formula. Under torchrun each rank scores its share of the inputs (every world-size-th
+input), results are gathered and rank 0 writes. Scored inputs are appended to a per-rank partial
+file as they finish, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from sicog.curate.candidates import KINDS, is_step_formatted, load_candidates
+from sicog.curate.embed import default_encoder_path, load_encoder
+from sicog.curate.plots import plot_kept_vs_threshold, plot_score_histogram
+from sicog.curate.select import (
+    METHODS,
+    input_problem,
+    kept,
+    preference_pair,
+    score_inputs,
+    score_stats,
+    training_record,
+)
+from sicog.data.records import JsonlAppender, write_json, write_jsonl
+
+log = logging.getLogger("sicog.curate")
+
+
+def parse_thresholds(text: str) -> list[float]:
+    try:
+        values = sorted({float(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"thresholds must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one threshold")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--candidates", required=True, help="candidate file (JSONL or JSON list) from `sicog generate`")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--kind", default="auto", choices=("auto",) + KINDS,
+                        help="what the candidates are: cod (compare step 5), cot (compare step 4), plain "
+                             "(whole text); auto reads generation.task/prompt_name of each line")
+    parser.add_argument("--method", default="embedding", choices=METHODS,
+                        help="embedding: mean cosine similarity (the paper); vote: majority of final answers")
+    parser.add_argument("--encoder", default=None,
+                        help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the encoder folder's own code (needed by NV-Embed-v2)")
+    parser.add_argument("--max-seq-length", type=int, default=None, help="encoder truncation length")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
+    parser.add_argument("--chunk-size", type=int, default=512, help="inputs scored (and saved) per step")
+    parser.add_argument("--thresholds", type=parse_thresholds, default=parse_thresholds("0.8,0.85,0.9"))
+    parser.add_argument("--min-candidates", type=int, default=2,
+                        help="inputs with fewer usable candidates are skipped (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rejected-candidate choice")
+    parser.add_argument("--model", default=None, help="the model that generated the candidates (recorded)")
+    parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0, ...")
+    parser.add_argument("--dist-timeout-min", type=int, default=120, help="collective timeout under torchrun")
+
+
+def _init_distributed(timeout_min: int) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_min))
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
+    stat = Path(args.candidates).stat()
+    key = json.dumps([str(Path(args.candidates).resolve()), stat.st_size, stat.st_mtime_ns, args.kind,
+                      args.method, encoder, args.max_seq_length, args.min_candidates])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _read_partial(folder: Path, fingerprint: str) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    for path in sorted(folder.glob(f"scores-{fingerprint}.rank*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill; it is scored again
+            if isinstance(rec, dict) and "id" in rec:
+                done[str(rec["id"])] = rec
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.min_candidates < 1:
+        raise SystemExit("--min-candidates must be at least 1")
+    if args.batch_size < 1 or args.chunk_size < 1:
+        raise SystemExit("--batch-size and --chunk-size must be positive")
+    rank, world = _init_distributed(args.dist_timeout_min)
+    out = Path(args.out)
+    try:
+        return _curate(args, out, rank, world)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
+    started = time.perf_counter()
+    items, rejects, generations = load_candidates(args.candidates, args.kind)
+    lines_read = len(items) + len(rejects)
+    for r in rejects:
+        r["stage"] = "input"
+    scorable = []
+    for item in items:
+        problem = input_problem(item, args.method, args.min_candidates)
+        if problem:
+            rejects.append({"id": item.id, "line": item.line, "stage": "input", "reason": problem})
+        else:
+            scorable.append(item)
+
+    encoder_name = None
+    if args.method == "embedding":
+        encoder_name = str(Path(args.encoder).resolve()) if args.encoder else str(default_encoder_path())
+    partial_dir = out / ".partial"
+    fingerprint = _fingerprint(args, encoder_name)
+    done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
+    mine = scorable[rank::world]
+    todo = [item for item in mine if item.id not in done]
+    log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected on reading",
+             rank, world, len(todo), len(mine) - len(todo), len(rejects))
+
+    encoder = None
+    if todo and args.method == "embedding":
+        encoder = load_encoder(encoder_name, _device(args.device), args.trust_remote_code, args.max_seq_length)
+    scored_candidates = 0
+    score_started = time.perf_counter()
+    partial_path = partial_dir / f"scores-{fingerprint}.rank{rank}.jsonl"
+    with JsonlAppender(partial_path, fsync=False) as appender, \
+            tqdm(total=len(todo), desc=f"curate[{rank}]", unit="input", disable=rank != 0) as bar:
+        for start in range(0, len(todo), args.chunk_size):
+            chunk = todo[start:start + args.chunk_size]
+            for result in score_inputs(chunk, args.method, encoder, args.batch_size):
+                appender.write(result)
+                done[result["id"]] = result
+            scored_candidates += sum(len(item.usable) for item in chunk)
+            bar.update(len(chunk))
+    score_seconds = time.perf_counter() - score_started
+    if todo:
+        log.info("rank %d: scored %d candidates in %.1fs (%.1f candidates/s)", rank, scored_candidates,
+                 score_seconds, scored_candidates / max(score_seconds, 1e-9))
+
+    my_results = [done[item.id] for item in mine]
+    throughput = [(scored_candidates, score_seconds)]
+    if world > 1:
+        gathered: list | None = [None] * world if rank == 0 else None
+        dist.gather_object((my_results, throughput[0]), gathered, dst=0)
+        if rank == 0:
+            my_results = [r for part, _ in gathered for r in part]
+            throughput = [t for _, t in gathered]
+    rc = 0
+    if rank == 0:
+        by_id = {r["id"]: r for r in my_results}
+        results = [by_id[item.id] for item in scorable]
+        rc = _write_outputs(args, out, scorable, results, rejects, generations, encoder_name, world,
+                            lines_read, throughput, time.perf_counter() - started)
+    if world > 1:
+        dist.barrier()
+    partial_path.unlink(missing_ok=True)
+    if rank == 0 and partial_dir.is_dir() and not any(partial_dir.iterdir()):
+        partial_dir.rmdir()
+    return rc
+
+
+def _write_outputs(args, out: Path, items, results, rejects, generations, encoder_name, world,
+                   lines_read, throughput, seconds) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for item, result in zip(items, results):
+        pair, reason = preference_pair(item, result, args.seed)
+        if pair is None:
+            rejects.append({"id": item.id, "line": item.line, "stage": "pair", "reason": reason})
+        else:
+            pairs.append(pair)
+    kept_summary = {}
+    for tau in args.thresholds:
+        keep_ids = {r["id"] for r in kept(results, tau)}
+        name = f"curated_tau{tau:g}.jsonl"
+        write_jsonl(out / name, (training_record(item, r) for item, r in zip(items, results) if item.id in keep_ids))
+        kept_summary[f"{tau:g}"] = {"count": len(keep_ids),
+                                    "fraction": len(keep_ids) / len(results) if results else 0.0,
+                                    "file": name}
+    write_jsonl(out / "preferences.jsonl", pairs)
+    write_jsonl(out / "scores.jsonl", results)
+    write_jsonl(out / "rejects.jsonl", sorted(rejects, key=lambda r: (r["line"], r["stage"])))
+
+    max_scores = [r["max_score"] for r in results]
+    all_scores = [s for r in results for s in r["scores"] if s is not None]
+    title = f"{args.method} self-consistency, {len(results)} inputs"
+    plot_score_histogram(out / "plots" / "score_histogram.png", max_scores, all_scores, args.thresholds, title)
+    plot_kept_vs_threshold(out / "plots" / "kept_vs_threshold.png", max_scores, args.thresholds, title)
+
+    total_candidates = sum(len(item.candidates) for item in items)
+    encoded = sum(n for n, _ in throughput)
+    busiest = max((s for _, s in throughput), default=0.0)
+    summary = {
+        "candidates_file": str(args.candidates),
+        "model": args.model,
+        "generation_models": sorted({str(g.get("model")) for g in generations if g.get("model") is not None}),
+        "generation": generations[:10],
+        "method": args.method,
+        "kind": args.kind,
+        "kinds": {k: sum(item.kind == k for item in items) for k in sorted({item.kind for item in items})},
+        "encoder": encoder_name,
+        "thresholds": args.thresholds,
+        "min_candidates": args.min_candidates,
+        "seed": args.seed,
+        "world_size": world,
+        "counts": {
+            "lines_read": lines_read,
+            "rejected_or_skipped": sum(r["stage"] == "input" for r in rejects),
+            "scored": len(results),
+            "candidates": total_candidates,
+            "candidates_compared": sum(r["n_used"] for r in results),
+            "empty_candidates_excluded": sum(r["n_candidates"] - r["n_used"] for r in results),
+            "inputs_with_duplicate_candidates": sum(r["duplicates"] > 0 for r in results),
+            "chosen_in_step_format": sum(is_step_formatted(item.candidates[r["argmax"]], item.kind)
+                                         for item, r in zip(items, results)),
+            "preference_pairs": len(pairs),
+            "pairs_not_built": sum(r["stage"] == "pair" for r in rejects),
+        },
+        "kept": kept_summary,
+        "score_stats": {"max_score": score_stats(max_scores), "all_candidates": score_stats(all_scores)},
+        "skipped": [{"id": r["id"], "line": r["line"], "reason": r["reason"]}
+                    for r in sorted(rejects, key=lambda r: r["line"]) if r["stage"] == "input"],
+        "throughput": {"candidates_scored": encoded, "score_seconds_busiest_rank": busiest,
+                       "candidates_per_s": encoded / busiest if busiest > 0 else None,
+                       "wall_seconds": seconds},
+    }
+    write_json(out / "summary.json", summary)
+    line = ", ".join(f"tau {k}: {v['count']}/{len(results)}" for k, v in kept_summary.items())
+    log.info("curated %d inputs (%s); %d pairs; %d rejected or skipped -> %s", len(results), line, len(pairs),
+             len(rejects), out)
+    if not results:
+        log.error("no input could be scored; see %s", out / "rejects.jsonl")
+        return 1
+    return 0

