@@ -1,0 +1,329 @@
+"""`sicog annotate-cod`: rewrite captioned records into CoD captions through a teacher model.
+
+Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-dir, a
+question (a `question` field, else the first human turn without `<image>`) and an original caption
+(a `caption` field as in ALLaVA, else the first gpt turn). Each record is sent to an
+OpenAI-compatible chat-completions endpoint with the image as a data URL.
+
+Files (the per-id progress and failures files make the run resumable after a kill):
+
+  OUTPUT_COD_DIR/annotate_progress.jsonl  one line per annotated id, appended as answers arrive:
+                                          {"id", "cod": <CoD record>, "usage", "attempts"}
+  OUTPUT_COD_DIR/annotate_failures.jsonl  one line per id that finally failed, with the reason
+                                          (reason, status_code, error_class, message, attempts)
+  OUTPUT_COD_DIR/cod.jsonl                CoD records in input order (rewritten atomically at the end)
+  OUTPUT_DD_DIR/dd.jsonl                  DD records (step-5 body) in input order (same)
+  OUTPUT_COD_DIR/annotate_summary.json    counts, token usage and estimated cost
+
+A rerun skips every id already in the progress file or the failures file; with --retry-failures the
+ids in the failures file are attempted again: their old lines move to
+OUTPUT_COD_DIR/annotate_retried_failures.jsonl first (kept for their reasons and token cost), so
+that every record is in exactly one of progress and failures. Records without an image file,
+question or caption go to the failures file without an API call. Input ids must be unique.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, TeacherRejected, Usage
+from sicog.annotate.media import image_data_url
+from sicog.annotate.prompts import cod_messages
+from sicog.data.formats import (
+    COD_ANNOTATION_SUFFIX,
+    COD_HEADINGS,
+    IMAGE_TOKEN,
+    cod_to_dd,
+    first_human_turn,
+    normalise_steps,
+    strip_image_token,
+)
+from sicog.data.records import JsonlAppender, read_records, record_id, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FILE = "annotate_progress.jsonl"
+FAILURES_FILE = "annotate_failures.jsonl"
+RETRIED_FILE = "annotate_retried_failures.jsonl"
+SUMMARY_FILE = "annotate_summary.json"
+COD_FILE = "cod.jsonl"
+DD_FILE = "dd.jsonl"
+
+# gpt-4o list prices, USD per 1M tokens.
+DEFAULT_PRICE_INPUT = 2.50
+DEFAULT_PRICE_OUTPUT = 10.00
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="records with image, question and caption (JSON or JSONL)")
+    parser.add_argument("--image-dir", required=True, help="folder the records' image paths are relative to")
+    parser.add_argument("--output-cod-dir", required=True, help="CoD records, progress, failures and summary")
+    parser.add_argument("--output-dd-dir", required=True, help="DD records (step-5 bodies)")
+    parser.add_argument("--model", default="gpt-4o")
+    parser.add_argument("--base-url", default=None, help="endpoint; default $OPENAI_BASE_URL, else the OpenAI API")
+    parser.add_argument("--temperature", type=float, default=0.2)
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--max-attempts", type=int, default=6, help="attempts per record, first one included")
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff delay in seconds")
+    parser.add_argument("--backoff-cap", type=float, default=60.0, help="longest backoff delay in seconds")
+    parser.add_argument("--retry-after-cap", type=float, default=120.0, help="longest Retry-After honoured, seconds")
+    parser.add_argument("--retry-failures", action="store_true", help="attempt the ids in the failures file again")
+    parser.add_argument("--price-input", type=float, default=DEFAULT_PRICE_INPUT, help="USD per 1M input tokens")
+    parser.add_argument("--price-output", type=float, default=DEFAULT_PRICE_OUTPUT, help="USD per 1M output tokens")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the backoff jitter")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    image: str | None
+    question: str | None
+    caption: str | None
+
+
+def to_item(record: dict, index: int) -> Item:
+    question = record.get("question")
+    if not isinstance(question, str):
+        turn = first_human_turn(record)
+        question = strip_image_token(turn) if isinstance(turn, str) else None
+    caption = record.get("caption")
+    if not isinstance(caption, str):
+        caption = next(
+            (t.get("value") for t in record.get("conversations") or [] if isinstance(t, dict) and t.get("from") == "gpt"),
+            None,
+        )
+    image = record.get("image")
+    return Item(
+        id=record_id(record, index),
+        image=image if isinstance(image, str) and image.strip() else None,
+        question=question.strip() if isinstance(question, str) and question.strip() else None,
+        caption=caption.strip() if isinstance(caption, str) and caption.strip() else None,
+    )
+
+
+def cod_record(item: Item, caption: str) -> dict:
+    return {
+        "id": item.id,
+        "image": item.image,
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{item.question}{COD_ANNOTATION_SUFFIX}"},
+            {"from": "gpt", "value": caption},
+        ],
+    }
+
+
+def dd_record(cod: dict) -> dict:
+    """The DD record of a CoD record: the question without the step-by-step suffix, the step-5 body."""
+    question = cod["conversations"][0]["value"]
+    if question.endswith(COD_ANNOTATION_SUFFIX):
+        question = question[: -len(COD_ANNOTATION_SUFFIX)]
+    return {
+        "id": cod["id"],
+        "image": cod["image"],
+        "conversations": [
+            {"from": "human", "value": question},
+            {"from": "gpt", "value": cod_to_dd(cod["conversations"][1]["value"])},
+        ],
+    }
+
+
+def accept_cod(text: str) -> str:
+    """The caption in the exact five-step layout; ValueError when the steps are not all there."""
+    return normalise_steps(text, COD_HEADINGS)
+
+
+def _failure(item: Item, reason: str, message: str, *, status_code=None, error_class="InputError",
+             attempts: int = 0, usage: Usage | None = None) -> dict:
+    return {
+        "id": item.id,
+        "image": item.image,
+        "reason": reason,
+        "status_code": status_code,
+        "error_class": error_class,
+        "message": message,
+        "attempts": attempts,
+        "usage": (usage or Usage()).as_dict(),
+    }
+
+
+def annotate_item(item: Item, image_dir: Path, client: TeacherClient) -> tuple[str, dict]:
+    """("ok", progress line) or ("failed", failure line). Raises TeacherRejected on 401/403."""
+    if item.image is None:
+        return "failed", _failure(item, "no image", "the record has no image path")
+    if item.question is None:
+        return "failed", _failure(item, "no question", "the record has no question")
+    if item.caption is None:
+        return "failed", _failure(item, "no caption", "the record has no caption to revise")
+    try:
+        url = image_data_url(image_dir / item.image)
+    except FileNotFoundError:
+        return "failed", _failure(item, "missing image", f"image not found: {item.image}")
+    except (OSError, ValueError) as e:
+        return "failed", _failure(item, "unreadable image", f"{type(e).__name__}: {e}")
+    try:
+        done = client.complete(cod_messages(item.question, item.caption, url), accept_cod)
+    except TeacherFailed as e:
+        return "failed", _failure(item, e.error.reason, e.error.message, status_code=e.error.status_code,
+                                  error_class=e.error.error_class, attempts=e.attempts, usage=e.usage)
+    line = {"id": item.id, "cod": cod_record(item, done.text), "usage": done.usage.as_dict(), "attempts": done.attempts}
+    return "ok", line
+
+
+def _move_failures(failures_path: Path, history_path: Path, ids: set[str]) -> int:
+    """Move the failure lines of `ids` to the history file so that they are attempted again.
+
+    The history keeps their reasons and the tokens they cost; the failures file is rewritten
+    atomically. Returns how many lines moved.
+    """
+    if not failures_path.exists():
+        return 0
+    with JsonlAppender(failures_path):  # cuts a partial last line
+        pass
+    lines = read_records(failures_path)
+    moved = [r for r in lines if str(r.get("id")) in ids]
+    if moved:
+        with JsonlAppender(history_path, id_key="id") as history:
+            for line in moved:
+                history.write(line)
+        write_jsonl(failures_path, [r for r in lines if str(r.get("id")) not in ids])
+    return len(moved)
+
+
+def _total_usage(lines: list[dict]) -> Usage:
+    total = Usage()
+    for line in lines:
+        u = line.get("usage") or {}
+        total.add(Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))))
+    return total
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise SystemExit("--concurrency must be at least 1")
+    api_key = os.environ.get("OPENAI_API_KEY", "")
+    if not api_key:
+        raise SystemExit("OPENAI_API_KEY is not set: export the key of the teacher endpoint")
+    image_dir = Path(args.image_dir)
+    if not image_dir.is_dir():
+        raise SystemExit(f"--image-dir is not a folder: {image_dir}")
+    cod_dir, dd_dir = Path(args.output_cod_dir), Path(args.output_dd_dir)
+    try:
+        records = read_records(args.input)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read --input: {e}") from None
+    items = [to_item(r, i) for i, r in enumerate(records)]
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.id in seen:
+            raise SystemExit(f"{args.input}: id {item.id!r} appears at records {seen[item.id]} and {i}; ids must be unique")
+        seen[item.id] = i
+
+    progress_path, failures_path = cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE
+    history_path = cod_dir / RETRIED_FILE
+    if args.retry_failures:
+        log.info("retrying %d earlier failures", _move_failures(failures_path, history_path, set(seen)))
+    client = TeacherClient(
+        model=args.model,
+        api_key=api_key,
+        base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        timeout=args.timeout,
+        policy=RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_cap, args.retry_after_cap),
+        seed=args.seed,
+    )
+    log.info("annotating with model %s at %s", args.model, client.base_url or "the OpenAI API")
+
+    started = time.monotonic()
+    run_usage = Usage()
+    counts = {"annotated": 0, "failed": 0, "api_attempts": 0}
+    rejected: TeacherRejected | None = None
+    with JsonlAppender(progress_path) as progress, JsonlAppender(failures_path) as failures:
+        done = progress.done_ids | failures.done_ids
+        todo = [item for item in items if item.id not in done]
+        log.info("%d records, %d already done, %d to annotate", len(items), len(items) - len(todo), len(todo))
+        queue = iter(todo)
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool, \
+                tqdm(total=len(todo), desc="annotate-cod", unit="rec") as bar:
+
+            def fill() -> None:
+                while rejected is None and len(in_flight) < 2 * args.concurrency:
+                    item = next(queue, None)
+                    if item is None:
+                        return
+                    in_flight.add(pool.submit(annotate_item, item, image_dir, client))
+
+            fill()
+            while in_flight:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        status, line = future.result()
+                    except TeacherRejected as e:
+                        rejected = rejected or e
+                        continue
+                    run_usage.add(Usage(**line["usage"]))
+                    counts["api_attempts"] += line["attempts"]
+                    if status == "ok":
+                        progress.write(line)
+                        counts["annotated"] += 1
+                    else:
+                        failures.write(line)
+                        counts["failed"] += 1
+                    bar.update(1)
+                    bar.set_postfix(failed=counts["failed"])
+                fill()
+
+    progress_lines = {str(r["id"]): r for r in read_records(progress_path)} if progress_path.exists() else {}
+    failure_lines = {str(r["id"]): r for r in read_records(failures_path)} if failures_path.exists() else {}
+    cods = [progress_lines[item.id]["cod"] for item in items if item.id in progress_lines]
+    write_jsonl(cod_dir / COD_FILE, cods)
+    write_jsonl(dd_dir / DD_FILE, [dd_record(c) for c in cods])
+    n_failed = sum(item.id in failure_lines for item in items)
+    history = read_records(history_path) if history_path.exists() else []
+    total_usage = _total_usage([*progress_lines.values(), *failure_lines.values(), *history])
+    summary = {
+        "model": args.model,
+        "input": str(args.input),
+        "records": len(items),
+        "annotated": len(cods),
+        "failed": n_failed,
+        "pending": len(items) - len(cods) - n_failed,
+        "this_run": {
+            **counts,
+            **run_usage.as_dict(),
+            "estimated_cost_usd": round(run_usage.cost(args.price_input, args.price_output), 6),
+            "wall_s": round(time.monotonic() - started, 3),
+        },
+        "total": {
+            **total_usage.as_dict(),
+            "estimated_cost_usd": round(total_usage.cost(args.price_input, args.price_output), 6),
+        },
+        "price_usd_per_1m_tokens": {"input": args.price_input, "output": args.price_output},
+        "files": {
+            "cod": str(cod_dir / COD_FILE),
+            "retried_failures": str(history_path),
+            "dd": str(dd_dir / DD_FILE),
+            "progress": str(progress_path),
+            "failures": str(failures_path),
+        },
+    }
+    write_json(cod_dir / SUMMARY_FILE, summary)
+    log.info("annotated %d, failed %d, pending %d; %d+%d tokens this run (~$%.4f)", summary["annotated"],
+             summary["failed"], summary["pending"], run_usage.prompt_tokens, run_usage.completion_tokens,
+             summary["this_run"]["estimated_cost_usd"])
+    if rejected is not None:
+        log.error("the endpoint refused the request (%s); check OPENAI_API_KEY and the model name. "
+                  "%d records are left for a rerun", rejected, summary["pending"])
+        return 1
+    return 0
