@@ -1,0 +1,166 @@
+"""The supervised training dataset: checked records, lengths after image expansion, lazy encoding.
+
+`prepare_samples` checks every record once before training, cheaply: conversations present,
+the image file readable as an image (size from its header, no full decode), and the length after
+image expansion within `model_max_length`. A record that fails is dropped, counted, and written
+to the rejects file with the reason; it is never truncated and never replaced by another record.
+An image whose header reads but whose pixels do not decode is found when its batch is built: the
+dataset returns None for it, the collator leaves it out, and it is recorded the same way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from sicog.data.formats import IMAGE_TOKEN
+from sicog.data.mixture import DataEntry
+from sicog.data.records import dumps, record_id
+
+logger = logging.getLogger(__name__)
+
+REJECTS_NAME = "rejects.jsonl"
+
+
+class RejectLog:
+    """Appends one JSON line per rejected record: id, source file, index, phase and reason.
+
+    Appends are single short writes in append mode, so several ranks or workers may share a file.
+    """
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self.counts: Counter[str] = Counter()
+
+    def add(self, entry: DataEntry | None, rid: str, reason: str, phase: str) -> None:
+        self.counts[reason.split(":", 1)[0]] += 1
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"id": rid, "source": entry.source if entry else None, "index": entry.index if entry else None,
+               "phase": phase, "reason": reason}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(dumps(rec) + "\n")
+
+
+@dataclass
+class Sample:
+    """A checked record, ready to encode."""
+
+    id: str
+    conversations: list[dict]
+    image_path: Path | None
+    length: int
+    entry: DataEntry
+
+    @property
+    def has_image(self) -> bool:
+        return self.image_path is not None
+
+
+def image_size_from_header(path: Path) -> tuple[int, int]:
+    """(W, H) read from the image header; raises ValueError with the reason when unreadable."""
+    if not path.is_file():
+        raise ValueError(f"missing image: {path}")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises several types for unreadable files
+        raise ValueError(f"corrupt image: {path} ({type(e).__name__}: {e})") from None
+    if w < 1 or h < 1:
+        raise ValueError(f"corrupt image: {path} has size {w}x{h}")
+    return w, h
+
+
+def _check_record(entry: DataEntry, processor, model_max_length: int) -> tuple[list[dict], Path | None, int]:
+    rec = entry.record
+    conv = rec.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise ValueError("no conversations: the record has no non-empty `conversations` list")
+    if not all(isinstance(t, dict) and isinstance(t.get("value"), str) and t.get("from") for t in conv):
+        raise ValueError("bad conversations: every turn needs `from` and a string `value`")
+    if not any(t["from"] == "gpt" for t in conv):
+        raise ValueError("no conversations: no `gpt` turn to learn from")
+    image = rec.get("image")
+    if isinstance(image, list):
+        if len(image) != 1:
+            raise ValueError(f"multiple images: {len(image)} images in one record are not supported")
+        image = image[0]
+    n_tags = sum(t["value"].count(IMAGE_TOKEN) for t in conv)
+    if image:
+        if n_tags != 1:
+            raise ValueError(f"image tag mismatch: the record has an image and {n_tags} {IMAGE_TOKEN} tags")
+        path = entry.image_root / image
+        size = image_size_from_header(path)
+    else:
+        if n_tags:
+            raise ValueError(f"image tag mismatch: {n_tags} {IMAGE_TOKEN} tags but no image")
+        path, size = None, None
+    try:
+        length = processor.num_tokens(conv, image_size=size)
+    except ValueError as e:
+        raise ValueError(f"unencodable: {e}") from None
+    if length > model_max_length:
+        raise ValueError(f"too long: {length} tokens after image expansion > model_max_length {model_max_length}")
+    return conv, path, length
+
+
+def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: int,
+                    rejects: RejectLog | None = None, progress: bool = True) -> list[Sample]:
+    """Check every entry (see the module docstring); returns the usable samples in input order."""
+    rejects = rejects or RejectLog(None)
+    samples: list[Sample] = []
+    for i, entry in enumerate(tqdm(entries, desc="checking records", disable=not progress, mininterval=5)):
+        rid = record_id(entry.record, i)
+        try:
+            conv, path, length = _check_record(entry, processor, model_max_length)
+        except ValueError as e:
+            rejects.add(entry, rid, str(e), "prepare")
+            continue
+        samples.append(Sample(rid, conv, path, length, entry))
+    dropped = len(entries) - len(samples)
+    if dropped:
+        logger.warning("dropped %d of %d records: %s%s", dropped, len(entries),
+                       json.dumps(dict(rejects.counts)),
+                       f" (details in {rejects.path})" if rejects.path else "")
+    logger.info("%d training samples: %d with an image, %d text-only", len(samples),
+                sum(s.has_image for s in samples), sum(not s.has_image for s in samples))
+    return samples
+
+
+class SupervisedDataset(torch.utils.data.Dataset):
+    """Encodes samples on access; an image that fails to decode gives None (recorded as a reject)."""
+
+    def __init__(self, samples: Sequence[Sample], processor, rejects: RejectLog | None = None):
+        self.samples = list(samples)
+        self.processor = processor
+        self.rejects = rejects or RejectLog(None)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [s.length for s in self.samples]
+
+    @property
+    def has_image(self) -> list[bool]:
+        return [s.has_image for s in self.samples]
+
+    def __getitem__(self, i: int) -> dict | None:
+        s = self.samples[i]
+        try:
+            image = self.processor.load_image(s.image_path) if s.image_path else None
+            return self.processor.encode(s.conversations, image=image)
+        except ValueError as e:
+            logger.warning("skipping sample %s: %s", s.id, e)
+            self.rejects.add(s.entry, s.id, f"load failed: {e}", "load")
+            return None

@@ -1,0 +1,140 @@
+"""One typed config per training run.
+
+Layers, later wins: `configs/stages/<profile>.yaml` (its `defaults`, then `stages.<stage>`), the
+user's YAML (`--config`), then command-line flags. Keys are either TrainConfig fields or HF
+`TrainingArguments` fields (kept in `TrainConfig.training`); anything else is an error naming the
+key. The gradient accumulation is derived from the global batch, the per-device batch and the
+world size; an explicit accumulation that disagrees is an error, never silently rescaled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sicog.data.records import atomic_write_text
+from sicog.train.stages import get_stage
+
+STAGES_DIR = Path(__file__).resolve().parents[2] / "configs" / "stages"
+PROFILES = ("tiny", "paper")
+CONFIG_NAME = "train_config.yaml"
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    model_name_or_path: str
+    data_path: str
+    profile: str = "tiny"
+    image_folder: str | None = None
+    mm_projector_checkpoint: str | None = None
+    llm_ckpt_dir: str | None = None
+    model_max_length: int = 4096
+    global_batch_size: int = 128
+    group_by_modality_length: bool = True
+    mega_batch_mult: int = 8
+    peak_tflops: float | None = None  # per device; measured at start when not given
+    attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
+    world_size: int = 1
+    training: dict[str, Any] = field(default_factory=dict)  # HF TrainingArguments kwargs
+
+    @property
+    def output_dir(self) -> str:
+        return self.training["output_dir"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        path = Path(out_dir) / CONFIG_NAME
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+OWN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"training", "world_size"}
+
+
+def training_argument_names() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def load_profile(profile: str, stage: str) -> dict[str, Any]:
+    """The profile's defaults merged with its entry for `stage`."""
+    path = STAGES_DIR / f"{profile}.yaml"
+    if profile not in PROFILES or not path.exists():
+        raise ValueError(f"unknown profile {profile!r}; use one of {PROFILES}")
+    data = yaml.safe_load(path.read_text()) or {}
+    stages = data.get("stages") or {}
+    if stage not in stages:
+        raise ValueError(f"stage {stage!r} has no entry in {path}; entries: {sorted(stages)}")
+    return {**(data.get("defaults") or {}), **stages[stage]}
+
+
+def derive_accumulation(global_batch: int, per_device: int, world_size: int) -> int:
+    """Accumulation steps so that per_device * world_size * steps == global_batch."""
+    for name, value in (("global batch", global_batch), ("per-device batch", per_device), ("world size", world_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    per_step = per_device * world_size
+    if global_batch % per_step:
+        raise ValueError(
+            f"global batch {global_batch} is not divisible by per-device batch {per_device} x world size "
+            f"{world_size} = {per_step}; choose a per-device batch and a world size whose product divides "
+            f"{global_batch}, or change the global batch"
+        )
+    return global_batch // per_step
+
+
+def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> TrainConfig:
+    """Build the run's TrainConfig from the layers described in the module docstring.
+
+    `overrides` are the command-line values (only those given); it may hold `config`, a YAML path.
+    """
+    overrides = dict(overrides)
+    user: dict[str, Any] = {}
+    if overrides.get("config"):
+        cfg_path = Path(overrides.pop("config"))
+        if not cfg_path.exists():
+            raise ValueError(f"no such config file: {cfg_path}")
+        user = yaml.safe_load(cfg_path.read_text()) or {}
+        if not isinstance(user, dict):
+            raise ValueError(f"{cfg_path}: expected a mapping of settings")
+        user = {**user.pop("training", {}), **user}
+    overrides.pop("config", None)
+    stage = overrides.get("stage") or user.get("stage")
+    if not stage:
+        raise ValueError("no stage given (--stage or `stage:` in the config YAML)")
+    get_stage(stage)
+    profile = overrides.get("profile") or user.get("profile") or "tiny"
+    merged = {**load_profile(profile, stage), **user, **overrides, "stage": stage, "profile": profile}
+
+    hf_names = training_argument_names()
+    unknown = sorted(k for k in merged if k not in OWN_FIELDS and k not in hf_names)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}: neither TrainConfig fields nor TrainingArguments fields")
+    own = {k: v for k, v in merged.items() if k in OWN_FIELDS}
+    training = {k: v for k, v in merged.items() if k not in OWN_FIELDS}
+    for required in ("model_name_or_path", "data_path"):
+        if not own.get(required):
+            raise ValueError(f"missing required setting {required!r}")
+    if not training.get("output_dir"):
+        raise ValueError("missing required setting 'output_dir'")
+
+    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    per_device = int(training.get("per_device_train_batch_size", 8))
+    global_batch = int(own.get("global_batch_size", TrainConfig.global_batch_size))
+    accumulation = derive_accumulation(global_batch, per_device, world)
+    explicit = overrides.get("gradient_accumulation_steps", user.get("gradient_accumulation_steps"))
+    if explicit is not None and int(explicit) != accumulation:
+        raise ValueError(
+            f"gradient_accumulation_steps={explicit} disagrees with global batch {global_batch} = per-device batch "
+            f"{per_device} x world size {world} x accumulation {accumulation}; drop it or fix the batch sizes"
+        )
+    training.update(per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation)
+    return TrainConfig(**own, world_size=world, training=training)

@@ -1,0 +1,58 @@
+"""Model FLOPs per token and this machine's matmul peak, for MFU.
+
+MFU = achieved model FLOP/s / peak FLOP/s. Model FLOPs follow the usual dense-transformer count
+for training: 6 * N per token for the weights (forward 2N, backward 4N) plus 12 * L * d * s per
+token for attention scores and values at context length s. N is the language model's
+non-embedding parameter count; the vision tower and projector are left out, so the figure is a
+slight under-estimate of the work done.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                        size: int | None = None, iters: int | None = None, warmup: int = 2) -> float:
+    """Measured dense matmul throughput in FLOP/s (the best of `iters` timed square matmuls)."""
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    size = size or (8192 if on_cuda else 1024)
+    iters = iters or (20 if on_cuda else 5)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+    for _ in range(warmup):
+        torch.mm(a, b)
+    sync()
+    best = float("inf")
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best
+
+
+def llm_shape(language_model: torch.nn.Module) -> tuple[int, int, int]:
+    """(non-embedding parameters, layers, hidden size) of a HF causal LM."""
+    cfg = language_model.config
+    n_embed = sum(p.numel() for p in language_model.get_input_embeddings().parameters())
+    out = language_model.get_output_embeddings() if hasattr(language_model, "get_output_embeddings") else None
+    if out is not None and out.weight is not language_model.get_input_embeddings().weight:
+        n_embed += out.weight.numel()
+    n_params = sum(p.numel() for p in language_model.parameters()) - n_embed
+    return n_params, cfg.num_hidden_layers, cfg.hidden_size
+
+
+def training_flops_per_token(n_params: int, n_layers: int, hidden: int, seq_len: float) -> float:
+    """Training FLOPs per token: 6N for the weights plus 12*L*d*s for attention."""
+    return 6.0 * n_params + 12.0 * n_layers * hidden * seq_len
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:
+    if peak_flops <= 0:
+        raise ValueError("peak FLOP/s must be positive")
+    return tokens_per_second * flops_per_token / peak_flops
