@@ -1,0 +1,1 @@
+"""Evaluation: benchmark runners and scorers, VLMEvalKit adapter, reports and plots."""
