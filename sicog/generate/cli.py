@@ -1,0 +1,199 @@
+"""`sicog generate`: N candidate captions or answers per input, one shard per rank, resumable.
+
+Each rank of a `torchrun` job (or the single process) takes the ids of its shard and appends one
+line per finished input to `OUT.rank{r}-of-{w}.jsonl`, and one line per unusable input to
+`OUT.rank{r}-of-{w}.rejects.jsonl`. A rerun skips the ids already in any shard or rejects file
+of OUT, so a killed run resumes with nothing lost and nothing duplicated (to retry rejected ids,
+delete the rejects files). Ranks never communicate: no process group, no collective that a slow
+rank could time out. `sicog merge-candidates` checks and merges the shards.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sicog.data.records import JsonlAppender, read_records
+from sicog.generate.augment import parse_methods
+from sicog.generate.engine import CandidateEngine, SamplingSettings
+from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
+from sicog.generate.shard import Chunk, rank_info, rejects_path, shard_glob, shard_path
+
+log = logging.getLogger("sicog.generate")
+
+DEFAULT_PROMPT = {"caption": "cod-default", "reasoning": "cot-default"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="SICOG model folder (save_pretrained output)")
+    p.add_argument("--data", required=True, help="LLaVA-format input records (JSON list or JSONL)")
+    p.add_argument("--image-folder", help="folder the records' image paths are relative to (default: the data file's folder)")
+    p.add_argument("--out", required=True, help="candidates file; shards are written beside it as OUT.rank{r}-of-{w}.jsonl")
+    p.add_argument("--task", choices=("caption", "reasoning"), default="caption")
+    p.add_argument("--prompt", help="caption: cod-default | default | cod-conv; reasoning: cot-default | default "
+                                    "(default: cod-default / cot-default)")
+    p.add_argument("--num-candidates", type=int, default=6)
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--num-beams", type=int, default=1, help=">1 runs beam search through model.generate")
+    p.add_argument("--max-new-tokens", type=int, default=1200)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per prefill (each expands to N candidate rows)")
+    p.add_argument("--augment", default="", help="comma list of gaussian_blur,color_jitter,mirror_rotation,mask: "
+                                                 "corrupt each image with one of them (seeded by id)")
+    p.add_argument("--chunk", default="", help="only chunk i/k of the input ids (zero-based, by stable hash)")
+    p.add_argument("--max-length", type=int, help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
+    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--prefetch", type=int, default=2, help="batches of images loaded ahead in a background thread")
+
+
+def settings_from_args(args) -> SamplingSettings:
+    return SamplingSettings(
+        num_candidates=args.num_candidates, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+        seed=args.seed,
+    )
+
+
+def generation_meta(args, settings: SamplingSettings, prompt_name: str) -> dict:
+    """The run's generation metadata (the per-record `augment` is added to it)."""
+    return {
+        "task": args.task, "prompt_name": prompt_name, "model": str(args.model),
+        "temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
+        "num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens,
+        "min_new_tokens": settings.min_new_tokens, "seed": settings.seed,
+    }
+
+
+def done_ids(out: str, expected_meta: dict) -> set[str]:
+    """Ids already written to any shard or rejects file of `out`; refuses shards made with other settings."""
+    done: set[str] = set()
+    for path in sorted(glob.glob(shard_glob(out))):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a partial last line from a killed writer; its id is redone
+                meta = {k: v for k, v in (rec.get("generation") or {}).items() if k != "augment"}
+                if "generation" in rec and meta != expected_meta:
+                    raise SystemExit(f"{path} was generated with other settings ({meta}) than this run "
+                                     f"({expected_meta}); use another --out or delete the old shards")
+                if rec.get("id") is not None:
+                    done.add(str(rec["id"]))
+    return done
+
+
+def resolve_device(spec: str, local_rank: int) -> torch.device:
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    return torch.device("cpu")
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, spec)
+
+
+def load_model(path: str, device: torch.device, dtype: torch.dtype):
+    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+
+    if not Path(path).is_dir():
+        raise SystemExit(f"--model {path}: not a folder")
+    model = SicogForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, SicogProcessor.from_pretrained(path)
+
+
+def _prepared_stream(jobs, spec, processor, lookahead: int):
+    """prepare() over jobs in order, `lookahead` jobs ahead in a background thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue: deque = deque()
+        it = iter(jobs)
+        for job in it:
+            queue.append(pool.submit(prepare, job, spec, processor))
+            if len(queue) > lookahead:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+
+
+def run(args) -> int:
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        settings = settings_from_args(args)
+        augment = parse_methods(args.augment)
+        chunk = Chunk.parse(args.chunk)
+        info = rank_info()
+    except ValueError as e:
+        raise SystemExit(f"sicog generate: {e}") from None
+    if args.batch_size < 1:
+        raise SystemExit("sicog generate: --batch-size must be >= 1")
+    prompt_name = args.prompt or DEFAULT_PROMPT[args.task]
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device, info.local_rank)
+    model, processor = load_model(args.model, device, resolve_dtype(args.dtype, device))
+    max_length = args.max_length or int(model.language_model.config.max_position_embeddings)
+    image_folder = Path(args.image_folder) if args.image_folder else Path(args.data).resolve().parent
+    spec = InputSpec(args.task, prompt_name, image_folder, tuple(augment), args.seed, max_length, settings.max_new_tokens)
+    meta = generation_meta(args, settings, prompt_name)
+
+    records = read_records(args.data)
+    jobs, duplicates = split_jobs(records)
+    mine = my_jobs(jobs, info.rank, info.world_size, chunk)
+    done = done_ids(args.out, meta)
+    todo = [j for j in mine if j.rid not in done]
+    out_path = shard_path(args.out, info.rank, info.world_size)
+    log.info("rank %d/%d on %s: %d of %d unique inputs are this shard's (chunk %s), %d already done, %d to do; "
+             "%d duplicate ids left to merge-candidates; writing %s", info.rank, info.world_size, device, len(mine),
+             len(jobs), chunk, len(mine) - len(todo), len(todo), len(duplicates), out_path)
+
+    engine = CandidateEngine(model, processor, settings)
+    start, n_cand, n_rej = time.perf_counter(), 0, 0
+    with JsonlAppender(out_path) as out, JsonlAppender(rejects_path(out_path)) as rejects, \
+            tqdm(total=len(todo), desc=f"generate r{info.rank}", unit="input", dynamic_ncols=True) as bar:
+
+        def flush(batch: list[Prepared]) -> None:
+            nonlocal n_cand
+            texts = engine.generate([p.job.rid for p in batch], [p.item for p in batch])
+            for p, cands in zip(batch, texts):
+                rec = dict(p.job.record)
+                rec.setdefault("id", p.job.rid)
+                rec["prompt"], rec["candidates"] = p.prompt, cands
+                rec["generation"] = {**meta, "augment": p.augment}
+                out.write(rec)
+            n_cand += len(batch) * settings.num_candidates
+            bar.update(len(batch))
+            bar.set_postfix(cand_per_s=f"{n_cand / (time.perf_counter() - start):.2f}", rejects=n_rej)
+
+        batch: list[Prepared] = []
+        for res in _prepared_stream(todo, spec, processor, lookahead=args.prefetch * args.batch_size):
+            if isinstance(res, Rejected):
+                rejects.write(res.as_record())
+                n_rej += 1
+                bar.update(1)
+                continue
+            batch.append(res)
+            if len(batch) == args.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    elapsed = time.perf_counter() - start
+    log.info("rank %d: %d candidates for %d inputs in %.1fs (%.2f candidates/s), %d rejected",
+             info.rank, n_cand, n_cand // settings.num_candidates, elapsed, n_cand / max(elapsed, 1e-9), n_rej)
+    return 0
