@@ -39,6 +39,7 @@ class CandidateInput:
     kind: str
     candidates: list  # as read (may hold empty strings or non-strings)
     usable: list[int] = field(default_factory=list)  # indices of non-empty string candidates
+    generation: dict | None = None
 
     @property
     def image(self) -> str | None:
@@ -130,7 +131,8 @@ def check_input(record: dict, line: int, kind: str, seen: set[str]) -> Candidate
     if not usable:
         raise ValueError(f"no non-empty candidate (of {len(candidates)})")
     base = {k: v for k, v in record.items() if k not in ("candidates", "prompt", "generation")}
-    return CandidateInput(rid, line, base, prompt, resolved, candidates, usable)
+    generation = record.get("generation") if isinstance(record.get("generation"), dict) else None
+    return CandidateInput(rid, line, base, prompt, resolved, candidates, usable, generation)
 
 
 def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[CandidateInput], list[dict], list[dict]]:
@@ -176,7 +178,6 @@ def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[C
             continue
         seen.add(item.id)
         inputs.append(item)
-        gen = rec.get("generation")
-        if isinstance(gen, dict) and gen not in generations:
-            generations.append(gen)
+        if item.generation is not None and item.generation not in generations:
+            generations.append(item.generation)
     return inputs, rejects, generations

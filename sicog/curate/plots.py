@@ -21,7 +21,8 @@ def plot_score_histogram(path: Path, max_scores: list[float], all_scores: list[f
     ax.set_xlabel("self-consistency score")
     ax.set_ylabel("count")
     ax.set_title(title)
-    ax.legend()
+    if all_scores or max_scores:
+        ax.legend()
     _save(fig, path)
 
 

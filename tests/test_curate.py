@@ -1,0 +1,322 @@
+"""Self-consistency curation: scores, choices, bad inputs, the packaged encoder and `sicog curate`."""
+from __future__ import annotations
+
+import json
+import random
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sicog.cli import main as sicog_main
+from sicog.curate.candidates import load_candidates
+from sicog.curate.cli import _fingerprint, add_arguments
+from sicog.curate.embed import default_encoder_path, encode_texts, load_encoder
+from sicog.curate.scoring import best_index, lower_half, mbr_scores, normalise_answer, vote_scores
+from sicog.curate.select import kept, preference_pair, score_inputs
+from sicog.data.formats import COD_HEADINGS, COT_HEADINGS, CAPTION_PROMPTS, check_steps, format_steps
+
+COD_PROMPT = "<image>\n" + CAPTION_PROMPTS["cod-default"]
+QUESTION = "<image>\nHow many red cubes are there? Answer the question step-by-step."
+
+
+def gen(task="caption", prompt_name="cod-default", augment=None):
+    return {"task": task, "prompt_name": prompt_name, "model": "tiny-perception", "temperature": 0.7,
+            "top_p": 0.9, "num_beams": 1, "max_new_tokens": 64, "seed": 0, "augment": augment}
+
+
+def cod(description: str, first: str = "A red cube and a blue ball.") -> str:
+    return format_steps(COD_HEADINGS, [first, "The cube is large.", "The ball is left of the cube.",
+                                       "Grey background.", description])
+
+
+def cot(answer: str, reasoning: str = "I count the red cubes.") -> str:
+    return format_steps(COT_HEADINGS, ["Count the red cubes.", "Two red cubes and a ball.", reasoning, answer])
+
+
+def write_lines(path, records) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(r if isinstance(r, str) else json.dumps(r))
+            f.write("\n")
+
+
+def caption_line(rid, candidates, **extra):
+    rec = {"id": rid, "image": f"img/{rid}.png", "prompt": COD_PROMPT, "candidates": candidates, "generation": gen()}
+    rec.update(extra)
+    return rec
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+
+
+# ---------------------------------------------------------------- scores
+
+
+def test_mbr_scores_worked_by_hand():
+    # e1=(1,0), e2=(0.6,0.8), e3=(0,1): inner products 1, .6, 0 / .6, 1, .8 / 0, .8, 1
+    e = torch.tensor([[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]])
+    s = mbr_scores(e)
+    assert torch.allclose(s, torch.tensor([[1.6 / 3, 2.4 / 3, 1.8 / 3]]))
+    assert best_index(s[0].tolist()) == 1
+
+
+def test_mbr_scores_equal_formula_and_mask():
+    g = torch.Generator().manual_seed(0)
+    e = F.normalize(torch.randn(4, 5, 8, generator=g), dim=-1)
+    s = mbr_scores(e)
+    for b in range(4):
+        for i in range(5):
+            expected = sum(float(e[b, i] @ e[b, j]) for j in range(5)) / 5
+            assert s[b, i].item() == pytest.approx(expected, abs=1e-6)
+    # With a mask, the score is the formula over the present candidates only; absent ones never win.
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True, False, True, True, False], [True] * 5])
+    sm = mbr_scores(e, mask)
+    sub = mbr_scores(e[1:2, :3])
+    assert torch.allclose(sm[1, :3], sub[0], atol=1e-6)
+    assert torch.isinf(sm[1, 3:]).all() and (sm[1, 3:] < 0).all()
+    assert torch.allclose(sm[2, [0, 2, 3]], mbr_scores(e[2:3, [0, 2, 3]])[0], atol=1e-6)
+
+
+def test_ties_and_lower_half():
+    assert best_index([0.5, 0.9, 0.9, 0.1]) == 1
+    assert lower_half([0.5, 0.9, 0.9, 0.1]) == [0, 3]
+    assert lower_half([0.7, 0.7]) == [1]
+    assert lower_half([1.0]) == []
+    scores = [random.Random(k).random() for k in range(7)]
+    low = lower_half(scores)
+    assert len(low) == 3 and best_index(scores) not in low
+    assert max(scores[i] for i in low) <= min(s for i, s in enumerate(scores) if i not in low)
+
+
+def test_vote_normalisation_and_scores():
+    assert normalise_answer("The answer is Two.") == normalise_answer("2") == "2"
+    assert normalise_answer("  A Red Cube!") == normalise_answer("red cube")
+    assert normalise_answer("blue") != normalise_answer("red")
+    assert vote_scores(["Two.", "2", "three", "The answer is two"]) == [0.75, 0.75, 0.25, 0.75]
+
+
+def test_thresholds_nest_and_keep_max_at_least_tau():
+    results = [{"id": str(k), "max_score": random.Random(k).uniform(0.5, 1.0)} for k in range(50)]
+    taus = [0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    sets = [{r["id"] for r in kept(results, t)} for t in taus]
+    for small, large in zip(sets[1:], sets[:-1]):
+        assert small <= large
+    for t, ids in zip(taus, sets):
+        assert ids == {r["id"] for r in results if r["max_score"] >= t}
+    assert len(sets[0]) > len(sets[-1])
+
+
+# ---------------------------------------------------------------- reading candidate files
+
+
+def test_bad_lines_are_rejected_with_reasons(tmp_path):
+    path = tmp_path / "c.jsonl"
+    write_lines(path, [
+        caption_line("ok", [cod("a"), cod("b")]),
+        "{this is not json",
+        "[1, 2]",
+        {"image": "x.png", "prompt": COD_PROMPT, "candidates": ["a", "b"], "generation": gen()},
+        caption_line("nocands", None),
+        caption_line("empty", ["", "   ", None]),
+        caption_line("ok", [cod("c"), cod("d")]),
+        {"id": "nogen", "image": "x.png", "prompt": COD_PROMPT, "candidates": ["a", "b"]},
+        caption_line("badimage", ["a", "b"], image=""),
+    ])
+    items, rejects, _ = load_candidates(path)
+    assert [i.id for i in items] == ["ok"]
+    reasons = {r["line"]: r["reason"] for r in rejects}
+    assert reasons[2].startswith("malformed JSON")
+    assert reasons[3] == "not a JSON object"
+    assert reasons[4] == "missing 'id'"
+    assert "candidates" in reasons[5]
+    assert reasons[6] == "no non-empty candidate (of 3)"
+    assert "duplicate id" in reasons[7]
+    assert "cannot infer --kind" in reasons[8]
+    assert "image" in reasons[9]
+    # The same line is fine with an explicit kind.
+    items, _, _ = load_candidates(path, kind="cod")
+    assert "nogen" in [i.id for i in items]
+
+
+def test_prompt_rebuilt_from_generation_when_missing(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rec = {"id": "q", "image": "q.png", "conversations": [{"from": "human", "value": QUESTION}],
+           "candidates": [cot("Two."), cot("2")], "generation": gen("reasoning", "cot-default")}
+    write_lines(path, [rec])
+    items, rejects, _ = load_candidates(path)
+    assert not rejects and items[0].prompt == QUESTION and items[0].kind == "cot"
+
+
+def test_empty_and_duplicate_candidates_in_scores(tmp_path):
+    path = tmp_path / "c.jsonl"
+    write_lines(path, [
+        {"id": "q", "image": "q.png", "prompt": QUESTION, "generation": gen("reasoning", "cot-default"),
+         "candidates": [cot("Two."), "", cot("three"), cot("2", reasoning="Counting again."), 7]},
+    ])
+    items, _, _ = load_candidates(path)
+    (result,) = score_inputs(items, "vote")
+    assert result["n_candidates"] == 5 and result["n_used"] == 3
+    assert result["scores"][1] is None and result["scores"][4] is None
+    assert result["scores"][0] == pytest.approx(2 / 3) and result["scores"][2] == pytest.approx(1 / 3)
+    assert result["argmax"] == 0 and result["max_score"] == pytest.approx(2 / 3)
+    pair, reason = preference_pair(items[0], result, seed=0)
+    assert reason is None and pair["rejected"].endswith("three") and pair["chosen"].endswith("Two.")
+    # Duplicates count as votes; a pair whose lower half only repeats the chosen text is not built.
+    write_lines(path, [{"id": "d", "image": "d.png", "prompt": QUESTION, "generation": gen("reasoning", "cot-default"),
+                        "candidates": [cot("2"), cot("2")]}])
+    items, _, _ = load_candidates(path)
+    (result,) = score_inputs(items, "vote")
+    assert items[0].duplicates() == 1 and result["max_score"] == 1.0
+    pair, reason = preference_pair(items[0], result, seed=0)
+    assert pair is None and "differs" in reason
+
+
+# ---------------------------------------------------------------- the packaged encoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(None, "cpu")
+
+
+def test_packaged_minilm_loads_offline_and_separates_paraphrases(monkeypatch, encoder):
+    assert (default_encoder_path() / "config.json").is_file()
+
+    def no_network(*a, **k):
+        raise AssertionError("network access during encoder loading")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    model = load_encoder(None, "cpu")
+    paraphrases = ["A large red cube sits to the right of a small blue ball.",
+                   "A big red cube is placed right of a little blue ball.",
+                   "To the right of a small blue sphere there is a large red cube."]
+    unrelated = ["A large red cube sits to the right of a small blue ball.",
+                 "The quarterly earnings report beat analyst expectations.",
+                 "Boil the pasta for nine minutes in salted water."]
+    e = torch.stack([encode_texts(model, paraphrases), encode_texts(model, unrelated)])
+    assert torch.allclose(e.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+    s = mbr_scores(e)
+    assert s[0].max() > s[1].max() + 0.2
+    assert s[0].min() > s[1].max()
+
+
+def test_embedding_scores_compare_only_the_final_step(tmp_path, encoder):
+    # Steps 1-4 differ wildly but step 5 is identical: the compared parts agree perfectly.
+    path = tmp_path / "c.jsonl"
+    same = "A large red cube sits right of a small blue ball on a grey background."
+    write_lines(path, [caption_line("a", [cod(same, first="Two objects."), cod(same, first="Stock markets fell today.")]),
+                       caption_line("b", [cod(same), cod("Boil the pasta for nine minutes.")])])
+    items, _, _ = load_candidates(path)
+    ra, rb = score_inputs(items, "embedding", encoder)
+    assert ra["max_score"] == pytest.approx(1.0, abs=1e-5)
+    assert rb["max_score"] < 0.8
+
+
+# ---------------------------------------------------------------- `sicog curate` end to end
+
+
+def reasoning_file(path):
+    lines = []
+    for k in range(8):
+        answers = ["Two.", "2", "two", "three"][: 2 + k % 3]
+        if k % 4 == 3:
+            answers = ["blue", "red", "green"]
+        lines.append({"id": f"q{k}", "image": f"img/q{k}.png", "prompt": QUESTION,
+                      "generation": gen("reasoning", "cot-default"),
+                      "candidates": [cot(a, reasoning=f"Reasoning {i}.") for i, a in enumerate(answers)]})
+    lines.append({"id": "single", "image": "s.png", "prompt": QUESTION, "generation": gen("reasoning", "cot-default"),
+                  "candidates": [cot("2")]})
+    lines.append("not json at all")
+    write_lines(path, lines)
+
+
+def test_curate_cli_vote_end_to_end(tmp_path):
+    cands = tmp_path / "cands.jsonl"
+    reasoning_file(cands)
+    out = tmp_path / "out"
+    rc = sicog_main(["curate", "--candidates", str(cands), "--out", str(out), "--method", "vote",
+                     "--thresholds", "0.5,0.7,0.9", "--model", "ckpt/reasoning", "--seed", "3"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    scores = {r["id"]: r for r in read_jsonl(out / "scores.jsonl")}
+    assert set(scores) == {f"q{k}" for k in range(8)}
+    assert summary["model"] == "ckpt/reasoning" and summary["generation_models"] == ["tiny-perception"]
+    assert summary["counts"]["lines_read"] == 10 and summary["counts"]["scored"] == 8
+    skipped = {s["line"]: s["reason"] for s in summary["skipped"]}
+    assert "at least 2" in skipped[9] and skipped[10].startswith("malformed JSON")
+    kept_ids = {}
+    for tau in ("0.5", "0.7", "0.9"):
+        records = read_jsonl(out / f"curated_tau{tau}.jsonl")
+        kept_ids[tau] = {r["id"] for r in records}
+        assert kept_ids[tau] == {i for i, r in scores.items() if r["max_score"] >= float(tau)}
+        assert summary["kept"][tau]["count"] == len(records)
+        for r in records:
+            human, gpt = r["conversations"]
+            assert human == {"from": "human", "value": QUESTION} and r["image"] == f"img/{r['id']}.png"
+            assert check_steps(gpt["value"], COT_HEADINGS) is None
+    assert kept_ids["0.9"] <= kept_ids["0.7"] <= kept_ids["0.5"] and kept_ids["0.9"] != kept_ids["0.5"]
+    pairs = read_jsonl(out / "preferences.jsonl")
+    assert len(pairs) == summary["counts"]["preference_pairs"] > 0
+    for p in pairs:
+        assert set(p) == {"id", "image", "prompt", "chosen", "rejected"} and p["chosen"] != p["rejected"]
+        r = scores[p["id"]]
+        candidates = read_candidate(cands, p["id"])
+        assert p["chosen"] == candidates[r["argmax"]] and p["rejected"] in candidates
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert {r["line"] for r in rejects if r["stage"] == "input"} == {9, 10}
+    for name in ("score_histogram.png", "kept_vs_threshold.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / ".partial").exists()
+    # Same seed, same pairs; another seed may pick other rejected candidates but the same chosen ones.
+    out2 = tmp_path / "out2"
+    assert sicog_main(["curate", "--candidates", str(cands), "--out", str(out2), "--method", "vote",
+                       "--thresholds", "0.5,0.7,0.9", "--model", "ckpt/reasoning", "--seed", "3"]) == 0
+    assert (out2 / "preferences.jsonl").read_text() == (out / "preferences.jsonl").read_text()
+
+
+def read_candidate(path, rid):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec["id"] == rid:
+                return rec["candidates"]
+    raise KeyError(rid)
+
+
+def test_curate_resumes_from_partial_scores(tmp_path):
+    import argparse
+
+    cands = tmp_path / "cands.jsonl"
+    reasoning_file(cands)
+    out = tmp_path / "out"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--candidates", str(cands), "--out", str(out), "--method", "vote"])
+    planted = {"id": "q0", "kind": "cot", "method": "vote", "n_candidates": 2, "n_used": 2, "duplicates": 0,
+               "scores": [0.123, 0.1], "argmax": 0, "max_score": 0.123}
+    partial = out / ".partial" / f"scores-{_fingerprint(args, None)}.rank0.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text(json.dumps(planted) + "\n" + '{"id": "q1", "kind": "co')  # cut by a kill
+    assert sicog_main(["curate", "--candidates", str(cands), "--out", str(out), "--method", "vote"]) == 0
+    scores = {r["id"]: r for r in read_jsonl(out / "scores.jsonl")}
+    assert scores["q0"]["max_score"] == 0.123  # taken from the partial file, not scored again
+    assert scores["q1"]["max_score"] == 1.0 and len(scores) == 8
+    assert not partial.exists()
+
+
+def test_curate_cli_all_bad_returns_error(tmp_path):
+    cands = tmp_path / "cands.jsonl"
+    write_lines(cands, ["nope", caption_line("x", [""])])
+    out = tmp_path / "out"
+    assert sicog_main(["curate", "--candidates", str(cands), "--out", str(out), "--method", "vote"]) == 1
+    assert len(read_jsonl(out / "rejects.jsonl")) == 2
+    cod_file = tmp_path / "cod.jsonl"
+    write_lines(cod_file, [caption_line("c", [cod("a"), cod("b")])])
+    assert sicog_main(["curate", "--candidates", str(cod_file), "--out", str(out), "--method", "vote"]) == 1
+    assert "CoD captions" in read_jsonl(out / "rejects.jsonl")[0]["reason"]
