@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("sicog.world.build", "render the world and write every data split, the tokenizer and a manifest"),
     "pretrain": ("sicog.world.pretrain", "pre-train the tiny tier's CLIP and Qwen2 on the world"),
     "teacher": ("sicog.world.teacher", "serve gold CoD captions over the OpenAI chat-completions protocol"),
+    "export-vlmeval": ("sicog.world.export_vlmeval", "write the benchmarks as VLMEvalKit TSV datasets"),
 }
 
 
