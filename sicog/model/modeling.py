@@ -1,0 +1,176 @@
+"""`SicogForConditionalGeneration`: CLIP vision tower + projector + Qwen2 LLM, with `GenerationMixin`."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import CLIPVisionModel, GenerationMixin, PreTrainedModel, Qwen2ForCausalLM
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration import SicogConfig
+from .image_input import ImageInput
+from .projector import build_projector
+from .resampler import SpatialResampler
+
+
+class SicogPreTrainedModel(PreTrainedModel):
+    config: SicogConfig
+    config_class = SicogConfig
+    base_model_prefix = ""
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPEncoderLayer", "Qwen2DecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, SpatialResampler):
+            init.trunc_normal_(module.query, std=0.02)
+
+
+class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
+    def __init__(self, config: SicogConfig):
+        super().__init__(config)
+        self.vision_tower = CLIPVisionModel(config.vision_config)
+        self.projector = build_projector(config)
+        self.language_model = Qwen2ForCausalLM(config.text_config)
+        self.layout = config.layout
+        self.post_init()
+
+    # --- embeddings plumbing for HF utilities (resize, tying, generation) -------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self):
+        return self.language_model.get_decoder()
+
+    # --- images -------------------------------------------------------------------------
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, h, w] equal-size images -> projected tokens [N, T, D]."""
+        patch = self.config.patch_size
+        n, _, h, w = pixels.shape
+        out = self.vision_tower(
+            pixel_values=pixels.to(self.vision_tower.dtype),
+            output_hidden_states=True,
+            interpolate_pos_encoding=True,
+        )
+        feats = out.hidden_states[self.config.vision_feature_layer][:, 1:]           # drop CLS
+        return self.projector(feats.reshape(n, h // patch, w // patch, feats.shape[-1]))
+
+    def encode_images(self, images: list[ImageInput]) -> list[torch.Tensor]:
+        """Per image, its feature tokens [num_features, D] in the layout's order.
+
+        Overviews and slices of equal size (across all images) go through the vision tower and
+        the projector in one call.
+        """
+        units: list[torch.Tensor] = []
+        for im in images:
+            units.append(im.overview)
+            if im.slices is not None:
+                units.extend(im.slices.unbind(0))
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, u in enumerate(units):
+            groups[tuple(u.shape[-2:])].append(i)
+        tokens: list[torch.Tensor | None] = [None] * len(units)
+        device = self.vision_tower.device
+        for idx in groups.values():
+            out = self.encode_pixels(torch.stack([units[i] for i in idx]).to(device))
+            for j, i in enumerate(idx):
+                tokens[i] = out[j]
+
+        q = self.config.query_grid
+        result, k = [], 0
+        for im in images:
+            overview = tokens[k]
+            k += 1
+            if im.slices is None:
+                result.append(overview)
+                continue
+            cols, rows = im.grid
+            sl = torch.stack(tokens[k:k + cols * rows])                              # [S, Q*Q, D]
+            k += cols * rows
+            raster = sl.view(rows, cols, q, q, -1).permute(0, 2, 1, 3, 4).reshape(-1, sl.shape[-1])
+            result.append(torch.cat([raster, overview], dim=0))
+        return result
+
+    def embed_inputs(self, input_ids: torch.LongTensor, images: list[ImageInput | None] | None) -> torch.Tensor:
+        """Token embeddings with the image features spliced in at the image-token positions."""
+        embeds = self.get_input_embeddings()(input_ids)
+        image_id = self.config.image_token_id
+        mask = input_ids == image_id if image_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
+        images = list(images) if images is not None else [None] * input_ids.shape[0]
+        if len(images) != input_ids.shape[0]:
+            raise ValueError(f"{len(images)} image entries for a batch of {input_ids.shape[0]} sequences")
+        per_row = mask.sum(dim=1).tolist()
+        for b, (im, n) in enumerate(zip(images, per_row)):
+            expected = 0 if im is None else self.layout.num_features(im.grid)
+            if n != expected:
+                raise ValueError(
+                    f"sequence {b} has {n} image-token positions but its image gives {expected} features "
+                    f"(grid {None if im is None else im.grid}); encode text and image with the same processor settings"
+                )
+        present = [im for im in images if im is not None]
+        if not present:
+            return embeds
+        feats = torch.cat(self.encode_images(present), dim=0).to(embeds.dtype)
+        embeds[mask] = feats
+        return embeds
+
+    # --- forward / generation ---------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        images: list[ImageInput | None] | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.embed_inputs(input_ids, images)
+        elif images is not None:
+            raise ValueError("images are spliced from input_ids; pass input_ids, not inputs_embeds, with images")
+        no_past = past_key_values is None or past_key_values.get_seq_length() == 0
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2 and no_past:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, input_ids, images=None, is_first_iteration=False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs.pop("images", None)
+        if images is not None and (is_first_iteration or not kwargs.get("use_cache", True)):
+            batch = model_inputs["input_ids"].shape[0]
+            if len(images) != batch and len(images) and batch % len(images) == 0:
+                # num_return_sequences / beams expand the text batch; repeat each image alike
+                images = [im for im in images for _ in range(batch // len(images))]
+            model_inputs["images"] = images
+        return model_inputs
