@@ -56,6 +56,8 @@ def test_short_yes_no_and_caption_prompts():
     rec = {"question": "<image>\nWhat colour is the star?"}
     assert question_type(rec, "qa") == "short_answer"
     assert eval_prompt(rec, "qa", cfg) == f"<image>\nWhat colour is the star? {SHORT_ANSWER_PHRASE}"
+    posed = {"question": f"<image>\nWhat colour is the star? {SHORT_ANSWER_PHRASE}"}
+    assert eval_prompt(posed, "qa", cfg) == eval_prompt(rec, "qa", cfg)
     pope = {"question": "Is there a red circle in the image?", "answer": "yes"}
     assert eval_prompt(pope, "pope", cfg) == f"<image>\nIs there a red circle in the image? {cfg.suffix['yes_no']}"
     assert eval_prompt({}, "captions", cfg) == "<image>\n" + CAPTION_PROMPTS[cfg.caption_prompt]

@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from sicog.data.formats import SHORT_ANSWER_PHRASE
 from sicog.data.records import write_jsonl
 from sicog.world.export_vlmeval import export_vlmeval, resolve_images
+
+MC = "Answer with the option's letter from the given choices directly."
 
 
 def _image(path, colour, size=(40, 30)):
@@ -26,7 +29,8 @@ def world(tmp_path):
     pixels = {f"images/{i}.png": _image(w / f"images/{i}.png", (40 * i, 200 - 30 * i, 90)) for i in range(3)}
     (w / "images" / "broken.png").write_bytes(b"not a png")
     qa = [
-        {"id": "q0", "image": "images/0.png", "question": "<image>\nHow many circles?", "options": ["1", "2", "3", "4"],
+        {"id": "q0", "image": "images/0.png", "options": ["1", "2", "3", "4"],
+         "question": "<image>\nHow many circles?\nA. 1\nB. 2\nC. 3\nD. 4\n" + MC,
          "answer": "B", "skill": "count", "type": "multiple_choice"},
         {"id": "q1", "image": "images/1.png", "question": "<image>\nWhat colour is the square?",
          "options": {"A": "red", "B": "blue", "C": "grey", "D": "green"}, "answer": "green", "skill": "colour"},
@@ -42,7 +46,7 @@ def world(tmp_path):
          "answer": "A", "skill": "count"},
     ]
     pope = [
-        {"id": f"p{i}", "image": f"images/{i % 3}.png", "question": "<image>\nIs there a red circle in the image?",
+        {"id": f"p{i}", "image": f"images/{i % 3}.png", "question": f"<image>\nIs there a red circle in the image? {SHORT_ANSWER_PHRASE}",
          "answer": "yes" if i % 2 else "no", "variant": ("random", "popular", "adversarial")[i % 3]}
         for i in range(6)
     ] + [{"id": "p6", "image": "images/missing.png", "question": "<image>\nIs there a cat?", "answer": "no",
@@ -63,6 +67,7 @@ def test_export_tsvs_parse_and_images_round_trip(world, tmp_path):
     assert list(qa["answer"]) == ["B", "D", "A"]          # the option text "green" became its letter
     assert list(qa["category"]) == ["count", "colour", "shape"]
     assert qa.loc[1, "C"] == "grey"
+    assert qa.loc[0, "question"] == "How many circles?"   # stored bare: options in A-D, no instruction
     assert qa.loc[2, "question"] == "What shape is left?\nSecond line."
     assert str(qa.loc[2, "image"]) == str(qa.loc[0, "index"])   # same image stored once
     for img, src in zip(resolve_images(qa), ["images/0.png", "images/1.png", "images/0.png"]):
@@ -71,6 +76,7 @@ def test_export_tsvs_parse_and_images_round_trip(world, tmp_path):
     pope = pd.read_csv(out / "SICOG_EVAL_POPE.tsv", sep="\t")
     assert list(pope["answer"]) == ["No", "Yes", "No", "Yes", "No", "Yes"]
     assert set(pope["category"]) == {"random", "popular", "adversarial"}
+    assert set(pope["question"]) == {"Is there a red circle in the image?"}
     assert not {"A", "B"} & set(pope.columns)
     for img, i in zip(resolve_images(pope), range(6)):
         assert np.array_equal(np.asarray(img), pixels[f"images/{i % 3}.png"])

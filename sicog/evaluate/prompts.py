@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import string
 
-from sicog.data.formats import CAPTION_PROMPTS, IMAGE_TOKEN, strip_image_token
+from sicog.data.formats import CAPTION_PROMPTS, IMAGE_TOKEN, SHORT_ANSWER_PHRASE, strip_image_token
 from sicog.evaluate.settings import EvalConfig
 
 
@@ -28,26 +28,41 @@ def option_map(options) -> dict[str, str]:
 
 
 def with_suffix(question: str, suffix: str, sep: str = " ") -> str:
-    """`question`, `sep`, `suffix` (not repeated when the question already ends with the suffix).
+    """`question`, `sep`, `suffix`.
 
     Short-answer and yes/no questions take the suffix after a space, multiple choice on its own
     line after the options: the layout of the world's training questions and of LLaVA.
     """
-    q = question.strip()
-    if q.endswith(suffix):
-        return q
-    return f"{q}{sep}{suffix}"
+    return f"{question.strip()}{sep}{suffix}"
 
 
 def multiple_choice_text(question: str, options: dict[str, str], suffix: str) -> str:
-    """Question, one `A. text` line per option (unless the question lists them already), then the suffix line."""
-    q = question.strip()
-    option_lines = [f"{k}. {v}" for k, v in options.items()]
-    if q.endswith(suffix):
-        q = q[: -len(suffix)].rstrip()
-    if q.splitlines()[-len(option_lines):] != option_lines:
-        q = "\n".join([q, *option_lines])
-    return with_suffix(q, suffix, sep="\n")
+    """Question, one `A. text` line per option, then the suffix line."""
+    return "\n".join([question.strip(), *(f"{k}. {v}" for k, v in options.items()), suffix])
+
+
+def bare_question(question: str, options: dict[str, str] | None, instructions) -> str:
+    """The question alone: without `<image>`, a trailing answer instruction, or trailing option lines.
+
+    The world poses its questions ready to answer (options and instruction included); evaluation
+    rebuilds them from the bare question so that the pinned suffixes of the eval config apply.
+    """
+    q = strip_image_token(question).strip()
+    for instruction in sorted(set(instructions), key=len, reverse=True):
+        if q.endswith(instruction):
+            q = q[: -len(instruction)].rstrip()
+            break
+    if options:
+        lines = q.splitlines()
+        option_lines = [f"{k}. {v}" for k, v in options.items()]
+        if len(lines) > len(option_lines) and lines[-len(option_lines):] == option_lines:
+            q = "\n".join(lines[: -len(option_lines)]).rstrip()
+    return q
+
+
+def known_instructions(cfg: EvalConfig) -> list[str]:
+    """Answer instructions that may end a posed question: the config's suffixes and the LLaVA phrase."""
+    return [*cfg.suffix.values(), SHORT_ANSWER_PHRASE]
 
 
 def question_type(record: dict, benchmark: str) -> str:
@@ -63,12 +78,13 @@ def eval_prompt(record: dict, benchmark: str, cfg: EvalConfig) -> str:
     """The user turn (with its leading `<image>\\n`) for a benchmark record; ValueError when it has no question."""
     if benchmark == "captions":
         return f"{IMAGE_TOKEN}\n{CAPTION_PROMPTS[cfg.caption_prompt]}"
-    question = strip_image_token(str(record.get("question") or ""))
+    qtype = question_type(record, benchmark)
+    options = option_map(record["options"]) if qtype == "multiple_choice" else None
+    question = bare_question(str(record.get("question") or ""), options, known_instructions(cfg))
     if not question:
         raise ValueError("record has no question")
-    qtype = question_type(record, benchmark)
-    if qtype == "multiple_choice":
-        body = multiple_choice_text(question, option_map(record["options"]), cfg.suffix[qtype])
+    if options:
+        body = multiple_choice_text(question, options, cfg.suffix[qtype])
     else:
         body = with_suffix(question, cfg.suffix[qtype])
     return f"{IMAGE_TOKEN}\n{body}"

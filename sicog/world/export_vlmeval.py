@@ -26,9 +26,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from sicog.data.formats import strip_image_token
 from sicog.data.records import JsonlAppender, read_records, record_id, write_json
-from sicog.evaluate.prompts import option_map
+from sicog.evaluate.prompts import bare_question, known_instructions, option_map
+from sicog.evaluate.settings import load_eval_config
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def resolve_images(frame: pd.DataFrame) -> list[Image.Image]:
     return out
 
 
-def _qa_row(rec: dict) -> dict | None:
+def _qa_row(rec: dict, instructions: list[str]) -> dict | None:
     if not rec.get("options"):
         return None
     options = option_map(rec["options"])
@@ -81,16 +81,17 @@ def _qa_row(rec: dict) -> dict | None:
         if len(letters) != 1:
             raise ValueError(f"answer {answer!r} is neither an option letter nor one option's text")
         answer = letters[0]
-    row = {"question": strip_image_token(rec["question"]), "answer": answer, "category": rec.get("skill", "")}
+    row = {"question": bare_question(rec["question"], options, instructions), "answer": answer,
+           "category": rec.get("skill", "")}
     row.update(options)
     return row
 
 
-def _pope_row(rec: dict) -> dict:
+def _pope_row(rec: dict, instructions: list[str]) -> dict:
     answer = str(rec.get("answer", "")).strip().lower()
     if answer not in ("yes", "no"):
         raise ValueError(f"POPE answer must be yes or no, got {rec.get('answer')!r}")
-    return {"question": strip_image_token(rec["question"]), "answer": answer.capitalize(),
+    return {"question": bare_question(rec["question"], None, instructions), "answer": answer.capitalize(),
             "category": rec.get("variant", "")}
 
 
@@ -114,9 +115,15 @@ def _write_tsv(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def export_vlmeval(world: str | Path, out: str | Path, split: str = "eval", prefix: str | None = None) -> dict:
-    """Write `<prefix>_QA.tsv`, `<prefix>_POPE.tsv`, `manifest.json` and `rejects.jsonl` under `out`."""
+def export_vlmeval(world: str | Path, out: str | Path, split: str = "eval", prefix: str | None = None,
+                   eval_config: str = "v1") -> dict:
+    """Write `<prefix>_QA.tsv`, `<prefix>_POPE.tsv`, `manifest.json` and `rejects.jsonl` under `out`.
+
+    Questions are stored bare (no options, no answer instruction): the adapter adds them back with
+    the suffixes of the eval config, and VLMEvalKit's own prompts add the options for other models.
+    """
     world, out = Path(world), Path(out)
+    instructions = known_instructions(load_eval_config(eval_config))
     prefix = prefix or f"SICOG_{split.upper()}"
     out.mkdir(parents=True, exist_ok=True)
     rejects_path = out / "rejects.jsonl"
@@ -131,7 +138,7 @@ def export_vlmeval(world: str | Path, out: str | Path, split: str = "eval", pref
             for i, rec in enumerate(tqdm(records, desc=f"export {bench}", unit="rec")):
                 rid = record_id(rec, i)
                 try:
-                    row = to_row(rec)
+                    row = to_row(rec, instructions)
                     if row is None:
                         not_mc += 1
                         continue
