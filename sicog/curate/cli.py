@@ -196,8 +196,10 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
         rc = _write_outputs(args, out, scorable, results, rejects, generations, encoder_name, world,
                             lines_read, throughput, time.perf_counter() - started)
     if world > 1:
-        dist.barrier()
+        dist.barrier()  # outputs written: the partial files are no longer needed
     partial_path.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
     if rank == 0 and partial_dir.is_dir() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
     return rc
