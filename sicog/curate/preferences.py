@@ -127,10 +127,11 @@ def _curated_answers(path: Path) -> tuple[dict[str, tuple[int, dict]], list[dict
 def pairs_from_noisy(noisy_path: Path, curated_path: Path, seed: int, kind: str = "auto") -> tuple[list[dict], list[dict]]:
     """Pairs of (curated clean answer, seeded corrupted-image candidate), matched by id."""
     curated, rejects = _curated_answers(curated_path)
+    curated_rejected = {r["id"] for r in rejects if r["id"] is not None}
     items, load_rejects, _ = load_candidates(noisy_path, kind)
     rejects += [_reject("noisy", r["id"], r["line"], f"corrupted-image candidates: {r['reason']}") for r in load_rejects]
-    rejects_ids = {r["id"] for r in load_rejects if r["id"] is not None}
-    pairs, matched = [], set()
+    noisy_ids = {item.id for item in items} | {r["id"] for r in load_rejects if r["id"] is not None}
+    pairs = []
     for item in items:
         augment = (item.generation or {}).get("augment")
         if not augment:
@@ -138,9 +139,10 @@ def pairs_from_noisy(noisy_path: Path, curated_path: Path, seed: int, kind: str 
                                    "generation.augment is not set: not a corrupted-image candidate"))
             continue
         if item.id not in curated:
+            if item.id in curated_rejected:
+                continue  # already rejected with the curated side's reason
             rejects.append(_reject("noisy", item.id, item.line, "id not in the curated set (no chosen side)"))
             continue
-        matched.add(item.id)
         clean = curated[item.id][1]
         if strip_image_token(item.prompt) != strip_image_token(clean["prompt"]):
             rejects.append(_reject("noisy", item.id, item.line,
@@ -162,7 +164,7 @@ def pairs_from_noisy(noisy_path: Path, curated_path: Path, seed: int, kind: str 
             continue
         pairs.append(pair)
     for rid, (line, _) in curated.items():
-        if rid not in matched and rid not in rejects_ids:
+        if rid not in noisy_ids:
             rejects.append(_reject("noisy", rid, line, "no corrupted-image candidates for this id (no rejected side)"))
     return pairs, rejects
 
