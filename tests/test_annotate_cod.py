@@ -249,6 +249,7 @@ def test_client_gives_up_with_reason():
             client.complete([{"role": "user", "content": [{"type": "text", "text": "Question: item-2"}]}],
                             cod.accept_cod)
     assert info.value.attempts == 2 and info.value.error.status_code == 500
+    assert API_KEY not in repr(client)
     assert info.value.error.reason == "http 500"
 
 

@@ -145,7 +145,7 @@ class TeacherClient:
     """Thread-safe: one instance serves all worker threads."""
 
     model: str
-    api_key: str
+    api_key: str = field(repr=False)
     base_url: str | None = None
     temperature: float = 0.2
     max_tokens: int = 2048

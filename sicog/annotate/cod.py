@@ -241,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
         policy=RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_cap, args.retry_after_cap),
         seed=args.seed,
     )
+    for name in ("httpx", "httpx2"):  # one INFO line per request would bury the progress bar
+        logging.getLogger(name).setLevel(logging.WARNING)
     log.info("annotating with model %s at %s", args.model, client.base_url or "the OpenAI API")
 
     started = time.monotonic()
@@ -281,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
                         failures.write(line)
                         counts["failed"] += 1
                     bar.update(1)
-                    bar.set_postfix(failed=counts["failed"])
+                    bar.set_postfix(failed=counts["failed"], api_calls=counts["api_attempts"])
                 fill()
 
     progress_lines = {str(r["id"]): r for r in read_records(progress_path)} if progress_path.exists() else {}
