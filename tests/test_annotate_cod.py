@@ -40,7 +40,7 @@ class FakeTeacher:
 
     `faults` maps a record id (found in the user text) to the actions of its successive requests;
     once they are used up the answer is a valid CoD caption. Actions: ok, variant, 429, 429date,
-    500, slow, badjson, badformat, truncated, drop, 400, 401.
+    500, slow, badjson, html, nochoices, badformat, truncated, drop, 400, 401.
     """
 
     def __init__(self, faults: dict[str, list[str]] | None = None, slow_s: float = 1.0, retry_after: str = "0",
@@ -128,6 +128,15 @@ class FakeTeacher:
             send(500, {"error": {"message": "Internal server error: upstream exploded"}})
         elif action == "badjson":
             send(200, b'{"id": "chatcmpl-1", "choices": [')
+        elif action == "html":  # a proxy's error page with a 200
+            data = b"<html>upstream proxy error</html>"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+        elif action == "nochoices":
+            send(200, {"id": "x", "choices": None})
         elif action == "badformat":
             send(200, completion("Here is a nice caption without any steps."))
         elif action == "truncated":
@@ -169,7 +178,7 @@ def cli_args(root: Path, url: str, *extra: str) -> list[str]:
     return ["--input", str(root / "records.jsonl"), "--image-dir", str(root / "images"),
             "--output-cod-dir", str(root / "cod"), "--output-dd-dir", str(root / "dd"),
             "--base-url", url, "--model", "teacher-test", "--concurrency", "4", "--timeout", "0.4",
-            "--max-attempts", "3", "--backoff-base", "0.01", "--backoff-cap", "0.05",
+            "--max-attempts", "4", "--backoff-base", "0.01", "--backoff-cap", "0.05",
             "--retry-after-cap", "0.2", *extra]
 
 
@@ -259,12 +268,12 @@ FAULTS = {
     "item-1": ["429", "500"],          # recovers on the third attempt
     "item-2": ["slow"],                # beyond the client timeout, then fine
     "item-3": ["badjson"],
-    "item-4": ["badformat"] * 3,       # never in the five-step format: final failure
+    "item-4": ["badformat"] * 4,       # never in the five-step format: final failure
     "item-5": ["variant"],             # markdown step markers, normalised
     "item-6": ["400"],                 # not retryable
     "item-7": ["truncated"],
-    "item-8": ["drop"],                # connection closed without an answer
-    "item-9": ["500", "500", "500"],   # 5xx until the attempts run out
+    "item-8": ["drop", "html", "nochoices"],  # no answer, then 200s that are not completions
+    "item-9": ["500"] * 4,             # 5xx until the attempts run out
 }
 
 
@@ -294,7 +303,7 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
     assert set(failed_ids) == {"item-4", "item-6", "item-9", "item-10", "item-12", "item-13"}
     assert ok_ids == [r["id"] for r in records if r["id"] in set(ok_ids)]  # input order
     by_id = {f["id"]: f for f in failures}
-    assert by_id["item-4"]["reason"] == "wrong format" and by_id["item-4"]["attempts"] == 3
+    assert by_id["item-4"]["reason"] == "wrong format" and by_id["item-4"]["attempts"] == 4
     assert by_id["item-6"]["status_code"] == 400 and by_id["item-6"]["attempts"] == 1
     assert by_id["item-9"]["reason"] == "http 500" and by_id["item-9"]["error_class"] == "InternalServerError"
     assert by_id["item-10"]["reason"] == "missing image"
@@ -312,7 +321,9 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
             "ignored when a caption field exists" if rec["id"] == "item-11" else
             f"A red square numbered {rec['id'].split('-')[1]}.")
     outputs = (tmp_path / "cod" / "cod.jsonl").read_text() + (tmp_path / "dd" / "dd.jsonl").read_text()
-    for error_text in ("Rate limit", "Internal server", "Error code", "Expecting", "timed out", "Sure!", "**"):
+    assert teacher.attempts["item-8"] == 4 and teacher.attempts["item-1"] == 3 and teacher.attempts["item-2"] == 2
+    for error_text in ("Rate limit", "Internal server", "Error code", "Expecting", "timed out", "Sure!", "**",
+                       "proxy error", "html"):
         assert error_text not in outputs
 
     # The image travelled as a data URL of its real type, whatever its extension.
@@ -328,10 +339,10 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
 
     summary = json.loads((tmp_path / "cod" / "annotate_summary.json").read_text())
     assert summary["annotated"] == len(cods) == 8 and summary["failed"] == 6 and summary["pending"] == 0
-    # 100 prompt / 50 completion tokens per answered 200: 8 accepted + 3 wrong-format + 1 truncated.
-    assert summary["this_run"]["prompt_tokens"] == 100 * 12
-    assert summary["this_run"]["completion_tokens"] == 50 * 12
-    assert summary["this_run"]["estimated_cost_usd"] == pytest.approx((1200 * 2.5 + 600 * 10.0) / 1e6)
+    # 100 prompt / 50 completion tokens per answered 200: 8 accepted + 4 wrong-format + 1 truncated.
+    assert summary["this_run"]["prompt_tokens"] == 100 * 13
+    assert summary["this_run"]["completion_tokens"] == 50 * 13
+    assert summary["this_run"]["estimated_cost_usd"] == pytest.approx((1300 * 2.5 + 650 * 10.0) / 1e6)
 
     # The key reached the server but nowhere else: not in files, logs or console.
     assert all(r["auth"] == f"Bearer {API_KEY}" for r in teacher.requests)
@@ -344,7 +355,7 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
 def test_rerun_skips_done_and_retry_failures_moves_them(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     make_dataset(tmp_path, 6)
-    with FakeTeacher({"item-2": ["500"] * 3, "item-4": ["badformat"] * 3}) as teacher:
+    with FakeTeacher({"item-2": ["500"] * 4, "item-4": ["badformat"] * 4}) as teacher:
         assert run_annotate(cli_args(tmp_path, teacher.url)) == 0
         first = len(teacher.requests)
     cod_before = (tmp_path / "cod" / "cod.jsonl").read_bytes()
@@ -366,7 +377,7 @@ def test_rerun_skips_done_and_retry_failures_moves_them(tmp_path, monkeypatch):
     progress_ids = [r["id"] for r in jsonl(tmp_path / "cod" / "annotate_progress.jsonl")]
     assert sorted(progress_ids) == sorted(set(progress_ids)) == ids
     summary = json.loads((tmp_path / "cod" / "annotate_summary.json").read_text())
-    assert summary["total"]["prompt_tokens"] == 100 * (6 + 3)  # 6 accepted answers + 3 rejected formats
+    assert summary["total"]["prompt_tokens"] == 100 * (6 + 4)  # 6 accepted answers + 4 rejected formats
 
 
 def test_rejected_key_stops_the_run_and_keeps_records_pending(tmp_path, monkeypatch, caplog):

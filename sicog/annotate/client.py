@@ -214,11 +214,15 @@ class TeacherClient:
         except (openai.APIResponseValidationError, ValueError) as e:
             # A 2xx answer whose body is not a chat completion (invalid JSON or wrong shape).
             return AttemptError("malformed response", type(e).__name__, self.scrub(e))
-        if response.usage is not None:
-            usage.add(Usage(response.usage.prompt_tokens or 0, response.usage.completion_tokens or 0))
+        # A 2xx body that is not a chat completion comes back as a str, list or half-empty model.
+        reported = getattr(response, "usage", None)
+        if reported is not None:
+            usage.add(Usage(getattr(reported, "prompt_tokens", 0) or 0, getattr(reported, "completion_tokens", 0) or 0))
         choices = getattr(response, "choices", None)
-        if not choices or not isinstance(getattr(choices[0].message, "content", None), str):
-            return AttemptError("malformed response", "EmptyChoices", "no message content in the response")
+        if not isinstance(choices, list) or not choices or \
+                not isinstance(getattr(getattr(choices[0], "message", None), "content", None), str):
+            return AttemptError("malformed response", "NotAChatCompletion",
+                                self.scrub(f"no message content in the response: {str(response)[:200]}"))
         choice = choices[0]
         if choice.finish_reason == "length":
             return AttemptError("truncated", "LengthLimit", f"answer cut at max_tokens={self.max_tokens}")
