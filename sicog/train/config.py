@@ -114,6 +114,11 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
     profile = overrides.get("profile") or user.get("profile") or "tiny"
     merged = {**load_profile(profile, stage), **user, **overrides, "stage": stage, "profile": profile}
 
+    if "warmup_ratio" in merged:  # transformers 5 folded it into warmup_steps (a fraction < 1)
+        ratio = float(merged.pop("warmup_ratio"))
+        if not 0 <= ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
+        merged["warmup_steps"] = ratio
     hf_names = training_argument_names()
     unknown = sorted(k for k in merged if k not in OWN_FIELDS and k not in hf_names)
     if unknown:

@@ -1,0 +1,171 @@
+"""`sicog train`: every stage through one entry.
+
+    sicog train --stage stage1 --profile tiny --model_name_or_path M --data_path D.jsonl --output_dir OUT
+    sicog train --config run.yaml --learning_rate 1e-4          # flags override the YAML
+
+Settings come from configs/stages/<profile>.yaml, then --config, then flags (see
+sicog.train.config). Besides the SICOG settings below, every HF TrainingArguments field is a flag
+(--learning_rate, --per_device_train_batch_size, --gradient_accumulation_steps (checked against
+the global batch), --num_train_epochs, --output_dir, --deepspeed, --bf16,
+--gradient_checkpointing, --save_steps, --logging_steps, --seed, --resume_from_checkpoint PATH|auto,
+...). Outputs in output_dir: the model (or, for stage1, mm_projector.safetensors + its config),
+train_config.yaml, train_log.jsonl, rejects.jsonl, train_summary.json, checkpoint-N folders.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import get_type_hints
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+OWN_ARGUMENTS: list[tuple[str, dict]] = [
+    ("--config", dict(help="YAML with TrainConfig and TrainingArguments settings")),
+    ("--stage", dict(help="stage0 | stage1 | stage1_5 | stage2 (see sicog.train.stages)")),
+    ("--profile", dict(choices=["tiny", "paper"], help="stage hyperparameters: configs/stages/<profile>.yaml")),
+    ("--model_name_or_path", dict(help="SICOG model folder the stage starts from")),
+    ("--data_path", dict(help="LLaVA JSON/JSONL file or a mixture YAML")),
+    ("--image_folder", dict(help="image root (default: the data file's folder)")),
+    ("--mm_projector_checkpoint", dict(help="stage-1 projector artefact (file or folder) to load")),
+    ("--llm_ckpt_dir", dict(help="LLM folder whose weights replace the language model's")),
+    ("--model_max_length", dict(type=int, help="longest sample after image expansion; longer ones are dropped")),
+    ("--global_batch_size", dict(type=int, help="samples per optimizer step over all ranks")),
+    ("--group_by_modality_length", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
+                                        help="modality-length grouped batches (true/false)")),
+    ("--mega_batch_mult", dict(type=int, help="mega-batch size in per-step batches for length grouping")),
+    ("--peak_tflops", dict(type=float, help="peak TFLOP/s per device for MFU (default: measured)")),
+    ("--warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
+    ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from transformers import HfArgumentParser, TrainingArguments
+
+    for flag, kw in OWN_ARGUMENTS:
+        parser.add_argument(flag, default=argparse.SUPPRESS, **kw)
+    group = parser.add_argument_group("HF TrainingArguments (any field)")
+    own = {flag[2:] for flag, _ in OWN_ARGUMENTS}
+    hints = get_type_hints(TrainingArguments)
+    for field in dataclasses.fields(TrainingArguments):
+        if not field.init or field.name in own:
+            continue
+        field = copy.copy(field)
+        field.type = hints[field.name]
+        HfArgumentParser._parse_dataclass_field(group, field)
+    for action in parser._actions:
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+
+
+def _default_training_settings(training: dict, stage) -> None:
+    training.setdefault("report_to", "none")
+    training.setdefault("remove_unused_columns", False)
+    training.setdefault("include_num_input_tokens_seen", "non_padding")
+    if training.get("gradient_checkpointing"):
+        training.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
+    # Text-only batches leave the vision tower and projector unused; plain DDP must be told.
+    if not training.get("deepspeed") and set(stage.trainable) & {"vision_tower", "projector"}:
+        training.setdefault("ddp_find_unused_parameters", True)
+
+
+def _reset_rejects(path: Path) -> None:
+    """Keep earlier load-time rejects (a resumed run will not revisit them); prepare rewrites its own."""
+    from sicog.data.records import write_jsonl
+
+    kept, seen = [], set()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            key = (rec.get("id"), rec.get("source"), rec.get("reason"))
+            if rec.get("phase") == "load" and key not in seen:
+                seen.add(key)
+                kept.append(rec)
+    write_jsonl(path, kept)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import TrainingArguments, set_seed
+
+    from sicog.data.collator import TrainCollator
+    from sicog.data.dataset import REJECTS_NAME, RejectLog, SupervisedDataset, prepare_samples
+    from sicog.data.mixture import load_data
+    from sicog.train.artefacts import read_projector_meta
+    from sicog.train.config import resolve_config
+    from sicog.train.flops import llm_shape, measure_matmul_peak, training_flops_per_token
+    from sicog.train.loading import load_for_stage
+    from sicog.train.stages import freeze, get_stage
+    from sicog.train.trainer import SicogTrainer, resolve_resume
+
+    overrides = vars(args)
+    if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
+        base = read_projector_meta(overrides["mm_projector_checkpoint"]).get("base_model")
+        if base:
+            overrides["model_name_or_path"] = base
+            logger.info("model_name_or_path from the projector artefact: %s", base)
+    try:
+        cfg = resolve_config(overrides)
+    except ValueError as e:
+        logger.error("%s", e)
+        return 2
+    stage = get_stage(cfg.stage)
+    _default_training_settings(cfg.training, stage)
+    training = dict(cfg.training)
+    resume_arg = training.pop("resume_from_checkpoint", None)
+    targs = TrainingArguments(**training)
+    out = Path(targs.output_dir)
+    resume = resolve_resume(resume_arg, str(out))
+    set_seed(targs.seed)
+    logger.info("stage %s (%s), profile %s: global batch %d = %d per device x %d ranks x %d accumulation",
+                stage.name, stage.description, cfg.profile, cfg.global_batch_size,
+                targs.per_device_train_batch_size, cfg.world_size, targs.gradient_accumulation_steps)
+
+    model, processor = load_for_stage(cfg, stage)
+    freeze(model, stage)
+
+    rejects_path = out / REJECTS_NAME
+    main = targs.process_index == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _reset_rejects(rejects_path)
+        cfg.save(out)
+    entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
+    samples = prepare_samples(entries, processor, cfg.model_max_length,
+                              RejectLog(rejects_path if main else None), progress=main)
+    if not samples:
+        logger.error("no usable training records in %s (reasons in %s)", cfg.data_path, rejects_path)
+        return 1
+    dataset = SupervisedDataset(samples, processor, RejectLog(rejects_path))
+
+    n_params, n_layers, hidden = llm_shape(model.language_model)
+    lengths = dataset.lengths
+    flops_per_token = training_flops_per_token(n_params, n_layers, hidden,
+                                               sum(x * x for x in lengths) / sum(lengths))
+    if cfg.peak_tflops:
+        peak = cfg.peak_tflops * 1e12
+    else:
+        dtype = torch.bfloat16 if targs.bf16 and targs.device.type == "cuda" else torch.float32
+        peak = measure_matmul_peak(targs.device, dtype)
+        logger.info("measured matmul peak: %.2f TFLOP/s per device (%s)", peak / 1e12, dtype)
+    trainer = SicogTrainer(
+        model=model, args=targs, train_dataset=dataset, data_collator=TrainCollator(processor),
+        processing_class=processor, run_config=cfg, stage=stage, flops_per_token=flops_per_token,
+        peak_flops=peak * cfg.world_size,
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if main:
+        summary = {"stage": stage.name, "samples": len(samples), "records": len(entries),
+                   "metrics": result.metrics, "global_step": trainer.state.global_step}
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        logger.info("done: %s", json.dumps(summary))
+    return 0

@@ -1,0 +1,172 @@
+"""`SicogTrainer`: HF Trainer with the grouped sampler, throughput/MFU logging and stage-aware saving.
+
+The Trainer itself restores weights, optimizer, scheduler, step, data position and RNG on resume;
+this subclass only adds what SICOG needs:
+- the modality-length grouped batch sampler (`sicog.data.sampler`);
+- tokens/s (non-pad tokens, all ranks) and MFU in every log line, and a JSONL training log;
+- a zero loss for a batch whose samples all failed to load, so every rank keeps stepping;
+- projector-only stages save (and resume from) the `mm_projector.safetensors` artefact rather
+  than a full model; every saved folder gets the resolved run config beside it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import seed_worker
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from sicog.data.sampler import ModalityLengthGroupedSampler
+from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
+from sicog.train.config import TrainConfig
+from sicog.train.stages import Stage
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOG_NAME = "train_log.jsonl"
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every log line (with its step) to `<output_dir>/train_log.jsonl` on the main process."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        path = Path(args.output_dir) / TRAIN_LOG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class ThroughputClockCallback(TrainerCallback):
+    """Starts the tokens/s clock when training starts (not when the trainer is built)."""
+
+    def __init__(self, trainer: "SicogTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._last_log = (time.perf_counter(), state.num_input_tokens_seen)
+
+
+class SamplerEpochCallback(TrainerCallback):
+    """Sets the sampler's epoch at each epoch start, including a resumed epoch whose loader skips batches."""
+
+    def __init__(self, sampler: ModalityLengthGroupedSampler):
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.sampler.set_epoch(int(state.epoch or 0))
+
+
+def _zero_through_trainable(model) -> torch.Tensor:
+    """A zero loss connected to every trainable parameter, so backward and gradient syncs still run."""
+    return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+
+
+class SicogTrainer(Trainer):
+    def __init__(self, *args, run_config: TrainConfig, stage: Stage, flops_per_token: float,
+                 peak_flops: float | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_config = run_config
+        self.stage = stage
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops  # all devices together
+        self._last_log = (time.perf_counter(), 0)
+        self.add_callback(JsonlLogCallback())
+        self.add_callback(ThroughputClockCallback(self))
+        self.grouped_sampler = None
+        if run_config.group_by_modality_length:
+            ds = self.train_dataset
+            self.grouped_sampler = ModalityLengthGroupedSampler(
+                ds.lengths, ds.has_image, self.args.per_device_train_batch_size,
+                world_size=self.args.world_size, seed=self.args.data_seed or self.args.seed,
+                mega_batch_mult=run_config.mega_batch_mult)
+            self.add_callback(SamplerEpochCallback(self.grouped_sampler))
+
+    # --- data -------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> DataLoader:
+        if self.grouped_sampler is None:
+            return super().get_train_dataloader()
+        args = self.args
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=self.grouped_sampler,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
+
+    # --- loss and logging -------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if inputs["input_ids"].numel() == 0:
+            zero = _zero_through_trainable(model)
+            return (zero, None) if return_outputs else zero
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        if not loss.requires_grad:
+            # e.g. a text-only batch in a projector-only stage: nothing trainable was used.
+            loss = loss.detach() + _zero_through_trainable(model)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now, tokens = time.perf_counter(), self.state.num_input_tokens_seen
+            last_time, last_tokens = self._last_log
+            elapsed = max(now - last_time, 1e-9)
+            tps = (tokens - last_tokens) / elapsed
+            logs["tokens_per_s"] = round(tps, 2)
+            if self.peak_flops:
+                logs["mfu"] = round(tps * self.flops_per_token / self.peak_flops, 6)
+            self._last_log = (now, tokens)
+        super().log(logs, start_time)
+
+    # --- saving and loading -----------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        if self.stage.projector_only:
+            if state_dict is None:  # no DeepSpeed: the projector's own weights
+                proj = self.accelerator.unwrap_model(self.model).projector.state_dict()
+            else:  # DeepSpeed hands over the gathered full state dict (ZeRO-3-safe)
+                proj = {k[len("projector."):]: v for k, v in state_dict.items() if k.startswith("projector.")}
+            if self.args.should_save:
+                meta = {"stage": self.stage.name, "base_model": self.run_config.model_name_or_path,
+                        "model_config": self.accelerator.unwrap_model(self.model).config.to_dict()}
+                save_projector_artefact(proj, output_dir, meta)
+        else:
+            super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            self.run_config.save(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        ckpt = Path(resume_from_checkpoint)
+        full = (ckpt / SAFE_WEIGHTS_NAME).is_file() or (ckpt / SAFE_WEIGHTS_INDEX_NAME).is_file()
+        if self.stage.projector_only and not full and (ckpt / PROJECTOR_WEIGHTS).is_file():
+            load_projector_artefact(model if model is not None else self.model, ckpt)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def resolve_resume(value: str | None, output_dir: str) -> str | None:
+    """`auto`: the last checkpoint in output_dir (or None: a fresh start); a path must exist."""
+    if not value:
+        return None
+    if value == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        logger.info("resume auto: %s", f"continuing from {last}" if last else "no checkpoint yet, starting fresh")
+        return last
+    if not os.path.isdir(value):
+        raise ValueError(f"resume_from_checkpoint: no such checkpoint folder {value}")
+    return value
