@@ -1,0 +1,87 @@
+# Shared by recaption_quality_eval.sh and reasoning_quality_eval.sh: variable checks and the launch.
+# Sourced, not run. Every check names the variable it rejects.
+
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
+need_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] || die "$1='${!1:-}' is not a non-negative integer"; }
+need_pos_int() { need_int "$1"; [ "${!1}" -ge 1 ] || die "$1='${!1}' must be >= 1"; }
+need_choice() {
+    local name=$1; shift
+    local v
+    for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
+    die "$name='${!name:-}' must be one of: $*"
+}
+
+# curate_defaults TASK: TASK is recaption or reasoning. The tiny profile reads the candidates the
+# recap scripts write under OUTPUT_ROOT; the paper profile needs every path given.
+curate_defaults() {
+    local task=$1
+    SICOG_PROFILE=${SICOG_PROFILE:-tiny}
+    need_choice SICOG_PROFILE tiny paper
+    OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
+    THRESHOLDS=${THRESHOLDS:-0.8,0.85,0.9}
+    METHOD=${METHOD:-embedding}
+    KIND=${KIND:-auto}
+    SEED=${SEED:-0}
+    BATCH_SIZE=${BATCH_SIZE:-64}
+    MIN_CANDIDATES=${MIN_CANDIDATES:-2}
+    TRUST_REMOTE_CODE=${TRUST_REMOTE_CODE:-0}
+    NNODES=${NNODES:-1}
+    NPROC_PER_NODE=${NPROC_PER_NODE:-1}
+    NODE_RANK=${NODE_RANK:-0}
+    MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+    MASTER_PORT=${MASTER_PORT:-29512}
+    PYTHON=${PYTHON:-python3}
+    if [ "$SICOG_PROFILE" = tiny ]; then
+        if [ "$task" = recaption ]; then
+            RAW_DATASET=${RAW_DATASET:-$OUTPUT_ROOT/recap-cod/captions.jsonl}
+            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-$OUTPUT_ROOT/stage0-perception}
+        else
+            RAW_DATASET=${RAW_DATASET:-$OUTPUT_ROOT/reasoning-cot/reasoning.jsonl}
+            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-$OUTPUT_ROOT/stage0-reasoning}
+        fi
+        OUTPUT_DIR=${OUTPUT_DIR:-$OUTPUT_ROOT/curation/$task}
+    else
+        need_set ENCODER_MODEL_NAME_OR_PATH "SICOG_PROFILE=paper: a local sentence-embedding folder, e.g. NV-Embed-v2 (with TRUST_REMOTE_CODE=1)"
+    fi
+}
+
+check_curate() {
+    need_set RAW_DATASET "the candidates file written by the recap scripts"
+    [ -f "$RAW_DATASET" ] || die "RAW_DATASET='$RAW_DATASET' is not a file (the candidates file written by the recap scripts)"
+    need_set MODEL_NAME_OR_PATH "the model that generated the candidates; recorded in the summary"
+    need_set OUTPUT_DIR "the folder for the curated data, pairs, scores and plots"
+    if [ -n "${ENCODER_MODEL_NAME_OR_PATH:-}" ]; then
+        [ -d "$ENCODER_MODEL_NAME_OR_PATH" ] || die "ENCODER_MODEL_NAME_OR_PATH='$ENCODER_MODEL_NAME_OR_PATH' is not a folder (a local sentence-transformers model)"
+    fi
+    [[ "$THRESHOLDS" =~ ^[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+)*$ ]] || die "THRESHOLDS='$THRESHOLDS' must be comma-separated numbers, e.g. 0.8,0.85,0.9"
+    need_choice METHOD embedding vote
+    need_choice KIND auto cod cot plain
+    need_int SEED
+    need_pos_int BATCH_SIZE
+    need_pos_int MIN_CANDIDATES
+    need_choice TRUST_REMOTE_CODE 0 1
+    need_pos_int NNODES
+    need_pos_int NPROC_PER_NODE
+    need_int NODE_RANK
+    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
+    need_set MASTER_ADDR
+    need_pos_int MASTER_PORT
+    command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable"
+}
+
+run_curate() {
+    local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --model "$MODEL_NAME_OR_PATH"
+        --thresholds "$THRESHOLDS" --method "$METHOD" --kind "$KIND" --seed "$SEED" --batch-size "$BATCH_SIZE"
+        --min-candidates "$MIN_CANDIDATES")
+    [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || args+=(--encoder "$ENCODER_MODEL_NAME_OR_PATH")
+    [ "$TRUST_REMOTE_CODE" = 0 ] || args+=(--trust-remote-code)
+    echo "[curate] profile=$SICOG_PROFILE candidates=$RAW_DATASET method=$METHOD thresholds=$THRESHOLDS -> $OUTPUT_DIR (nodes=$NNODES x $NPROC_PER_NODE)"
+    if [ "$NNODES" -eq 1 ] && [ "$NPROC_PER_NODE" -eq 1 ]; then
+        exec "$PYTHON" -m sicog "${args[@]}"
+    fi
+    exec "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
+        --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+        -m sicog "${args[@]}"
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Self-consistency curation of reasoning candidates (CoT: step 4 compared; direct answers: the whole text).
+#
+#   RAW_DATASET                 candidates file (tiny default: OUTPUT_ROOT/reasoning-cot/reasoning.jsonl)
+#   MODEL_NAME_OR_PATH          the model that generated them, recorded in the summary
+#                               (tiny default: OUTPUT_ROOT/stage0-reasoning)
+#   ENCODER_MODEL_NAME_OR_PATH  local sentence-transformers folder (default: the packaged
+#                               all-MiniLM-L6-v2; required with SICOG_PROFILE=paper, e.g. NV-Embed-v2)
+#   TRUST_REMOTE_CODE           1 to run the encoder folder's own code (NV-Embed-v2 needs it); default 0
+#   THRESHOLDS                  comma list of tau (default 0.8,0.85,0.9): one curated file per tau
+#   OUTPUT_DIR                  output folder (tiny default: OUTPUT_ROOT/curation/reasoning)
+#   METHOD                      embedding (default, the paper) | vote (majority of normalised final answers)
+#   KIND                        auto (default, from the candidates' metadata) | cod | cot | plain
+#   SEED BATCH_SIZE MIN_CANDIDATES   rejected-candidate seed (0), encoder batch (64), min usable candidates (2)
+#   SICOG_PROFILE               tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)
+#   NNODES NPROC_PER_NODE NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (inputs split by rank)
+# Writes OUTPUT_DIR/curated_tau{T}.jsonl, preferences.jsonl, scores.jsonl, rejects.jsonl,
+# summary.json and plots/*.png.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+curate_defaults reasoning
+check_curate
+run_curate
