@@ -23,7 +23,7 @@ class EvalConfig:
     do_sample: bool
     num_beams: int
     batch_size: int
-    long_side: int | None
+    long_side: int | str | None
     max_new_tokens: dict[str, int]
     suffix: dict[str, str]
     caption_prompt: str
@@ -62,6 +62,6 @@ def load_eval_config(name_or_path: str = "v1") -> EvalConfig:
         raise ValueError(f"{p}: caption_prompt must be one of {sorted(CAPTION_PROMPTS)}")
     if cfg.batch_size < 1 or cfg.num_beams < 1:
         raise ValueError(f"{p}: batch_size and num_beams must be >= 1")
-    if cfg.long_side is not None and cfg.long_side < 14:
-        raise ValueError(f"{p}: long_side must be null or >= 14")
+    if not (cfg.long_side in (None, "checkpoint") or (isinstance(cfg.long_side, int) and cfg.long_side >= 14)):
+        raise ValueError(f"{p}: long_side must be `checkpoint`, null or an integer >= 14")
     return cfg

@@ -1,0 +1,51 @@
+"""`sicog evaluate`: a checkpoint on the world's held-out benchmarks (QA by skill, POPE, captions)."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sicog.evaluate.settings import BENCHMARKS, load_eval_config
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder (save_pretrained of a SICOG model)")
+    parser.add_argument("--world", required=True, help="a built world folder (sicog world build)")
+    parser.add_argument("--out", required=True, help="evaluation folder: predictions, rejects, scores, summary")
+    parser.add_argument("--split", default="eval", choices=["eval", "val"],
+                        help="eval for reported numbers, val for tuning")
+    parser.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--limit", type=int, default=None, help="first N records of each benchmark (smoke runs)")
+    parser.add_argument("--eval-config", default="v1", help="pinned settings: a version in configs/eval or a YAML path")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sicog.evaluate.runner import evaluate
+    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+
+    benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown or not benchmarks:
+        raise SystemExit(f"--benchmarks: unknown {unknown}; choose from {','.join(BENCHMARKS)}")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("--limit must be >= 1")
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"--model: {model_dir} is not a checkpoint folder (no config.json)")
+    cfg = load_eval_config(args.eval_config)
+    torch.manual_seed(args.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = SicogForConditionalGeneration.from_pretrained(model_dir)
+    processor = SicogProcessor.from_pretrained(model_dir)
+    log.info("evaluating %s on %s/%s with eval config %s (%s)", model_dir, args.world, args.split, cfg.version, device)
+    result = evaluate(model, processor, args.world, args.out, cfg, split=args.split, benchmarks=benchmarks,
+                      limit=args.limit, model_name=str(model_dir.resolve()), device=device)
+    print((Path(args.out) / "summary.txt").read_text().strip())
+    return 0 if any(e["evaluated"] for e in result["benchmarks"].values()) else 1

@@ -1,0 +1,196 @@
+"""Evaluate a model on the mini world's held-out benchmarks: predictions, skips, scores, summary.
+
+Layout of an evaluation folder (`--out`):
+
+    run.json                   model, world, split and config version of this folder
+    predictions/<bench>.jsonl  one line per evaluated record: id, prompt, prediction, gold, version, ...
+    rejects/<bench>.jsonl      one line per skipped record: id, reason
+    scores.json                per benchmark: counts, skips by reason, the world's scores
+    summary.txt                one line
+
+Predictions are appended (and flushed) per batch, so a killed run resumes where it stopped: done
+and rejected ids are skipped. Delete a rejects file to retry its records.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sicog.data.records import JsonlAppender, atomic_write_text, iter_records, read_records, record_id, write_json
+from sicog.evaluate.generation import GreedyGenerator, RecordError
+from sicog.evaluate.prompts import eval_prompt, question_type
+from sicog.evaluate.scorers import score_benchmark
+from sicog.evaluate.settings import BENCHMARKS, EvalConfig
+
+log = logging.getLogger(__name__)
+
+# Record fields copied into each prediction line so that the file can be read on its own.
+_KEPT_FIELDS = ("image", "skill", "type", "variant", "options")
+
+
+def benchmark_file(world: Path, split: str, benchmark: str) -> Path:
+    return Path(world) / "data" / split / f"{benchmark}.jsonl"
+
+
+def gold_of(record: dict, benchmark: str):
+    """The reference kept beside a prediction: the answer, or for captions the scene graph."""
+    if benchmark == "captions":
+        return record.get("scene")
+    return record.get("answer")
+
+
+def _check_run_identity(out: Path, identity: dict) -> None:
+    """Refuse to mix predictions of another model, world, split or config version in one folder."""
+    path = out / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        diff = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"{out} holds an evaluation of another run ({diff}); use a new --out or delete that folder"
+            )
+    else:
+        write_json(path, identity)
+
+
+def _predict_benchmark(
+    gen: GreedyGenerator, world: Path, out: Path, split: str, benchmark: str, records: list[dict]
+) -> None:
+    cfg = gen.cfg
+    with JsonlAppender(out / "predictions" / f"{benchmark}.jsonl") as preds, \
+            JsonlAppender(out / "rejects" / f"{benchmark}.jsonl") as rejects:
+        done = preds.done_ids | rejects.done_ids
+        todo = [(record_id(r, i), r) for i, r in enumerate(records)]
+        todo = [(rid, r) for rid, r in todo if rid not in done]
+        if len(todo) < len(records):
+            log.info("%s: %d of %d records already done, resuming", benchmark, len(records) - len(todo), len(records))
+        bar = tqdm(total=len(todo), desc=f"evaluate {benchmark}", unit="rec")
+        batch: list[tuple[str, dict, str, dict]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            texts = gen.generate([item for *_, item in batch], benchmark)
+            for (rid, rec, prompt, _), text in zip(batch, texts):
+                line = {"id": rid, "prompt": prompt, "prediction": text, "gold": gold_of(rec, benchmark),
+                        "version": cfg.version}
+                line.update({k: rec[k] for k in _KEPT_FIELDS if k in rec})
+                preds.write(line)
+            bar.update(len(batch))
+            batch.clear()
+
+        for rid, rec in todo:
+            try:
+                prompt = eval_prompt(rec, benchmark, cfg)
+                if not rec.get("image"):
+                    raise RecordError("missing image", "record has no image field")
+                image = gen.load_image(world / rec["image"])
+                item = gen.encode(prompt, image)
+            except RecordError as e:
+                rejects.write({"id": rid, "reason": e.category, "detail": e.detail, "version": cfg.version})
+                log.warning("%s: skipped %s (%s)", benchmark, rid, e)
+                bar.update(1)
+                continue
+            except ValueError as e:
+                rejects.write({"id": rid, "reason": "bad record", "detail": str(e), "version": cfg.version})
+                log.warning("%s: skipped %s (%s)", benchmark, rid, e)
+                bar.update(1)
+                continue
+            batch.append((rid, rec, prompt, item))
+            if len(batch) >= cfg.batch_size:
+                flush()
+        flush()
+        bar.close()
+
+
+def _unique_records(records: list[dict], benchmark: str) -> tuple[list[dict], list[str]]:
+    """Records with a first-seen id; the ids repeated later in the file are returned to be reported."""
+    seen: set[str] = set()
+    kept, repeated = [], []
+    for i, r in enumerate(records):
+        rid = record_id(r, i)
+        if rid in seen:
+            repeated.append(rid)
+            continue
+        seen.add(rid)
+        kept.append(r)
+    if repeated:
+        log.warning("%s: %d repeated ids ignored: %s", benchmark, len(repeated), repeated[:5])
+    return kept, repeated
+
+
+def evaluate(
+    model,
+    processor,
+    world: str | Path,
+    out: str | Path,
+    cfg: EvalConfig,
+    *,
+    split: str = "eval",
+    benchmarks: tuple[str, ...] = BENCHMARKS,
+    limit: int | None = None,
+    model_name: str = "in-memory",
+    device: str | None = None,
+) -> dict:
+    """Run, resume and score; returns the scores dict also written to `out/scores.json`."""
+    world, out = Path(world), Path(out)
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}")
+    files = {b: benchmark_file(world, split, b) for b in benchmarks}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"benchmark files not found: {missing} (is --world a built world?)")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run_identity(out, {"model": model_name, "world": str(world.resolve()), "split": split,
+                              "version": cfg.version})
+    gen = GreedyGenerator(model, processor, cfg, device=device)
+    result = {"version": cfg.version, "split": split, "model": model_name, "world": str(world),
+              "limit": limit, "long_side": gen.long_side, "benchmarks": {}}
+    for benchmark in benchmarks:
+        records, repeated = _unique_records(read_records(files[benchmark]), benchmark)
+        if limit is not None:
+            records = records[:limit]
+        _predict_benchmark(gen, world, out, split, benchmark, records)
+        wanted = {record_id(r, i) for i, r in enumerate(records)}
+        predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in wanted]
+        rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in wanted]
+        by_id = {record_id(r, i): r for i, r in enumerate(records)}
+        scored_records = [by_id[p["id"]] for p in predictions]
+        entry = {
+            "records": len(records),
+            "evaluated": len(predictions),
+            "skipped": len(rejects),
+            "skipped_by_reason": dict(Counter(r["reason"] for r in rejects)),
+            "repeated_ids_ignored": len(repeated),
+            "scores": score_benchmark(world, split, benchmark, scored_records, predictions),
+        }
+        if benchmark == "qa":
+            entry["question_types"] = dict(Counter(question_type(r, "qa") for r in scored_records))
+        result["benchmarks"][benchmark] = entry
+    result["new_tokens_per_second"] = round(gen.throughput(), 2)
+    write_json(out / "scores.json", result)
+    line = summary_line(result)
+    atomic_write_text(out / "summary.txt", line + "\n")
+    return result
+
+
+def _fmt(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def summary_line(result: dict) -> str:
+    """One line: version, split, model, each benchmark's headline scores, and the skip count."""
+    parts = [f"[eval {result['version']}] split={result['split']} model={result['model']}"]
+    skipped = 0
+    for benchmark, entry in result["benchmarks"].items():
+        headline = entry["scores"].get("headline", {})
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in headline.items())
+        parts.append(f"{benchmark}: {shown} (n={entry['evaluated']})")
+        skipped += entry["skipped"]
+    parts.append(f"skipped={skipped}")
+    return " | ".join(parts)

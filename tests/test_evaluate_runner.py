@@ -1,0 +1,152 @@
+"""`sicog evaluate` on a micro world with a random tiny model: files, scores, skips, resume, version."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sicog.cli import main
+from sicog.data.records import read_records
+from sicog.evaluate.generation import GreedyGenerator
+from sicog.evaluate.runner import evaluate
+from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
+from sicog.model.build import build_random_tiny
+from sicog.world.build import build_world
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A micro world with one corrupt and one missing image, a saved random tiny model, a fast config."""
+    root = tmp_path_factory.mktemp("eval")
+    world = root / "world"
+    build_world(world, "micro", seed=0)
+    qa = read_records(world / "data/eval/qa.jsonl")
+    images = list(dict.fromkeys(r["image"] for r in qa))
+    # Scenes 1 and 3: inside the first records of every benchmark, leaving others to evaluate.
+    corrupt, missing = images[1], images[3]
+    (world / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (world / missing).unlink()
+    model, processor = build_random_tiny(seed=0)
+    ckpt = root / "ckpt"
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+    raw = yaml.safe_load((EVAL_CONFIGS_DIR / "v1.yaml").read_text())
+    raw.update(version="v1-test", batch_size=4, max_new_tokens={"qa": 4, "pope": 3, "captions": 6})
+    cfg_path = root / "fast.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    return {"root": root, "world": world, "ckpt": ckpt, "cfg": cfg_path, "bad": {corrupt: "unreadable image",
+                                                                                  missing: "missing image"}}
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _expected_skips(setup, benchmark: str, limit: int) -> dict[str, str]:
+    recs = read_records(setup["world"] / f"data/eval/{benchmark}.jsonl")[:limit]
+    return {r["id"]: setup["bad"][r["image"]] for r in recs if r["image"] in setup["bad"]}
+
+
+def test_cli_writes_predictions_scores_and_summary(setup, capsys):
+    out = setup["root"] / "run-cli"
+    limit = 8
+    rc = main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
+               "--limit", str(limit), "--eval-config", str(setup["cfg"]), "--device", "cpu"])
+    assert rc == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["version"] == "v1-test" and scores["split"] == "eval" and scores["limit"] == limit
+    assert set(scores["benchmarks"]) == {"qa", "pope", "captions"}
+    for bench, entry in scores["benchmarks"].items():
+        skips = _expected_skips(setup, bench, limit)
+        preds = _lines(out / "predictions" / f"{bench}.jsonl")
+        rejects = _lines(out / "rejects" / f"{bench}.jsonl")
+        assert {r["id"]: r["reason"] for r in rejects} == skips
+        assert entry["skipped"] == len(skips) and entry["evaluated"] == limit - len(skips) == len(preds)
+        assert entry["skipped_by_reason"] == {k: list(skips.values()).count(k) for k in set(skips.values())}
+        for p in preds:
+            assert set(p) >= {"id", "prompt", "prediction", "gold", "version"}
+            assert p["version"] == "v1-test" and p["prompt"].startswith("<image>\n")
+            assert isinstance(p["prediction"], str)
+        assert all(r["version"] == "v1-test" for r in rejects)
+    assert scores["benchmarks"]["qa"]["skipped_by_reason"] == {"unreadable image": 2, "missing image": 2}
+    assert scores["benchmarks"]["pope"]["evaluated"] > 0 and scores["benchmarks"]["captions"]["evaluated"] > 0
+    qa = scores["benchmarks"]["qa"]["scores"]
+    assert 0.0 <= qa["accuracy"] <= 1.0 and qa["n"] == scores["benchmarks"]["qa"]["evaluated"]
+    assert set(qa["per_skill"]) <= {"count", "colour", "shape", "position", "relation", "text", "multi-step"}
+    pope = scores["benchmarks"]["pope"]["scores"]
+    assert set(pope["per_variant"]) <= {"random", "popular", "adversarial"} and 0.0 <= pope["f1"] <= 1.0
+    captions = scores["benchmarks"]["captions"]["scores"]
+    assert {"recall", "precision", "chair_i", "accuracy"} <= set(captions)
+    gold = _lines(out / "predictions" / "captions.jsonl")[0]["gold"]
+    assert "objects" in gold                                   # captions keep their scene graph as gold
+    summary = (out / "summary.txt").read_text()
+    assert summary.count("\n") == 1 and summary.startswith("[eval v1-test] split=eval")
+    total_skips = sum(len(_expected_skips(setup, b, limit)) for b in ("qa", "pope", "captions"))
+    assert f"skipped={total_skips}" in summary
+    assert summary.strip() in capsys.readouterr().out
+
+
+def test_resume_generates_only_missing_ids(setup, monkeypatch):
+    model, processor = build_random_tiny(seed=0)
+    cfg = load_eval_config(str(setup["cfg"]))
+    generated: list[int] = []
+    original = GreedyGenerator.generate
+
+    def counting(self, items, benchmark):
+        generated.append(len(items))
+        return original(self, items, benchmark)
+
+    monkeypatch.setattr(GreedyGenerator, "generate", counting)
+    out = setup["root"] / "run-resume"
+    kw = dict(split="eval", benchmarks=("qa",), model_name="tiny", device="cpu")
+    evaluate(model, processor, setup["world"], out, cfg, limit=8, **kw)
+    skips = _expected_skips(setup, "qa", 8)
+    assert sum(generated) == 8 - len(skips)
+    pred_file = out / "predictions" / "qa.jsonl"
+    # A kill after two predictions, in the middle of writing the third.
+    kept = pred_file.read_text().splitlines()[:2]
+    pred_file.write_text("\n".join(kept) + "\n" + kept[0][:17])
+    generated.clear()
+    result = evaluate(model, processor, setup["world"], out, cfg, limit=10, **kw)
+    skips = _expected_skips(setup, "qa", 10)
+    assert sum(generated) == 10 - len(skips) - 2              # only the ids not done were generated
+    lines = pred_file.read_text().splitlines()
+    assert lines[:2] == kept
+    ids = [json.loads(x)["id"] for x in lines]
+    assert len(ids) == len(set(ids)) == 10 - len(skips)
+    assert result["benchmarks"]["qa"]["evaluated"] == 10 - len(skips)
+    assert result["benchmarks"]["qa"]["skipped"] == len(skips)
+    # A second rerun finds everything done and generates nothing.
+    generated.clear()
+    evaluate(model, processor, setup["world"], out, cfg, limit=10, **kw)
+    assert generated == []
+
+
+def test_batched_predictions_match_single(setup):
+    model, processor = build_random_tiny(seed=0)
+    cfg = load_eval_config(str(setup["cfg"]))
+    one = cfg.__class__(**{**cfg.__dict__, "batch_size": 1})
+    a = evaluate(model, processor, setup["world"], setup["root"] / "b4", cfg, benchmarks=("pope",), limit=8,
+                 device="cpu")
+    b = evaluate(model, processor, setup["world"], setup["root"] / "b1", one, benchmarks=("pope",), limit=8,
+                 device="cpu")
+    pa = _lines(setup["root"] / "b4" / "predictions" / "pope.jsonl")
+    pb = _lines(setup["root"] / "b1" / "predictions" / "pope.jsonl")
+    assert [(p["id"], p["prediction"]) for p in pa] == [(p["id"], p["prediction"]) for p in pb]
+    assert a["benchmarks"]["pope"]["scores"] == b["benchmarks"]["pope"]["scores"]
+
+
+def test_refuses_to_mix_runs_and_bad_arguments(setup):
+    model, processor = build_random_tiny(seed=0)
+    cfg = load_eval_config(str(setup["cfg"]))
+    out = setup["root"] / "run-mix"
+    evaluate(model, processor, setup["world"], out, cfg, benchmarks=("pope",), limit=2, device="cpu")
+    with pytest.raises(ValueError, match="another run"):
+        evaluate(model, processor, setup["world"], out, load_eval_config("v1"), benchmarks=("pope",), limit=2)
+    with pytest.raises(FileNotFoundError, match="benchmark files not found"):
+        evaluate(model, processor, setup["root"], setup["root"] / "nowhere", cfg)
+    with pytest.raises(SystemExit, match="unknown"):
+        main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
+              "--benchmarks", "qa,mmmu"])
