@@ -141,6 +141,10 @@ class CandidateEngine:
 
     def generate(self, ids: list[str], items: list[dict]) -> list[list[str]]:
         """`settings.num_candidates` strings for each encoded item (processor.encode output)."""
+        return [[self._text(t) for t in rows] for rows in self.generate_ids(ids, items)]
+
+    def generate_ids(self, ids: list[str], items: list[dict]) -> list[list[list[int]]]:
+        """Token ids (end token excluded) of the candidates of each item; `ids` key their randomness."""
         batch = self.processor.collate(items, padding_side="left")
         input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
@@ -155,7 +159,7 @@ class CandidateEngine:
                 token_lists = decode_candidates(self.model.language_model, embeds, mask, keys, self.settings, self.eos_ids)
             if n != self.settings.num_candidates:
                 token_lists = [rows * self.settings.num_candidates for rows in token_lists]
-        return [[self._text(t) for t in rows] for rows in token_lists]
+        return token_lists
 
     def _text(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

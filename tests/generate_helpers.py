@@ -1,0 +1,74 @@
+"""Shared by the generation tests: a saved random tiny model and a small input set with bad records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from sicog.data.formats import to_step_by_step_question
+from sicog.data.records import read_records, write_jsonl
+
+GOOD = 8
+
+
+def save_tiny_model(folder: Path) -> Path:
+    from sicog.model.build import build_random_tiny
+
+    import torch
+
+    model, processor = build_random_tiny(seed=0)
+    # Larger random LLM weights make the output depend on the context (the default initialisation
+    # repeats one token), so equality checks below compare real sequences.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.language_model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.15)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def draw(i: int) -> Image.Image:
+    w, h = 70 + 60 * (i % 4), 60 + 40 * (i % 3)
+    img = Image.new("RGB", (w, h), (40 * i % 255, 120, 200 - 10 * i))
+    ImageDraw.Draw(img).ellipse([5, 5, w // 2, h // 2], fill=(250, 20 * i % 255, 30))
+    return img
+
+
+def make_inputs(folder: Path, bad: bool = True) -> Path:
+    """GOOD usable reasoning records (`q0`..), then (when `bad`) one record per kind of unusable input."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i in range(GOOD):
+        draw(i).save(folder / "img" / f"{i}.png")
+        q = to_step_by_step_question(f"How many shapes are there in this {'very ' * i}small picture?")
+        recs.append({"id": f"q{i}", "image": f"img/{i}.png", "conversations": [{"from": "human", "value": "<image>\n" + q}]})
+    if bad:
+        (folder / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+        ask = [{"from": "human", "value": "<image>\nWhat is it? Answer the question step-by-step."}]
+        recs += [
+            {"id": "missing", "image": "img/nope.png", "conversations": ask},
+            {"id": "corrupt", "image": "img/corrupt.png", "conversations": ask},
+            {"id": "noquestion", "image": "img/0.png", "conversations": []},
+            {"id": "noimage", "conversations": ask},
+            {"id": "q1", "image": "img/2.png", "conversations": ask},  # duplicate id
+        ]
+    path = folder / "questions.jsonl"
+    write_jsonl(path, recs)
+    return path
+
+
+def gen_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--model", str(model), "--data", str(data), "--out", str(out), "--task", "reasoning",
+            "--num-candidates", "3", "--temperature", "1.0", "--top-p", "0.95", "--max-new-tokens", "6",
+            "--seed", "5", *extra]
+
+
+def merged(out: Path) -> dict[str, list[str]]:
+    return {r["id"]: r["candidates"] for r in read_records(out)}
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
