@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -206,6 +206,95 @@ def _total_usage(lines: list[dict]) -> Usage:
     return total
 
 
+def load_items(path: str) -> list[Item]:
+    """The input's items; SystemExit with a clear message for an unreadable file or repeated ids."""
+    try:
+        records = read_records(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read --input: {e}") from None
+    items = [to_item(r, i) for i, r in enumerate(records)]
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.id in first:
+            raise SystemExit(f"{path}: id {item.id!r} appears at records {first[item.id]} and {i}; ids must be unique")
+        first[item.id] = i
+    return items
+
+
+@dataclass
+class RunStats:
+    annotated: int = 0
+    failed: int = 0
+    api_attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    rejected: TeacherRejected | None = None
+
+
+def annotate_all(todo: list[Item], image_dir: Path, client: TeacherClient, progress: JsonlAppender,
+                 failures: JsonlAppender, concurrency: int) -> RunStats:
+    """Annotate `todo` with `concurrency` requests in flight, appending each outcome as it arrives.
+
+    Only this thread writes; at most 2 x concurrency items are queued at a time. On 401/403 no new
+    item is started and the stats carry the rejection.
+    """
+    stats = RunStats()
+    queue = iter(todo)
+    in_flight: set[Future] = set()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool, \
+            tqdm(total=len(todo), desc="annotate-cod", unit="rec") as bar:
+
+        def fill() -> None:
+            while stats.rejected is None and len(in_flight) < 2 * concurrency:
+                item = next(queue, None)
+                if item is None:
+                    return
+                in_flight.add(pool.submit(annotate_item, item, image_dir, client))
+
+        try:
+            fill()
+            while in_flight:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        status, line = future.result()
+                    except TeacherRejected as e:
+                        stats.rejected = stats.rejected or e
+                        continue
+                    stats.usage.add(Usage(**line["usage"]))
+                    stats.api_attempts += line["attempts"]
+                    if status == "ok":
+                        progress.write(line)
+                        stats.annotated += 1
+                    else:
+                        failures.write(line)
+                        stats.failed += 1
+                    bar.update(1)
+                    bar.set_postfix(failed=stats.failed, api_calls=stats.api_attempts)
+                fill()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            log.warning("interrupted: finished records are saved; rerun the same command to resume")
+            raise
+    return stats
+
+
+def write_outputs(items: list[Item], cod_dir: Path, dd_dir: Path) -> tuple[list[dict], int, Usage]:
+    """Merged CoD and DD files in input order from the progress file, written atomically.
+
+    Returns (CoD records, failed count, tokens of every answer recorded so far).
+    """
+    progress_path, failures_path, history_path = (cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE,
+                                                  cod_dir / RETRIED_FILE)
+    progress = {str(r["id"]): r for r in read_records(progress_path)} if progress_path.exists() else {}
+    failures = {str(r["id"]): r for r in read_records(failures_path)} if failures_path.exists() else {}
+    history = read_records(history_path) if history_path.exists() else []
+    cods = [progress[item.id]["cod"] for item in items if item.id in progress]
+    write_jsonl(cod_dir / COD_FILE, cods)
+    write_jsonl(dd_dir / DD_FILE, [dd_record(c) for c in cods])
+    n_failed = sum(item.id in failures for item in items)
+    return cods, n_failed, _total_usage([*progress.values(), *failures.values(), *history])
+
+
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise SystemExit("--concurrency must be at least 1")
@@ -216,21 +305,11 @@ def run(args: argparse.Namespace) -> int:
     if not image_dir.is_dir():
         raise SystemExit(f"--image-dir is not a folder: {image_dir}")
     cod_dir, dd_dir = Path(args.output_cod_dir), Path(args.output_dd_dir)
-    try:
-        records = read_records(args.input)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read --input: {e}") from None
-    items = [to_item(r, i) for i, r in enumerate(records)]
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.id in seen:
-            raise SystemExit(f"{args.input}: id {item.id!r} appears at records {seen[item.id]} and {i}; ids must be unique")
-        seen[item.id] = i
-
+    items = load_items(args.input)
     progress_path, failures_path = cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE
-    history_path = cod_dir / RETRIED_FILE
     if args.retry_failures:
-        log.info("retrying %d earlier failures", _move_failures(failures_path, history_path, set(seen)))
+        moved = _move_failures(failures_path, cod_dir / RETRIED_FILE, {item.id for item in items})
+        log.info("retrying %d earlier failures", moved)
     client = TeacherClient(
         model=args.model,
         api_key=api_key,
@@ -246,54 +325,15 @@ def run(args: argparse.Namespace) -> int:
     log.info("annotating with model %s at %s", args.model, client.base_url or "the OpenAI API")
 
     started = time.monotonic()
-    run_usage = Usage()
-    counts = {"annotated": 0, "failed": 0, "api_attempts": 0}
-    rejected: TeacherRejected | None = None
     with JsonlAppender(progress_path) as progress, JsonlAppender(failures_path) as failures:
         done = progress.done_ids | failures.done_ids
         todo = [item for item in items if item.id not in done]
         log.info("%d records, %d already done, %d to annotate", len(items), len(items) - len(todo), len(todo))
-        queue = iter(todo)
-        in_flight: set[Future] = set()
-        with ThreadPoolExecutor(max_workers=args.concurrency) as pool, \
-                tqdm(total=len(todo), desc="annotate-cod", unit="rec") as bar:
+        stats = annotate_all(todo, image_dir, client, progress, failures, args.concurrency)
+    wall = time.monotonic() - started
 
-            def fill() -> None:
-                while rejected is None and len(in_flight) < 2 * args.concurrency:
-                    item = next(queue, None)
-                    if item is None:
-                        return
-                    in_flight.add(pool.submit(annotate_item, item, image_dir, client))
-
-            fill()
-            while in_flight:
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    try:
-                        status, line = future.result()
-                    except TeacherRejected as e:
-                        rejected = rejected or e
-                        continue
-                    run_usage.add(Usage(**line["usage"]))
-                    counts["api_attempts"] += line["attempts"]
-                    if status == "ok":
-                        progress.write(line)
-                        counts["annotated"] += 1
-                    else:
-                        failures.write(line)
-                        counts["failed"] += 1
-                    bar.update(1)
-                    bar.set_postfix(failed=counts["failed"], api_calls=counts["api_attempts"])
-                fill()
-
-    progress_lines = {str(r["id"]): r for r in read_records(progress_path)} if progress_path.exists() else {}
-    failure_lines = {str(r["id"]): r for r in read_records(failures_path)} if failures_path.exists() else {}
-    cods = [progress_lines[item.id]["cod"] for item in items if item.id in progress_lines]
-    write_jsonl(cod_dir / COD_FILE, cods)
-    write_jsonl(dd_dir / DD_FILE, [dd_record(c) for c in cods])
-    n_failed = sum(item.id in failure_lines for item in items)
-    history = read_records(history_path) if history_path.exists() else []
-    total_usage = _total_usage([*progress_lines.values(), *failure_lines.values(), *history])
+    cods, n_failed, total_usage = write_outputs(items, cod_dir, dd_dir)
+    price = (args.price_input, args.price_output)
     summary = {
         "model": args.model,
         "input": str(args.input),
@@ -302,30 +342,30 @@ def run(args: argparse.Namespace) -> int:
         "failed": n_failed,
         "pending": len(items) - len(cods) - n_failed,
         "this_run": {
-            **counts,
-            **run_usage.as_dict(),
-            "estimated_cost_usd": round(run_usage.cost(args.price_input, args.price_output), 6),
-            "wall_s": round(time.monotonic() - started, 3),
+            "annotated": stats.annotated,
+            "failed": stats.failed,
+            "api_attempts": stats.api_attempts,
+            **stats.usage.as_dict(),
+            "estimated_cost_usd": round(stats.usage.cost(*price), 6),
+            "wall_s": round(wall, 3),
+            "records_per_s": round((stats.annotated + stats.failed) / wall, 3) if wall > 0 else None,
         },
-        "total": {
-            **total_usage.as_dict(),
-            "estimated_cost_usd": round(total_usage.cost(args.price_input, args.price_output), 6),
-        },
+        "total": {**total_usage.as_dict(), "estimated_cost_usd": round(total_usage.cost(*price), 6)},
         "price_usd_per_1m_tokens": {"input": args.price_input, "output": args.price_output},
         "files": {
             "cod": str(cod_dir / COD_FILE),
-            "retried_failures": str(history_path),
             "dd": str(dd_dir / DD_FILE),
             "progress": str(progress_path),
             "failures": str(failures_path),
+            "retried_failures": str(cod_dir / RETRIED_FILE),
         },
     }
     write_json(cod_dir / SUMMARY_FILE, summary)
     log.info("annotated %d, failed %d, pending %d; %d+%d tokens this run (~$%.4f)", summary["annotated"],
-             summary["failed"], summary["pending"], run_usage.prompt_tokens, run_usage.completion_tokens,
+             summary["failed"], summary["pending"], stats.usage.prompt_tokens, stats.usage.completion_tokens,
              summary["this_run"]["estimated_cost_usd"])
-    if rejected is not None:
+    if stats.rejected is not None:
         log.error("the endpoint refused the request (%s); check OPENAI_API_KEY and the model name. "
-                  "%d records are left for a rerun", rejected, summary["pending"])
+                  "%d records are left for a rerun", stats.rejected, summary["pending"])
         return 1
     return 0
