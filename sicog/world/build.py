@@ -260,7 +260,7 @@ class WorldWriter:
         self.jsonl(f"data/{split}/pope.jsonl", pope_probes(scenes[: self.n[f"{split}_pope"]], self.seed))
         caption_prompt = generation_prompt({}, "caption", "default")
         self.jsonl(f"data/{split}/captions.jsonl", [
-            {"id": s["id"], "image": s["image"], "question": caption_prompt,
+            {"id": s["id"], "image": s["image"], "scene_id": s["id"], "question": caption_prompt,
              "scene": {k: s[k] for k in ("width", "height", "background", "objects")}}
             for s in scenes[: self.n[f"{split}_captions"]]
         ])

@@ -1,0 +1,225 @@
+"""Scorers for the mini world's benchmarks: pure functions over records and predictions.
+
+- QA (`qa.jsonl`): accuracy overall, per skill and per type. Short answers are compared after
+  normalisation (lowercase, punctuation and articles removed, number words as digits); multiple
+  choice by the option letter read from "B", "(B)", "B. red", "The answer is B" or the option's text;
+  yes/no questions by the yes/no read from the answer. A step-by-step answer is scored on the body
+  of its final (conclusion) step.
+- POPE (`pope.jsonl`): accuracy, precision, recall, F1 (positive = yes) and the yes-ratio, overall
+  and per variant; an answer with no yes or no counts as "no" and is reported as invalid.
+- Captions (`captions.jsonl`): object recall, precision, hallucination (CHAIR_i over mentions,
+  CHAIR_s over captions) and the share of fully correct captions, against each scene graph.
+
+A prediction is `{"id": ..., "prediction": text}`.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from pathlib import Path
+
+from sicog.data.formats import COT_HEADINGS, step_body
+from sicog.data.records import read_records, record_id
+from sicog.evaluate.judge import judge_caption
+from sicog.world.vocab import NUMBER_WORDS
+
+_ARTICLES = {"a", "an", "the"}
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+_ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*(.+)$", re.IGNORECASE | re.DOTALL)
+
+
+def final_answer(text: str) -> str:
+    """The answer part of a generation: the conclusion body of a step-by-step answer, else the text;
+    a leading "The answer is" is dropped."""
+    text = (text or "").strip()
+    body = step_body(text, len(COT_HEADINGS))
+    if body:
+        text = body
+    m = _ANSWER_IS.search(text)
+    return (m.group(1) if m else text).strip()
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, punctuation and articles removed, number words as digits, single spaces."""
+    words = (text or "").lower().translate(_PUNCT).split()
+    out = []
+    for w in words:
+        if w in _ARTICLES:
+            continue
+        out.append(str(NUMBER_WORDS.index(w)) if w in NUMBER_WORDS else w)
+    return " ".join(out)
+
+
+def extract_choice(text: str, options: list[str] | dict) -> str | None:
+    """The option letter a generation chose, or None."""
+    opts = options if isinstance(options, dict) else {string.ascii_uppercase[i]: o for i, o in enumerate(options)}
+    letters = "".join(opts)
+    answer = final_answer(text)
+    patterns = (
+        rf"^\(([{letters}])\)",               # (B) ...
+        rf"^([{letters}])(?:[.:)]|\s*$)",     # B / B. red / B) / B:
+        rf"\boption\s*\(?([{letters}])\)?(?:[.:)\s]|$)",
+    )
+    for pattern in patterns:
+        m = re.search(pattern, answer)
+        if m:
+            return m.group(1)
+    norm = normalize_answer(answer)
+    for letter, option in opts.items():
+        if norm and norm == normalize_answer(str(option)):
+            return letter
+    return None
+
+
+def yes_no(text: str) -> str | None:
+    """"yes", "no" or None: the first yes/no word of the answer, else any no/not, else any yes."""
+    words = normalize_answer(final_answer(text)).split()
+    if not words:
+        return None
+    if words[0] in ("yes", "no"):
+        return words[0]
+    if "no" in words or "not" in words:
+        return "no"
+    if "yes" in words:
+        return "yes"
+    return None
+
+
+def qa_correct(text: str, record: dict) -> bool:
+    """Whether `text` answers the QA record (`answer`, and `options` for multiple choice)."""
+    gold = str(record.get("answer", "")).strip()
+    if record.get("options"):
+        return extract_choice(text, record["options"]) == gold.upper()
+    if gold.lower() in ("yes", "no"):
+        return yes_no(text) == gold.lower()
+    return bool(normalize_answer(final_answer(text))) and normalize_answer(final_answer(text)) == normalize_answer(gold)
+
+
+def _by_id(predictions: list[dict]) -> dict[str, str]:
+    return {str(p["id"]): p.get("prediction") or "" for p in predictions}
+
+
+def _rate(hits: int, n: int) -> float:
+    return hits / n if n else 0.0
+
+
+def score_qa(records: list[dict], predictions: list[dict]) -> dict:
+    """Accuracy overall, per skill and per type; a record without a prediction counts as wrong."""
+    preds = _by_id(predictions)
+    groups: dict[str, dict[str, list[int]]] = {"skill": defaultdict(list), "type": defaultdict(list)}
+    results, missing = [], 0
+    for i, rec in enumerate(records):
+        rid = record_id(rec, i)
+        if rid not in preds:
+            missing += 1
+        ok = int(rid in preds and qa_correct(preds[rid], rec))
+        results.append(ok)
+        groups["skill"][rec.get("skill", "unknown")].append(ok)
+        groups["type"][rec.get("type", "mc" if rec.get("options") else "short")].append(ok)
+    accuracy = _rate(sum(results), len(results))
+    return {
+        "headline": {"accuracy": accuracy},
+        "accuracy": accuracy,
+        "n": len(results),
+        "missing": missing,
+        "per_skill": {k: {"accuracy": _rate(sum(v), len(v)), "n": len(v)} for k, v in sorted(groups["skill"].items())},
+        "per_type": {k: {"accuracy": _rate(sum(v), len(v)), "n": len(v)} for k, v in sorted(groups["type"].items())},
+    }
+
+
+def _pope_metrics(pairs: list[tuple[str, str | None]]) -> dict:
+    tp = sum(g == "yes" and p == "yes" for g, p in pairs)
+    fp = sum(g == "no" and p == "yes" for g, p in pairs)
+    fn = sum(g == "yes" and p != "yes" for g, p in pairs)
+    tn = sum(g == "no" and p != "yes" for g, p in pairs)
+    precision = _rate(tp, tp + fp)
+    recall = _rate(tp, tp + fn)
+    return {
+        "accuracy": _rate(tp + tn, len(pairs)),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "yes_ratio": _rate(tp + fp, len(pairs)),
+        "invalid": sum(p is None for _, p in pairs),
+        "n": len(pairs),
+    }
+
+
+def score_pope(records: list[dict], predictions: list[dict]) -> dict:
+    """POPE metrics overall and per variant; a missing prediction counts as invalid."""
+    preds = _by_id(predictions)
+    pairs, by_variant = [], defaultdict(list)
+    for i, rec in enumerate(records):
+        rid = record_id(rec, i)
+        pred = yes_no(preds[rid]) if rid in preds else None
+        pair = (str(rec["answer"]).strip().lower(), pred)
+        pairs.append(pair)
+        by_variant[rec.get("variant", "all")].append(pair)
+    overall = _pope_metrics(pairs)
+    overall["headline"] = {"accuracy": overall["accuracy"], "f1": overall["f1"]}
+    overall["per_variant"] = {k: _pope_metrics(v) for k, v in sorted(by_variant.items())}
+    return overall
+
+
+def score_captions(records: list[dict], predictions: list[dict]) -> dict:
+    """Object recall/precision, CHAIR_i/CHAIR_s hallucination and the share of correct captions.
+
+    Each record needs its `scene` (the world's captions records carry it). A record without a
+    prediction is judged as an empty caption.
+    """
+    preds = _by_id(predictions)
+    judged = []
+    for i, rec in enumerate(records):
+        if "scene" not in rec:
+            raise ValueError(f"caption record {record_id(rec, i)} has no scene graph")
+        judged.append(judge_caption(preds.get(record_id(rec, i), ""), rec["scene"]))
+    n = len(judged)
+    mentions = sum(len(j["matched"]) + len(j["hallucinated"]) for j in judged)
+    result = {
+        "n": n,
+        "missing": sum(record_id(r, i) not in preds for i, r in enumerate(records)),
+        "recall": _rate(sum(j["recall"] for j in judged), n),
+        "precision": _rate(sum(j["precision"] for j in judged), n),
+        "chair_i": _rate(sum(len(j["hallucinated"]) for j in judged), mentions),
+        "chair_s": _rate(sum(bool(j["hallucinated"]) for j in judged), n),
+        "attribute_errors": sum(len(j["attribute_errors"]) for j in judged),
+        "accuracy": _rate(sum(j["correct"] for j in judged), n),
+    }
+    result["headline"] = {k: result[k] for k in ("recall", "precision", "chair_i", "accuracy")}
+    return result
+
+
+SCORERS = {"qa": score_qa, "pope": score_pope, "captions": score_captions}
+
+
+def _attach_scenes(world: Path, records: list[dict]) -> list[dict]:
+    need = [r for r in records if "scene" not in r]
+    if not need:
+        return records
+    scenes = {s["id"]: s for s in read_records(Path(world) / "world.jsonl")}
+    out = []
+    for r in records:
+        if "scene" not in r:
+            key = r.get("scene_id") or Path(str(r.get("image", ""))).stem
+            if key not in scenes:
+                raise ValueError(f"caption record {r.get('id')}: no scene {key!r} in {world}/world.jsonl")
+            r = {**r, "scene": scenes[key]}
+        out.append(r)
+    return out
+
+
+def score_benchmark(world: str | Path, split: str, benchmark: str, records: list[dict], predictions: list[dict]) -> dict:
+    """Scores of one benchmark of a world split; caption records lacking a scene get it from world.jsonl."""
+    if benchmark not in SCORERS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; use one of {sorted(SCORERS)}")
+    if benchmark == "captions":
+        records = _attach_scenes(Path(world), records)
+    return SCORERS[benchmark](records, predictions)
+
+
+def score_predictions(pred_file: str | Path, gold_file: str | Path, kind: str) -> dict:
+    """Score a predictions file (`{"id", "prediction"}` per line) against a benchmark file."""
+    if kind not in SCORERS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {sorted(SCORERS)}")
+    return SCORERS[kind](read_records(gold_file), read_records(pred_file))
