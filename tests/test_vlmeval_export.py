@@ -93,6 +93,16 @@ def test_export_tsvs_parse_and_images_round_trip(world, tmp_path):
     assert manifest["rejected"] == 4
 
 
+def test_export_cli_registered(world, tmp_path):
+    from sicog.cli import main
+
+    w, _ = world
+    out = tmp_path / "lmu"
+    assert main(["world", "export-vlmeval", "--world", str(w), "--out", str(out), "--split", "eval",
+                 "--prefix", "MINI"]) == 0
+    assert (out / "MINI_QA.tsv").is_file() and (out / "MINI_POPE.tsv").is_file()
+
+
 def test_export_rerun_replaces_rejects(world, tmp_path):
     w, _ = world
     out = tmp_path / "lmu"
