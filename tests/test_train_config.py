@@ -1,0 +1,94 @@
+"""Stage freezing, the run config layers and the global-batch / accumulation derivation."""
+import pytest
+import yaml
+
+from sicog.train.config import derive_accumulation, resolve_config
+from sicog.train.stages import PARTS, STAGES, Stage, freeze, get_stage, register_stage
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from sicog.model.build import build_random_tiny
+
+    return build_random_tiny(seed=0)[0]
+
+
+@pytest.mark.parametrize("stage, trainable", [
+    ("stage0", set(PARTS)),
+    ("stage1", {"projector"}),
+    ("stage1_5", set(PARTS)),
+    ("stage2", set(PARTS)),
+])
+def test_freeze_sets_exact_trainable_parts(tiny_model, stage, trainable):
+    summary = freeze(tiny_model, stage)
+    assert {p for p, info in summary.items() if info["trainable"]} == trainable
+    for part in PARTS:
+        flags = {p.requires_grad for p in getattr(tiny_model, part).parameters()}
+        assert flags == {part in trainable}, part
+        assert summary[part]["params"] == sum(p.numel() for p in getattr(tiny_model, part).parameters())
+    n_trainable = sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
+    assert n_trainable == sum(info["params"] for info in summary.values() if info["trainable"])
+
+
+def test_stage_registry():
+    assert get_stage("stage1").projector_only and not get_stage("stage1").slicing
+    assert not get_stage("stage2").projector_only
+    with pytest.raises(ValueError, match="unknown stage 'stage9'"):
+        get_stage("stage9")
+    with pytest.raises(ValueError, match="unknown parts"):
+        register_stage(Stage("bad", ("decoder",), "x"))
+    assert "bad" not in STAGES
+
+
+def test_accumulation_derivation():
+    assert derive_accumulation(128, 4, 32) == 1
+    assert derive_accumulation(256, 8, 16) == 2
+    assert derive_accumulation(16, 8, 1) == 2
+    with pytest.raises(ValueError, match="global batch 128 is not divisible by per-device batch 3 x world size 2 = 6"):
+        derive_accumulation(128, 3, 2)
+    with pytest.raises(ValueError, match="per-device batch must be a positive integer"):
+        derive_accumulation(128, 0, 2)
+
+
+BASE = {"model_name_or_path": "m", "data_path": "d.jsonl", "output_dir": "out"}
+
+
+def test_paper_profile_matches_spec():
+    expected = {"stage0": (2e-5, 128), "stage1": (2e-4, 256), "stage1_5": (2e-5, 128), "stage2": (2e-5, 128)}
+    for stage, (lr, batch) in expected.items():
+        cfg = resolve_config({**BASE, "stage": stage, "profile": "paper"}, world_size=32)
+        t = cfg.training
+        assert (t["learning_rate"], cfg.global_batch_size) == (lr, batch)
+        assert t["per_device_train_batch_size"] * 32 * t["gradient_accumulation_steps"] == batch
+        assert (t["num_train_epochs"], t["lr_scheduler_type"], t["warmup_steps"], t["weight_decay"]) == (1, "cosine", 0.03, 0.0)
+        assert cfg.model_max_length == 4096 and t["bf16"] and t["gradient_checkpointing"]
+
+
+def test_layers_yaml_then_flags(tmp_path):
+    user = tmp_path / "run.yaml"
+    user.write_text(yaml.safe_dump({"stage": "stage2", "learning_rate": 1.0e-4, "global_batch_size": 32,
+                                    "save_steps": 7, **BASE}))
+    cfg = resolve_config({"config": str(user), "learning_rate": 5e-5}, world_size=2)
+    assert cfg.stage == "stage2" and cfg.profile == "tiny"
+    assert cfg.training["learning_rate"] == 5e-5  # flag beats YAML
+    assert cfg.training["save_steps"] == 7  # YAML beats profile
+    assert cfg.training["gradient_accumulation_steps"] == 32 // (8 * 2)
+    saved = yaml.safe_load(cfg.save(tmp_path).read_text())
+    assert saved["training"]["learning_rate"] == 5e-5 and saved["world_size"] == 2
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="no stage given"):
+        resolve_config(BASE)
+    with pytest.raises(ValueError, match=r"unknown settings \['learnin_rate'\]"):
+        resolve_config({**BASE, "stage": "stage0", "learnin_rate": 1.0})
+    with pytest.raises(ValueError, match="missing required setting 'data_path'"):
+        resolve_config({"stage": "stage0", "model_name_or_path": "m", "output_dir": "o"})
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=3 disagrees with global batch 16"):
+        resolve_config({**BASE, "stage": "stage0", "gradient_accumulation_steps": 3}, world_size=1)
+    with pytest.raises(ValueError, match="not divisible"):
+        resolve_config({**BASE, "stage": "stage0", "per_device_train_batch_size": 5}, world_size=1)
+    with pytest.raises(ValueError, match="unknown profile"):
+        resolve_config({**BASE, "stage": "stage0", "profile": "huge"})
+    ok = resolve_config({**BASE, "stage": "stage0", "gradient_accumulation_steps": 2, "warmup_ratio": 0.1}, world_size=1)
+    assert ok.training["gradient_accumulation_steps"] == 2 and ok.training["warmup_steps"] == 0.1
