@@ -279,8 +279,10 @@ FAULTS = {
 
 def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    make_dataset(tmp_path, 14)
+    make_dataset(tmp_path, 15)
     records = jsonl(tmp_path / "records.jsonl")
+    (tmp_path / "images" / "img" / "notes.png").write_text("not an image")
+    records[14]["image"] = "img/notes.png"             # not image bytes
     records[10]["image"] = "img/does-not-exist.png"  # missing file
     del records[11]["caption"]                         # falls back to the gpt turn
     records[12]["caption"] = "  "
@@ -300,7 +302,7 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
     failed_ids = [r["id"] for r in failures]
     # Every record exactly once, in the outputs or in the failures file.
     assert sorted(ok_ids + failed_ids) == sorted(r["id"] for r in records)
-    assert set(failed_ids) == {"item-4", "item-6", "item-9", "item-10", "item-12", "item-13"}
+    assert set(failed_ids) == {"item-4", "item-6", "item-9", "item-10", "item-12", "item-13", "item-14"}
     assert ok_ids == [r["id"] for r in records if r["id"] in set(ok_ids)]  # input order
     by_id = {f["id"]: f for f in failures}
     assert by_id["item-4"]["reason"] == "wrong format" and by_id["item-4"]["attempts"] == 4
@@ -308,7 +310,8 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
     assert by_id["item-9"]["reason"] == "http 500" and by_id["item-9"]["error_class"] == "InternalServerError"
     assert by_id["item-10"]["reason"] == "missing image"
     assert by_id["item-12"]["reason"] == "no caption" and by_id["item-13"]["reason"] == "no question"
-    assert not seen_ids & {"item-10", "item-12", "item-13"}  # no API call for bad input
+    assert by_id["item-14"]["reason"] == "unreadable image" and "not a PNG, JPEG" in by_id["item-14"]["message"]
+    assert not seen_ids & {"item-10", "item-12", "item-13", "item-14"}  # no API call for bad input
 
     for rec, dd in zip(cods, dds):
         human, gpt = rec["conversations"]
@@ -338,7 +341,7 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
         assert req["body"]["model"] == "teacher-test" and req["path"] == "/v1/chat/completions"
 
     summary = json.loads((tmp_path / "cod" / "annotate_summary.json").read_text())
-    assert summary["annotated"] == len(cods) == 8 and summary["failed"] == 6 and summary["pending"] == 0
+    assert summary["annotated"] == len(cods) == 8 and summary["failed"] == 7 and summary["pending"] == 0
     # 100 prompt / 50 completion tokens per answered 200: 8 accepted + 4 wrong-format + 1 truncated.
     assert summary["this_run"]["prompt_tokens"] == 100 * 13
     assert summary["this_run"]["completion_tokens"] == 50 * 13
