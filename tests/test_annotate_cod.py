@@ -142,7 +142,8 @@ class FakeTeacher:
         elif action == "truncated":
             send(200, completion(gold_caption(rid, caption)[:200], finish="length"))
         elif action == "400":
-            send(400, {"error": {"message": "Invalid image content", "type": "invalid_request_error"}})
+            send(400, {"error": {"message": f"Invalid image content (auth {h.headers.get('Authorization')})",
+                                 "type": "invalid_request_error"}})
         elif action == "401":
             send(401, {"error": {"message": f"Incorrect API key provided: {h.headers.get('Authorization')}"}})
         else:
@@ -307,6 +308,7 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
     by_id = {f["id"]: f for f in failures}
     assert by_id["item-4"]["reason"] == "wrong format" and by_id["item-4"]["attempts"] == 4
     assert by_id["item-6"]["status_code"] == 400 and by_id["item-6"]["attempts"] == 1
+    assert "Invalid image content (auth Bearer ***)" in by_id["item-6"]["message"]  # echoed key masked
     assert by_id["item-9"]["reason"] == "http 500" and by_id["item-9"]["error_class"] == "InternalServerError"
     assert by_id["item-10"]["reason"] == "missing image"
     assert by_id["item-12"]["reason"] == "no caption" and by_id["item-13"]["reason"] == "no question"

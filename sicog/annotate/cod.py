@@ -11,8 +11,11 @@ Files (the per-id progress and failures files make the run resumable after a kil
                                           {"id", "cod": <CoD record>, "usage", "attempts"}
   OUTPUT_COD_DIR/annotate_failures.jsonl  one line per id that finally failed, with the reason
                                           (reason, status_code, error_class, message, attempts)
-  OUTPUT_COD_DIR/cod.jsonl                CoD records in input order (rewritten atomically at the end)
-  OUTPUT_DD_DIR/dd.jsonl                  DD records (step-5 body) in input order (same)
+  OUTPUT_COD_DIR/cod.jsonl                CoD records in input order (rewritten atomically at the end):
+                                          `<image>\n` + question + COD_ANNOTATION_SUFFIX, the caption in
+                                          the exact five-step layout
+  OUTPUT_DD_DIR/dd.jsonl                  DD records in input order (same): the question without the
+                                          step-by-step suffix, the caption's step-5 body
   OUTPUT_COD_DIR/annotate_summary.json    counts, token usage and estimated cost
 
 A rerun skips every id already in the progress file or the failures file; with --retry-failures the
