@@ -160,8 +160,9 @@ def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int
     seconds = time.time() - t0
     after = clip_retrieval(model, held_images, held_ids, held_mask)
 
-    vision = CLIPVisionModel(config.vision_config)
-    vision.vision_model.load_state_dict(model.vision_model.state_dict())
+    vision = model.vision_model  # a CLIPVisionModel: the tower `sicog build-model --vision` loads
+    if not isinstance(vision, CLIPVisionModel):
+        raise TypeError(f"expected CLIPModel.vision_model to be a CLIPVisionModel, got {type(vision).__name__}")
     vision.save_pretrained(out / "clip")
     CLIPImageProcessor(
         do_resize=True, size={"shortest_edge": side}, do_center_crop=True, crop_size={"height": side, "width": side},
