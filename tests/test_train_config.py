@@ -61,7 +61,7 @@ def test_paper_profile_matches_spec():
         assert (t["learning_rate"], cfg.global_batch_size) == (lr, batch)
         assert t["per_device_train_batch_size"] * 32 * t["gradient_accumulation_steps"] == batch
         assert (t["num_train_epochs"], t["lr_scheduler_type"], t["warmup_steps"], t["weight_decay"]) == (1, "cosine", 0.03, 0.0)
-        assert cfg.model_max_length == 4096 and t["bf16"] and t["gradient_checkpointing"]
+        assert cfg.model_max_length == 4096 and t["bf16"] and t["activation_checkpointing"]
 
 
 def test_layers_yaml_then_flags(tmp_path):
@@ -90,5 +90,7 @@ def test_config_errors(tmp_path):
         resolve_config({**BASE, "stage": "stage0", "per_device_train_batch_size": 5}, world_size=1)
     with pytest.raises(ValueError, match="unknown profile"):
         resolve_config({**BASE, "stage": "stage0", "profile": "huge"})
-    ok = resolve_config({**BASE, "stage": "stage0", "gradient_accumulation_steps": 2, "warmup_ratio": 0.1}, world_size=1)
+    ok = resolve_config({**BASE, "stage": "stage0", "gradient_accumulation_steps": 2, "warmup_ratio": 0.1,
+                         "gradient_checkpointing": True}, world_size=1)
     assert ok.training["gradient_accumulation_steps"] == 2 and ok.training["warmup_steps"] == 0.1
+    assert ok.training["activation_checkpointing"] is True and "gradient_checkpointing" not in ok.training

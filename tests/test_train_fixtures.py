@@ -19,12 +19,12 @@ def save_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def make_world(root: Path, n_image: int = 12, n_text: int = 6, seed: int = 0) -> Path:
+def make_world(root: Path, n_image: int = 12, n_text: int = 6, seed: int = 0,
+               sizes: tuple = ((112, 112), (224, 112), (96, 160), (300, 200))) -> Path:
     """Images of one coloured square on a background, CoD-style captions, and text-only records."""
     rng = random.Random(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    sizes = [(112, 112), (224, 112), (96, 160), (300, 200)]
     for i in range(n_image):
         colour = COLOURS[i % len(COLOURS)]
         w, h = sizes[i % len(sizes)]
@@ -45,3 +45,14 @@ def make_world(root: Path, n_image: int = 12, n_text: int = 6, seed: int = 0) ->
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     return data
+
+
+def train(*args: str) -> int:
+    """Run `sicog train` in-process with the given flags."""
+    from sicog.cli import main
+
+    return main(["train", *args])
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]

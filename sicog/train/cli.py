@@ -68,8 +68,8 @@ def _default_training_settings(training: dict, stage) -> None:
     training.setdefault("report_to", "none")
     training.setdefault("remove_unused_columns", False)
     training.setdefault("include_num_input_tokens_seen", "non_padding")
-    if training.get("gradient_checkpointing"):
-        training.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
+    if training.get("activation_checkpointing"):
+        training.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
     # Text-only batches leave the vision tower and projector unused; plain DDP must be told.
     if not training.get("deepspeed") and set(stage.trainable) & {"vision_tower", "projector"}:
         training.setdefault("ddp_find_unused_parameters", True)

@@ -119,6 +119,10 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
         if not 0 <= ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
         merged["warmup_steps"] = ratio
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in merged:  # transformers 5 renamed these; the familiar flags still work
+            merged[new] = merged.pop(old)
     hf_names = training_argument_names()
     unknown = sorted(k for k in merged if k not in OWN_FIELDS and k not in hf_names)
     if unknown:

@@ -1,0 +1,56 @@
+"""Stage 1 writes a projector-only artefact; stage 1.5 loads it (and an LLM folder's weights)."""
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from test_train_fixtures import make_world, read_log, save_tiny_model, train
+
+
+def test_stage1_projector_handoff_to_stage1_5(tmp_path):
+    from sicog.model import SicogForConditionalGeneration
+    from sicog.model.build import build_random_tiny
+    from sicog.train.artefacts import load_llm_weights, load_projector_artefact
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    data = make_world(tmp_path / "world", n_image=8, n_text=2, sizes=((112, 112), (224, 112)))
+    out1 = tmp_path / "stage1"
+    assert train("--stage", "stage1", "--model_name_or_path", str(model_dir), "--data_path", str(data),
+                 "--output_dir", str(out1), "--global_batch_size", "4", "--per_device_train_batch_size", "4") == 0
+    # a projector-only artefact: no full model in the stage-1 folder
+    assert (out1 / "mm_projector.safetensors").is_file() and not (out1 / "model.safetensors").exists()
+    meta = json.loads((out1 / "mm_projector_config.json").read_text())
+    assert meta["stage"] == "stage1" and meta["base_model"] == str(model_dir)
+    assert (out1 / "train_config.yaml").is_file()
+    log = read_log(out1)
+    assert [x["step"] for x in log if "loss" in x] == [1, 2, 3]
+    assert all(x["tokens_per_s"] > 0 and 0 < x["mfu"] < 1 for x in log if "loss" in x)
+
+    saved = load_file(str(out1 / "mm_projector.safetensors"))
+    base = SicogForConditionalGeneration.from_pretrained(model_dir)
+    assert any(not torch.equal(saved[k], v) for k, v in base.projector.state_dict().items())  # it trained
+    frozen_before = {k: v.clone() for k, v in base.language_model.state_dict().items()}
+    load_projector_artefact(base, out1)
+    for k, v in base.projector.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert all(torch.equal(v, frozen_before[k]) for k, v in base.language_model.state_dict().items())
+
+    # LLM_CKPT_DIR: the language model's weights come from an LLM folder
+    other, _ = build_random_tiny(seed=1)
+    other.language_model.save_pretrained(tmp_path / "llm")
+    load_llm_weights(base, tmp_path / "llm")
+    for k, v in base.language_model.state_dict().items():
+        assert torch.equal(v, other.language_model.state_dict()[k]), k
+
+    # stage 1.5 from the artefact alone: the base model comes from the artefact's config
+    out15 = tmp_path / "stage1_5"
+    assert train("--stage", "stage1_5", "--mm_projector_checkpoint", str(out1), "--llm_ckpt_dir",
+                 str(tmp_path / "llm"), "--data_path", str(data), "--output_dir", str(out15),
+                 "--global_batch_size", "2", "--per_device_train_batch_size", "2", "--max_steps", "1") == 0
+    final = SicogForConditionalGeneration.from_pretrained(out15)
+    assert (out15 / "processor_config.json").is_file()
+    # one step at lr 0 (warm-up) leaves the loaded weights in place
+    for k, v in final.projector.state_dict().items():
+        assert torch.allclose(v, saved[k]), k
+    emb = "model.embed_tokens.weight"
+    assert torch.allclose(final.language_model.state_dict()[emb], other.language_model.state_dict()[emb])
