@@ -4,7 +4,7 @@ from __future__ import annotations
 from transformers import CLIPVisionConfig, PreTrainedConfig, Qwen2Config
 from transformers.configuration_utils import SubConfigSpec
 
-from .layout import PROJECTOR_TYPES, ImageLayout
+from .layout import ImageLayout
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -45,7 +45,19 @@ class SicogConfig(PreTrainedConfig):
 
     model_type = "sicog"
     sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=CLIPVisionConfig),
+        # defaults: the paper's CLIP ViT-L/14-336 and Qwen2-7B-sized text config
+        "vision_config": SubConfigSpec(
+            config_class=CLIPVisionConfig,
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "image_size": 336,
+                "patch_size": 14,
+                "projection_dim": 768,
+            },
+        ),
         "text_config": SubConfigSpec(config_class=Qwen2Config),
     }
 
@@ -73,8 +85,7 @@ class SicogConfig(PreTrainedConfig):
             self.image_mean = list(CLIP_MEAN)
         if self.image_std is None:
             self.image_std = list(CLIP_STD)
-        if self.projector_type not in PROJECTOR_TYPES:
-            raise ValueError(f"projector_type must be one of {PROJECTOR_TYPES}, got {self.projector_type!r}")
+        self.layout  # validates projector_type and image_scale against the patch size
         if self.separator_token_ids is not None and len(self.separator_token_ids) != 2:
             raise ValueError(f"separator_token_ids must be [row_id, overview_id], got {self.separator_token_ids}")
         if self.projector_type == "resampler" and self.text_config.hidden_size % self.resampler_head_dim:

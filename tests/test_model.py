@@ -1,0 +1,202 @@
+import pytest
+import torch
+from PIL import Image
+
+from sicog.model import ImageInput, SicogConfig, SicogForConditionalGeneration, SicogProcessor
+from sicog.model.build import build_random_tiny
+
+Q = [{"from": "human", "value": "<image>\nWhat colour is the square?"}]
+CONV = Q + [{"from": "gpt", "value": "The square is blue."}]
+
+
+def image(w, h, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    arr = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(arr)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_random_tiny(seed=0)
+
+
+def test_forward_backward_reaches_every_part(tiny):
+    model, proc = tiny
+    batch = proc.collate([
+        proc.encode(CONV, image(300, 200)),
+        proc.encode([{"from": "human", "value": "hi"}, {"from": "gpt", "value": "Yes."}]),
+        proc.encode(CONV, image(60, 90, seed=1)),
+    ])
+    model.train()
+    model.zero_grad()
+    out = model(**batch)
+    model.eval()
+    assert out.logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(out.loss)
+    out.loss.backward()
+    for name in ("vision_tower.embeddings.patch_embedding.weight",
+                 "vision_tower.encoder.layers.0.mlp.fc1.weight",
+                 "projector.query", "projector.kv_proj.weight", "projector.proj.weight",
+                 "language_model.model.layers.0.self_attn.q_proj.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_image_features_change_the_output(tiny):
+    model, proc = tiny
+    a = proc.collate([proc.encode(CONV, image(200, 200, seed=1))])
+    b = proc.collate([proc.encode(CONV, image(200, 200, seed=2))])
+    with torch.no_grad():
+        la, lb = model(**a).logits, model(**b).logits
+    assert not torch.allclose(la[0, -5:], lb[0, -5:])
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (37, 500), (500, 500), (1000, 130)])
+def test_encode_and_forward_any_size(tiny, size):
+    model, proc = tiny
+    item = proc.encode(CONV, image(*size))
+    assert len(item["input_ids"]) == proc.num_tokens(CONV, size)
+    with torch.no_grad():
+        out = model(**proc.collate([item]))
+    assert torch.isfinite(out.loss)
+
+
+def test_count_mismatch_raises(tiny):
+    model, proc = tiny
+    item = proc.encode(CONV, image(300, 200))
+    other = proc.encode(CONV, image(50, 50))["images"]          # no slices: fewer features
+    batch = proc.collate([item])
+    with pytest.raises(ValueError, match="image-token positions"):
+        model.embed_inputs(batch["input_ids"], [other])
+    with pytest.raises(ValueError, match="image-token positions"):
+        model.embed_inputs(batch["input_ids"], [None])
+    with pytest.raises(ValueError, match="image entries"):
+        model.embed_inputs(batch["input_ids"], [other, other])
+
+
+def test_splice_places_features_in_layout_order(tiny):
+    model, proc = tiny
+    item = proc.encode(CONV, image(300, 200))
+    ids = item["input_ids"][None]
+    with torch.no_grad():
+        emb = model.embed_inputs(ids, [item["images"]])
+        feats = model.encode_images([item["images"]])[0]
+        sep = model.get_input_embeddings()(torch.tensor([proc.row_id, proc.overview_id]))
+    mask = ids[0] == proc.image_token_id
+    assert torch.equal(emb[0, mask], feats)
+    assert torch.equal(emb[0, ids[0] == proc.overview_id][-1], sep[1])
+    # the overview tokens come last; they equal the overview encoded alone
+    with torch.no_grad():
+        alone = model.encode_pixels(item["images"].overview[None])[0]
+    torch.testing.assert_close(feats[-16:], alone, rtol=1e-4, atol=1e-5)
+    # the first slice's first token row opens the raster
+    with torch.no_grad():
+        first = model.encode_pixels(item["images"].slices[:1])[0]
+    torch.testing.assert_close(feats[:4], first[:4], rtol=1e-4, atol=1e-5)
+
+
+def test_greedy_generate_same_with_and_without_cache(tiny):
+    model, proc = tiny
+    g = proc.collate([proc.encode(Q, image(60, 40), add_generation_prompt=True, for_generation=True)], "left")
+    assert g["images"][0].grid is not None  # sliced after the eval-time long-side resize
+    kw = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
+              max_new_tokens=6, do_sample=False, eos_token_id=None)
+    with torch.no_grad():
+        a = model.generate(**kw, use_cache=True)
+        b = model.generate(**kw, use_cache=False)
+    assert a.shape[1] == g["input_ids"].shape[1] + 6
+    assert torch.equal(a, b)
+
+
+def test_left_padded_batch_generates_like_single(tiny):
+    model, proc = tiny
+    items = [proc.encode(Q, image(150, 100), add_generation_prompt=True),
+             proc.encode([{"from": "human", "value": "How many objects are there?"}], add_generation_prompt=True)]
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None)
+    with torch.no_grad():
+        batch = proc.collate(items, "left")
+        together = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  images=batch["images"], **kw)[:, -6:]
+        for i, it in enumerate(items):
+            one = proc.collate([it], "left")
+            alone = model.generate(input_ids=one["input_ids"], attention_mask=one["attention_mask"],
+                                   images=one["images"], **kw)[:, -6:]
+            assert torch.equal(together[i], alone[0])
+
+
+def test_language_model_loop_matches_generate(tiny):
+    """The candidate-generation engine's path: one prefill from embed_inputs, then its own loop."""
+    model, proc = tiny
+    g = proc.collate([proc.encode(Q, image(200, 300), add_generation_prompt=True)], "left")
+    with torch.no_grad():
+        ref = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
+                             max_new_tokens=5, do_sample=False, eos_token_id=None)[0, -5:]
+        emb = model.embed_inputs(g["input_ids"], g["images"])
+        out = model.language_model(inputs_embeds=emb, attention_mask=g["attention_mask"], use_cache=True)
+        mask, past, toks = g["attention_mask"], out.past_key_values, []
+        nxt = out.logits[:, -1].argmax(-1)
+        for _ in range(5):
+            toks.append(nxt)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model.language_model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1)
+    assert torch.equal(torch.stack(toks, 1)[0], ref)
+
+
+def test_num_return_sequences_repeats_images(tiny):
+    model, proc = tiny
+    g = proc.collate([proc.encode(Q, image(150, 150), add_generation_prompt=True)], "left")
+    with torch.no_grad():
+        out = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
+                             max_new_tokens=3, do_sample=True, num_return_sequences=3, eos_token_id=None)
+    assert out.shape[0] == 3
+
+
+def test_save_load_round_trip(tmp_path, tiny):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+    model, proc = tiny
+    model.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+    batch = proc.collate([proc.encode(CONV, image(300, 200))])
+    with torch.no_grad():
+        ref = model(**batch).logits
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "sicog"
+    for auto in (AutoModelForImageTextToText, AutoModelForCausalLM):
+        loaded = auto.from_pretrained(tmp_path)
+        assert isinstance(loaded, SicogForConditionalGeneration)
+        loaded.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**batch).logits, ref)
+    p2 = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(p2, SicogProcessor)
+    assert torch.equal(p2.encode(CONV, image(300, 200))["input_ids"], batch["input_ids"][0])
+
+
+def test_low_res_mlp_mode():
+    model, proc = build_random_tiny(seed=1, projector_type="mlp")
+    item = proc.encode(CONV, image(500, 80))
+    assert item["images"].grid is None
+    assert (item["input_ids"] == proc.image_token_id).sum() == (112 // 14) ** 2
+    model.train()
+    out = model(**proc.collate([item]))
+    out.loss.backward()
+    assert model.projector.linear_1.weight.grad.abs().sum() > 0
+    assert model.vision_tower.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="projector_type"):
+        SicogConfig(projector_type="qformer")
+    with pytest.raises(ValueError, match="separator_token_ids"):
+        SicogConfig(separator_token_ids=[13])
+    cfg = SicogConfig(text_config={"hidden_size": 256, "num_attention_heads": 4}, separator_token_ids=[13, 29892])
+    assert cfg.layout.tokens_per_image == 144 and cfg.patch_size == 14
+
+
+def test_image_input_validates_shapes():
+    with pytest.raises(ValueError):
+        ImageInput(torch.zeros(3, 14, 14), torch.zeros(2, 3, 14, 14), None)
+    with pytest.raises(ValueError):
+        ImageInput(torch.zeros(3, 14, 14), torch.zeros(3, 3, 14, 14), (2, 2))
