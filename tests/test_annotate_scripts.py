@@ -18,8 +18,9 @@ COT_SH = REPO / "training_data_annotation" / "revise_cot.sh"
 
 
 def base_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_DIR"))}
-    env.update(PYTHON=sys.executable, PYTHONPATH=str(REPO), **extra)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_DIR", "WORLD_DIR", "SICOG_", "MODEL"))}
+    env.update({"PYTHON": sys.executable, "PYTHONPATH": str(REPO), "SICOG_PROFILE": "paper", **extra})
     return env
 
 
@@ -69,6 +70,7 @@ def test_revise_cod_positional_arguments(tmp_path):
     ("CONCURRENCY", "0", "CONCURRENCY=0 is not a positive integer"),
     ("CONCURRENCY", "lots", "CONCURRENCY=lots is not a positive integer"),
     ("PYTHON", "no-such-python", "PYTHON=no-such-python is not an executable"),
+    ("SICOG_PROFILE", "huge", "SICOG_PROFILE=huge must be tiny or paper"),
 ])
 def test_revise_cod_names_the_bad_variable(tmp_path, name, value, message):
     make_dataset(tmp_path, 1)
@@ -103,3 +105,11 @@ def test_revise_cot_end_to_end_and_bad_variables(tmp_path):
         bad = {k: v for k, v in env.items() if k != name}
         done = bash(COT_SH, bad, cwd=tmp_path)
         assert done.returncode == 2 and f"{name} is not set" in done.stderr
+    done = bash(COT_SH, {**env, "SICOG_PROFILE": "tiny", "ORIGINAL_COT_FILE": ""}, cwd=tmp_path)
+    assert done.returncode == 2 and "ORIGINAL_COT_FILE=runs/world/data/llava_cot_seed.json is not a file" in done.stderr
+
+
+def test_revise_cod_tiny_profile_without_a_world_says_what_to_do(tmp_path):
+    done = bash(COD_SH, base_env(SICOG_PROFILE="tiny", OUTPUT_ROOT=str(tmp_path / "r")), cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"WORLD_DIR={tmp_path / 'r' / 'world'} holds no built world" in done.stderr

@@ -3,15 +3,21 @@
 # teacher model behind an OpenAI-compatible endpoint, and derive their detailed-description (DD) form.
 #
 #   ORIGINAL_CAPTION_FILE  records with image, question and caption, JSON or JSONL   (or argument 1)
+#                          (tiny default: WORLD_DIR/data/cod_seed_raw.jsonl)
 #   IMAGE_DIR              folder the records' image paths are relative to          (or argument 2)
+#                          (tiny default: WORLD_DIR)
 #   OUTPUT_COD_DIR         receives cod.jsonl, annotate_progress.jsonl,
 #                          annotate_failures.jsonl and annotate_summary.json         (or argument 3)
-#   OUTPUT_DD_DIR          receives dd.jsonl                                         (or argument 4)
-#   OPENAI_API_KEY         key of the endpoint (read by the client, never printed)
-#   OPENAI_BASE_URL        endpoint, e.g. http://127.0.0.1:8000/v1 (default: the OpenAI API)
-#   MODEL                  teacher model (default gpt-4o)
+#                          (tiny default: OUTPUT_ROOT/annotation/cod)
+#   OUTPUT_DD_DIR          receives dd.jsonl  (tiny default: OUTPUT_ROOT/annotation/dd) (or argument 4)
+#   OPENAI_BASE_URL        endpoint, e.g. https://api.openai.com/v1 (paper default: the OpenAI API;
+#                          tiny default: the mini world's teacher, served in-process for the run)
+#   OPENAI_API_KEY         key of the endpoint (read by the client, never printed; not needed for the
+#                          in-process world teacher)
+#   MODEL                  teacher model (default gpt-4o; sicog-world-teacher for the world teacher)
 #   CONCURRENCY            requests in flight at once (default 8)
-#   PYTHON                 interpreter with sicog installed (default python)
+#   SICOG_PROFILE          tiny (default) | paper;  OUTPUT_ROOT (default runs); WORLD_DIR (default
+#                          OUTPUT_ROOT/world);  PYTHON (default python3)
 #
 # Arguments starting with -- are passed on to `sicog annotate-cod` (e.g. --retry-failures,
 # --max-attempts 8). Rerunning resumes: ids already annotated or failed are skipped.
@@ -21,13 +27,29 @@ die() { echo "revise_cod.sh: $*" >&2; exit 2; }
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 4 && $1 != --* ]]; do positional+=("$1"); shift; done
+SICOG_PROFILE=${SICOG_PROFILE:-tiny}
+[[ $SICOG_PROFILE == tiny || $SICOG_PROFILE == paper ]] || die "SICOG_PROFILE=$SICOG_PROFILE must be tiny or paper"
+OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
+teacher=()
+if [[ $SICOG_PROFILE == tiny ]]; then
+  WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
+  ORIGINAL_CAPTION_FILE=${ORIGINAL_CAPTION_FILE:-$WORLD_DIR/data/cod_seed_raw.jsonl}
+  IMAGE_DIR=${IMAGE_DIR:-$WORLD_DIR}
+  OUTPUT_COD_DIR=${OUTPUT_COD_DIR:-$OUTPUT_ROOT/annotation/cod}
+  OUTPUT_DD_DIR=${OUTPUT_DD_DIR:-$OUTPUT_ROOT/annotation/dd}
+  if [[ -z ${OPENAI_BASE_URL:-} ]]; then
+    [[ -f $WORLD_DIR/world.jsonl ]] || die "WORLD_DIR=$WORLD_DIR holds no built world (run: sicog world build --out $WORLD_DIR), or set OPENAI_BASE_URL"
+    teacher=(--world-teacher "$WORLD_DIR")
+    MODEL=${MODEL:-sicog-world-teacher}
+  fi
+fi
 ORIGINAL_CAPTION_FILE=${positional[0]:-${ORIGINAL_CAPTION_FILE:-}}
 IMAGE_DIR=${positional[1]:-${IMAGE_DIR:-}}
 OUTPUT_COD_DIR=${positional[2]:-${OUTPUT_COD_DIR:-}}
 OUTPUT_DD_DIR=${positional[3]:-${OUTPUT_DD_DIR:-}}
 MODEL=${MODEL:-gpt-4o}
 CONCURRENCY=${CONCURRENCY:-8}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 
 [[ -n $ORIGINAL_CAPTION_FILE ]] || die "ORIGINAL_CAPTION_FILE is not set (the captioned records to revise; or argument 1)"
 [[ -f $ORIGINAL_CAPTION_FILE ]] || die "ORIGINAL_CAPTION_FILE=$ORIGINAL_CAPTION_FILE is not a file"
@@ -35,15 +57,17 @@ PYTHON=${PYTHON:-python}
 [[ -d $IMAGE_DIR ]] || die "IMAGE_DIR=$IMAGE_DIR is not a folder"
 [[ -n $OUTPUT_COD_DIR ]] || die "OUTPUT_COD_DIR is not set (where the CoD records go; or argument 3)"
 [[ -n $OUTPUT_DD_DIR ]] || die "OUTPUT_DD_DIR is not set (where the DD records go; or argument 4)"
-[[ -n ${OPENAI_API_KEY:-} ]] || die "OPENAI_API_KEY is not set (the key of the teacher endpoint; export it)"
-if [[ -n ${OPENAI_BASE_URL:-} && ! $OPENAI_BASE_URL =~ ^https?:// ]]; then
-  die "OPENAI_BASE_URL=$OPENAI_BASE_URL must start with http:// or https://"
+if [[ ${#teacher[@]} -eq 0 ]]; then
+  [[ -n ${OPENAI_API_KEY:-} ]] || die "OPENAI_API_KEY is not set (the key of the teacher endpoint; export it)"
+  if [[ -n ${OPENAI_BASE_URL:-} && ! $OPENAI_BASE_URL =~ ^https?:// ]]; then
+    die "OPENAI_BASE_URL=$OPENAI_BASE_URL must start with http:// or https://"
+  fi
 fi
 [[ -n $MODEL ]] || die "MODEL is empty (the teacher model name, default gpt-4o)"
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY=$CONCURRENCY is not a positive integer"
 command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an executable"
 
-export OPENAI_API_KEY
+[[ -z ${OPENAI_API_KEY:-} ]] || export OPENAI_API_KEY
 [[ -z ${OPENAI_BASE_URL:-} ]] || export OPENAI_BASE_URL
 exec "$PYTHON" -m sicog annotate-cod \
   --input "$ORIGINAL_CAPTION_FILE" \
@@ -52,4 +76,5 @@ exec "$PYTHON" -m sicog annotate-cod \
   --output-dd-dir "$OUTPUT_DD_DIR" \
   --model "$MODEL" \
   --concurrency "$CONCURRENCY" \
+  ${teacher[@]+"${teacher[@]}"} \
   "$@"

@@ -3,21 +3,33 @@
 # the four-step structured CoT format and the short conclusion-only format.
 #
 #   ORIGINAL_COT_FILE  LLaVA-CoT records, JSON or JSONL                              (or argument 1)
+#                      (tiny default: WORLD_DIR/data/llava_cot_seed.json)
 #   OUTPUT_COT_DIR     receives cot.jsonl (four-step answers, step-by-step questions)
 #                      and cot_rejects.jsonl (id, index and reason of each rejected record)
-#                                                                                    (or argument 2)
-#   OUTPUT_SHORT_DIR   receives short.jsonl (conclusions, questions as in the input) (or argument 3)
-#   PYTHON             interpreter with sicog installed (default python)
+#                      (tiny default: OUTPUT_ROOT/annotation/cot)                    (or argument 2)
+#   OUTPUT_SHORT_DIR   receives short.jsonl (conclusions, questions as in the input)
+#                      (tiny default: OUTPUT_ROOT/annotation/cot_short)              (or argument 3)
+#   SICOG_PROFILE      tiny (default) | paper;  OUTPUT_ROOT (default runs); WORLD_DIR (default
+#                      OUTPUT_ROOT/world);  PYTHON (default python3)
 set -euo pipefail
 
 die() { echo "revise_cot.sh: $*" >&2; exit 2; }
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 3 && $1 != --* ]]; do positional+=("$1"); shift; done
+SICOG_PROFILE=${SICOG_PROFILE:-tiny}
+[[ $SICOG_PROFILE == tiny || $SICOG_PROFILE == paper ]] || die "SICOG_PROFILE=$SICOG_PROFILE must be tiny or paper"
+OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
+if [[ $SICOG_PROFILE == tiny ]]; then
+  WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
+  ORIGINAL_COT_FILE=${ORIGINAL_COT_FILE:-$WORLD_DIR/data/llava_cot_seed.json}
+  OUTPUT_COT_DIR=${OUTPUT_COT_DIR:-$OUTPUT_ROOT/annotation/cot}
+  OUTPUT_SHORT_DIR=${OUTPUT_SHORT_DIR:-$OUTPUT_ROOT/annotation/cot_short}
+fi
 ORIGINAL_COT_FILE=${positional[0]:-${ORIGINAL_COT_FILE:-}}
 OUTPUT_COT_DIR=${positional[1]:-${OUTPUT_COT_DIR:-}}
 OUTPUT_SHORT_DIR=${positional[2]:-${OUTPUT_SHORT_DIR:-}}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 
 [[ -n $ORIGINAL_COT_FILE ]] || die "ORIGINAL_COT_FILE is not set (the LLaVA-CoT records to convert; or argument 1)"
 [[ -f $ORIGINAL_COT_FILE ]] || die "ORIGINAL_COT_FILE=$ORIGINAL_COT_FILE is not a file"

@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dd-dir", required=True, help="DD records (step-5 bodies)")
     parser.add_argument("--model", default="gpt-4o")
     parser.add_argument("--base-url", default=None, help="endpoint; default $OPENAI_BASE_URL, else the OpenAI API")
+    parser.add_argument("--world-teacher", metavar="WORLD_DIR", default=None,
+                        help="serve the mini world's teacher in this process on a free loopback port and annotate "
+                             "against it (instead of --base-url; no API key needed)")
     parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
@@ -299,11 +302,27 @@ def write_outputs(items: list[Item], cod_dir: Path, dd_dir: Path) -> tuple[list[
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise SystemExit("--concurrency must be at least 1")
+    if args.world_teacher:
+        from sicog.world.teacher import start_teacher
+
+        world = Path(args.world_teacher)
+        if not (world / "world.jsonl").is_file():
+            raise SystemExit(f"--world-teacher {world}: no world.jsonl (build one with `sicog world build`)")
+        server = start_teacher(world)
+        log.info("serving the world teacher of %s at %s", world, server.url)
+        try:
+            return annotate(args, base_url=server.url, api_key=os.environ.get("OPENAI_API_KEY") or "world-teacher")
+        finally:
+            server.stop()
     api_key = os.environ.get("OPENAI_API_KEY", "")
     if not api_key:
         raise SystemExit("OPENAI_API_KEY is not set: export the key of the teacher endpoint")
+    return annotate(args, base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None, api_key=api_key)
+
+
+def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> int:
+    if args.concurrency < 1:
+        raise SystemExit("--concurrency must be at least 1")
     image_dir = Path(args.image_dir)
     if not image_dir.is_dir():
         raise SystemExit(f"--image-dir is not a folder: {image_dir}")
@@ -316,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     client = TeacherClient(
         model=args.model,
         api_key=api_key,
-        base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        base_url=base_url,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
         timeout=args.timeout,
