@@ -3,7 +3,9 @@
 Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-dir, a
 question (a `question` field, else the first human turn without `<image>`) and an original caption
 (a `caption` field as in ALLaVA, else the first gpt turn). Each record is sent to an
-OpenAI-compatible chat-completions endpoint with the image as a data URL.
+OpenAI-compatible chat-completions endpoint with the image as a data URL (--base-url, else
+$OPENAI_BASE_URL, key from $OPENAI_API_KEY); --world-teacher WORLD_DIR serves the mini world's teacher
+in this process instead, so the mini world's stage 0 runs through the same client.
 
 Files (the per-id progress and failures files make the run resumable after a kill):
 
