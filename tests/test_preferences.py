@@ -157,3 +157,17 @@ def test_build_preferences_cli_both_sources(tmp_path, noisy_setup):
     empty = tmp_path / "empty.jsonl"
     write_lines(empty, ["nope"])
     assert sicog_main(["build-preferences", "--source", "curation", "--pairs", str(empty), "--out", str(only)]) == 1
+
+
+def test_missing_or_unparsable_files_give_clear_errors(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": 1}, ')
+    with pytest.raises(SystemExit, match="broken.json"):
+        sicog_main(["build-preferences", "--source", "curation", "--pairs", str(broken), "--out", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit, match="no such file"):
+        sicog_main(["build-preferences", "--source", "curation", "--pairs", str(tmp_path / "nope.jsonl"),
+                    "--out", str(tmp_path / "o.jsonl")])
+    with pytest.raises(SystemExit, match="no such candidate file"):
+        sicog_main(["curate", "--candidates", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="broken.json"):
+        sicog_main(["curate", "--candidates", str(broken), "--out", str(tmp_path / "c"), "--method", "vote"])

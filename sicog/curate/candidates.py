@@ -22,7 +22,6 @@ from sicog.data.formats import (
     normalise_steps,
     strip_image_token,
 )
-from sicog.data.records import read_records
 
 KINDS = ("cod", "cot", "plain")
 _HEADINGS = {"cod": COD_HEADINGS, "cot": COT_HEADINGS}
@@ -135,6 +134,34 @@ def check_input(record: dict, line: int, kind: str, seen: set[str]) -> Candidate
     return CandidateInput(rid, line, base, prompt, resolved, candidates, usable, generation)
 
 
+def read_rows(path: str | os.PathLike, what: str = "file") -> list[tuple[int, object, str | None]]:
+    """`(line, parsed value, error)` per non-blank line of a JSONL file, or per item of a JSON list.
+
+    A malformed JSONL line gives an error string instead of raising, so it can be rejected alone;
+    a JSON list must parse as a whole (ValueError naming the file otherwise).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such {what}: {p}")
+    with p.open("r", encoding="utf-8", errors="replace") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}: not a valid JSON list ({e})") from None
+            return [(i + 1, value, None) for i, value in enumerate(data)]
+        rows: list[tuple[int, object, str | None]] = []
+        for lineno, text in enumerate(f, 1):
+            if text.strip():
+                try:
+                    rows.append((lineno, json.loads(text), None))
+                except json.JSONDecodeError as e:
+                    rows.append((lineno, None, f"malformed JSON ({e.msg})"))
+        return rows
+
+
 def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[CandidateInput], list[dict], list[dict]]:
     """Checked inputs, rejects (`{id, line, reason}`) and the distinct generation metadata seen.
 
@@ -143,23 +170,7 @@ def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[C
     """
     if kind not in KINDS + ("auto",):
         raise ValueError(f"unknown kind {kind!r}; use auto, cod, cot or plain")
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such candidate file: {p}")
-    with p.open("r", encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    parsed: list[tuple[int, object, str | None]] = []
-    if head.startswith("["):
-        parsed = [(i + 1, rec, None) for i, rec in enumerate(read_records(p))]
-    else:
-        with p.open("r", encoding="utf-8", errors="replace") as f:
-            for lineno, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    parsed.append((lineno, json.loads(text), None))
-                except json.JSONDecodeError as e:
-                    parsed.append((lineno, None, f"malformed JSON ({e.msg})"))
+    parsed = read_rows(path, "candidate file")
     inputs: list[CandidateInput] = []
     rejects: list[dict] = []
     generations: list[dict] = []

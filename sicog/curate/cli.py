@@ -138,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     started = time.perf_counter()
-    items, rejects, generations = load_candidates(args.candidates, args.kind)
+    try:
+        items, rejects, generations = load_candidates(args.candidates, args.kind)
+    except (OSError, ValueError) as e:  # missing file, or a JSON-list file that does not parse
+        raise SystemExit(f"sicog curate: {e}") from None
     lines_read = len(items) + len(rejects)
     for r in rejects:
         r["stage"] = "input"

@@ -15,14 +15,13 @@ with the DPO trainer.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 from pathlib import Path
 
-from sicog.curate.candidates import KINDS, full_text, load_candidates
+from sicog.curate.candidates import KINDS, full_text, load_candidates, read_rows
 from sicog.data.formats import IMAGE_TOKEN, first_human_turn, strip_image_token
-from sicog.data.records import read_records, record_id, write_jsonl
+from sicog.data.records import record_id, write_jsonl
 
 log = logging.getLogger("sicog.preferences")
 
@@ -53,25 +52,6 @@ def validate_pair(record: object) -> str | None:
     return None
 
 
-def _read_jsonl_tolerant(path: Path) -> list[tuple[int, object, str | None]]:
-    """(line, record, error) per non-blank line; a JSON list file is read whole."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with path.open("r", encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    if head.startswith("["):
-        return [(i + 1, rec, None) for i, rec in enumerate(read_records(path))]
-    rows = []
-    with path.open("r", encoding="utf-8", errors="replace") as f:
-        for lineno, text in enumerate(f, 1):
-            if text.strip():
-                try:
-                    rows.append((lineno, json.loads(text), None))
-                except json.JSONDecodeError as e:
-                    rows.append((lineno, None, f"malformed JSON ({e.msg})"))
-    return rows
-
-
 def _reject(source: str, rid, line, reason: str) -> dict:
     return {"source": source, "id": None if rid is None else str(rid), "line": line, "reason": reason}
 
@@ -79,7 +59,7 @@ def _reject(source: str, rid, line, reason: str) -> dict:
 def pairs_from_curation(path: Path) -> tuple[list[dict], list[dict]]:
     """The curation pairs that pass `validate_pair`, each id once; rejects for the rest."""
     pairs, rejects, seen = [], [], set()
-    for line, rec, error in _read_jsonl_tolerant(path):
+    for line, rec, error in read_rows(path):
         rid = rec.get("id") if isinstance(rec, dict) else None
         reason = error or validate_pair(rec)
         if reason is None and str(rid) in seen:
@@ -99,7 +79,7 @@ def pairs_from_curation(path: Path) -> tuple[list[dict], list[dict]]:
 def _curated_answers(path: Path) -> tuple[dict[str, tuple[int, dict]], list[dict]]:
     """id -> (line, {image, prompt, chosen}) from a curated stage-1.5 file; rejects for unusable records."""
     answers, rejects = {}, []
-    for line, rec, error in _read_jsonl_tolerant(path):
+    for line, rec, error in read_rows(path):
         if error is None and not isinstance(rec, dict):
             error = "not a JSON object"
         if error is None and rec.get("id") in (None, ""):
@@ -188,16 +168,19 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--source {args.source} needs {' and '.join(missing)}")
     pairs, rejects = [], []
     counts = {}
-    if args.source in ("curation", "both"):
-        got, bad = pairs_from_curation(Path(args.pairs))
-        pairs += got
-        rejects += bad
-        counts["curation"] = len(got)
-    if args.source in ("noisy", "both"):
-        got, bad = pairs_from_noisy(Path(args.noisy), Path(args.curated), args.seed, args.kind)
-        pairs += got
-        rejects += bad
-        counts["noisy"] = len(got)
+    try:
+        if args.source in ("curation", "both"):
+            got, bad = pairs_from_curation(Path(args.pairs))
+            pairs += got
+            rejects += bad
+            counts["curation"] = len(got)
+        if args.source in ("noisy", "both"):
+            got, bad = pairs_from_noisy(Path(args.noisy), Path(args.curated), args.seed, args.kind)
+            pairs += got
+            rejects += bad
+            counts["noisy"] = len(got)
+    except (OSError, ValueError) as e:  # missing file, or a JSON-list file that does not parse
+        raise SystemExit(f"sicog build-preferences: {e}") from None
     out = Path(args.out)
     rejects_path = Path(args.rejects) if args.rejects else out.with_name(out.stem + ".rejects.jsonl")
     write_jsonl(out, pairs)
