@@ -57,7 +57,7 @@ def _train_loop(model, batches, steps: int, lr: float, desc: str) -> list[float]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(round(float(loss), 5))
+        losses.append(round(float(loss.detach()), 5))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if step % 50 == 0 or step == steps - 1:
             log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, losses[-1])

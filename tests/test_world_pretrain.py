@@ -1,0 +1,62 @@
+"""`sicog world pretrain` on the micro world: loadable CLIP vision and Qwen2 folders, losses that fall."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from sicog.cli import main as sicog_main
+from sicog.world.build import build_world
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    build_world(root / "world", "micro", 2)
+    rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
+                     "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
+                     "--lm-block", "64"])
+    assert rc == 0
+    return root
+
+
+def test_folders_load_as_clip_vision_and_qwen2(pretrained):
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, Qwen2ForCausalLM
+
+    out = pretrained / "out"
+    assert (out / "clip/model.safetensors").is_file() and (out / "llm/model.safetensors").is_file()
+    vision = CLIPVisionModel.from_pretrained(out / "clip")
+    assert vision.config.image_size == 112 and vision.config.patch_size == 14
+    proc = CLIPImageProcessor.from_pretrained(out / "clip")
+    assert proc.crop_size == {"height": 112, "width": 112} and len(proc.image_mean) == 3
+    pixels = proc(images=[Image.new("RGB", (150, 90))], return_tensors="pt")
+    assert vision(**pixels).last_hidden_state.shape == (1, 65, 96)
+
+    llm = Qwen2ForCausalLM.from_pretrained(out / "llm")
+    tok = AutoTokenizer.from_pretrained(out / "llm")
+    assert llm.config.vocab_size == len(tok)
+    assert llm.config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert llm.config.hidden_size == 192 and llm.config.num_hidden_layers == 4
+    ids = tok.apply_chat_template([{"role": "user", "content": "How many circles?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    out_ids = llm.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out_ids.shape[1] > ids.shape[1]
+
+
+def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
+    report = json.loads((pretrained / "out/pretrain_report.json").read_text())
+    for part in ("clip", "lm"):
+        losses = report[part]["losses"]
+        assert len(losses) == 8
+        assert sum(losses[-3:]) / 3 < losses[0], (part, losses)
+    lm = report["lm"]
+    assert lm["perplexity_after"] < lm["perplexity_before"]
+    for key in ("retrieval_before", "retrieval_after"):
+        r = report["clip"][key]
+        assert 0.0 <= r["image_to_text"] <= 1.0 and r["n"] >= 2 and r["chance"] == 1 / r["n"]
+
+
+def test_missing_world_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="build the world first"):
+        sicog_main(["world", "pretrain", "--world", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1"])
