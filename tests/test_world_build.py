@@ -188,3 +188,21 @@ def test_tokenizer_round_trip_with_chat_template(world):
     heading_ids = tok(formats.COD_HEADINGS[0])["input_ids"]
     assert len(heading_ids) < len(formats.COD_HEADINGS[0]) / 3  # trained merges: about a token per word
     assert tok.decode(tok("Ünïcode ✓ 7")["input_ids"]) == "Ünïcode ✓ 7"
+
+
+def test_rendering_uses_the_bitmap_font_and_is_repeatable():
+    from PIL import ImageFont
+
+    from sicog.world import render
+    from sicog.world.scene import sample_scene
+
+    assert type(render._font()) is ImageFont.ImageFont  # PIL's built-in bitmap font, not a FreeType face
+    labelled = next(s for s in (sample_scene(9, "t", i) for i in range(50)) if any(o["label"] for o in s["objects"]))
+    first = render.png_bytes(render.render_scene(labelled))
+    assert first == render.png_bytes(render.render_scene(sample_scene(9, "t", int(labelled["id"][-5:]))))
+    # the label is drawn: the object's pixels are not all its fill colour
+    obj = next(o for o in labelled["objects"] if o["label"])
+    img = render.render_scene(labelled)
+    x0, y0, x1, y1 = obj["bbox"]
+    inner = img.crop((x0 + (x1 - x0) // 4, y0 + (y1 - y0) // 4, x1 - (x1 - x0) // 4, y1 - (y1 - y0) // 4))
+    assert len(inner.getcolors(maxcolors=4096)) > 1
