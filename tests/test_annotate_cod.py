@@ -327,6 +327,8 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
             f"A red square numbered {rec['id'].split('-')[1]}.")
     outputs = (tmp_path / "cod" / "cod.jsonl").read_text() + (tmp_path / "dd" / "dd.jsonl").read_text()
     assert teacher.attempts["item-8"] == 4 and teacher.attempts["item-1"] == 3 and teacher.attempts["item-2"] == 2
+    # Ours are the only retries (the openai client's own are off): exactly --max-attempts requests.
+    assert teacher.attempts["item-9"] == 4 and teacher.attempts["item-6"] == 1
     for error_text in ("Rate limit", "Internal server", "Error code", "Expecting", "timed out", "Sure!", "**",
                        "proxy error", "html"):
         assert error_text not in outputs
