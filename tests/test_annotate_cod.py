@@ -343,6 +343,12 @@ def test_annotate_end_to_end_with_faults(tmp_path, monkeypatch, caplog, capsys):
         assert raw == (tmp_path / "images" / records[i]["image"]).read_bytes()
         assert req["body"]["temperature"] == 0.2 and req["body"]["max_tokens"] == 2048
         assert req["body"]["model"] == "teacher-test" and req["path"] == "/v1/chat/completions"
+        system, user = req["body"]["messages"]
+        assert system["role"] == "system" and all(f"Step {k}: {h}" in system["content"]
+                                                  for k, h in enumerate(COD_HEADINGS, 1))
+        caption = "ignored when a caption field exists" if i == 11 else f"A red square numbered {i}."
+        assert user["content"][0] == {"type": "text",
+                                      "text": f"Question: What is in {req['id']}?\n\nOriginal description: {caption}"}
 
     summary = json.loads((tmp_path / "cod" / "annotate_summary.json").read_text())
     assert summary["annotated"] == len(cods) == 8 and summary["failed"] == 7 and summary["pending"] == 0
