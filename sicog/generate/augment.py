@@ -12,12 +12,12 @@ Pure torchvision.transforms.v2 functional ops on uint8 tensors, no global RNG.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
+
+from sicog.generate.shard import derive_seed
 
 METHODS: tuple[str, ...] = ("gaussian_blur", "color_jitter", "mirror_rotation", "mask")
 
@@ -29,12 +29,6 @@ def parse_methods(spec: str | None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown augment method(s) {unknown}; choose from {', '.join(METHODS)}")
     return list(dict.fromkeys(names))
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed from `seed` and any parts (e.g. a record id), stable across processes and machines."""
-    text = "\x1f".join([str(int(seed)), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
 
 
 def choose_method(methods: list[str], seed: int, record_id: str) -> str:

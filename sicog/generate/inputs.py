@@ -12,8 +12,7 @@ from pathlib import Path
 
 from sicog.data.formats import generation_prompt
 from sicog.data.records import record_id
-from sicog.generate.augment import choose_method, corrupt, derive_seed
-from sicog.generate.shard import Chunk, rank_of
+from sicog.generate.shard import Chunk, derive_seed, rank_of
 
 
 @dataclass
@@ -92,6 +91,8 @@ def prepare(job: Job, spec: InputSpec, processor) -> Prepared | Rejected:
         return Rejected(job, f"unreadable image {os.fspath(path)}: {e}")
     method = None
     if spec.augment_methods:
+        from sicog.generate.augment import choose_method, corrupt  # torchvision: only when corrupting
+
         method = choose_method(list(spec.augment_methods), spec.seed, job.rid)
         image = corrupt(image, method, derive_seed(spec.seed, job.rid, "augment"))
     try:

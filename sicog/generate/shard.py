@@ -1,4 +1,4 @@
-"""Deterministic work split by id: ranks of a `torchrun` job and optional `i/k` chunks of the input.
+"""Stable hashing of ids: derived seeds, the split over `torchrun` ranks and `i/k` input chunks.
 
 An id belongs to chunk `h % k` and, inside its chunk, to rank `(h // k) % world`, where `h` is a
 stable 64-bit hash of the id (SHA-256, not Python's per-process `hash`). The split depends only on
@@ -18,6 +18,12 @@ _SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)\.jsonl$")
 
 def stable_hash(record_id: str) -> int:
     return int.from_bytes(hashlib.sha256(str(record_id).encode("utf-8")).digest()[:8], "little")
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed from `seed` and any parts (e.g. a record id), stable across processes and machines."""
+    text = "\x1f".join([str(int(seed)), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,127 @@
+# Shared by recap_inference.sh and reasoning_inference.sh: variable checks, the launch, the merge.
+# Sourced, not run. Every check names the variable it rejects.
+
+die() { echo "error: $*" >&2; exit 2; }
+
+need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
+need_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] || die "$1='${!1:-}' is not a non-negative integer"; }
+need_pos_int() { need_int "$1"; [ "${!1}" -ge 1 ] || die "$1='${!1}' must be >= 1"; }
+need_float() { [[ "${!1:-}" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || die "$1='${!1:-}' is not a non-negative number"; }
+need_dir() { need_set "$1" "$2"; [ -d "${!1}" ] || die "$1='${!1}' is not a folder${2:+ ($2)}"; }
+need_choice() {
+    local name=$1; shift
+    local v
+    for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
+    die "$name='${!name:-}' must be one of: $*"
+}
+
+# Profile defaults: tiny = the mini world under OUTPUT_ROOT; paper = paths must be given.
+profile_defaults() {
+    SICOG_PROFILE=${SICOG_PROFILE:-tiny}
+    need_choice SICOG_PROFILE tiny paper
+    OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
+    TEMPERATURE=${TEMPERATURE:-0.7}
+    TOP_P=${TOP_P:-0.9}
+    BEAMS=${BEAMS:-1}
+    SEED=${SEED:-0}
+    N_CANDIDATES=${N_CANDIDATES:-6}
+    AUGMENT_METHODS=${AUGMENT_METHODS:-}
+    SPLIT=${SPLIT:-}
+    NNODES=${NNODES:-1}
+    NODE_RANK=${NODE_RANK:-0}
+    MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+    MASTER_PORT=${MASTER_PORT:-29511}
+    PYTHON=${PYTHON:-python3}
+    if [ "$SICOG_PROFILE" = tiny ]; then
+        WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
+        IMAGE_FOLDER=${IMAGE_FOLDER:-$WORLD_DIR}
+        MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}
+        BATCH_SIZE=${BATCH_SIZE:-4}
+        NPROC_PER_NODE=${NPROC_PER_NODE:-1}
+    else
+        MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1200}
+        BATCH_SIZE=${BATCH_SIZE:-8}
+        NPROC_PER_NODE=${NPROC_PER_NODE:-8}
+    fi
+}
+
+check_common() {
+    need_set EXPERIMENT_NAME
+    [[ "$EXPERIMENT_NAME" =~ ^[A-Za-z0-9._+-]+$ ]] || die "EXPERIMENT_NAME='$EXPERIMENT_NAME' may hold only letters, digits and ._+-"
+    need_dir MODEL_PATH "the model folder to generate with"
+    need_set DATA_PATH "the input records, JSON or JSONL"
+    [ -e "$DATA_PATH" ] || die "DATA_PATH='$DATA_PATH' does not exist"
+    need_dir IMAGE_FOLDER "the folder the records' image paths are relative to"
+    need_float TEMPERATURE
+    need_float TOP_P
+    awk "BEGIN{exit !($TOP_P > 0 && $TOP_P <= 1)}" || die "TOP_P='$TOP_P' must be in (0, 1]"
+    need_pos_int BEAMS
+    need_pos_int N_CANDIDATES
+    [ "$BEAMS" -eq 1 ] || [ "$N_CANDIDATES" -le "$BEAMS" ] || die "N_CANDIDATES=$N_CANDIDATES must be <= BEAMS=$BEAMS with beam search"
+    need_pos_int MAX_NEW_TOKENS
+    need_pos_int BATCH_SIZE
+    need_int SEED
+    need_pos_int NNODES
+    need_pos_int NPROC_PER_NODE
+    need_int NODE_RANK
+    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
+    need_set MASTER_ADDR
+    need_pos_int MASTER_PORT
+    local m
+    for m in ${AUGMENT_METHODS//,/ }; do
+        case "$m" in gaussian_blur|color_jitter|mirror_rotation|mask) ;;
+            *) die "AUGMENT_METHODS: unknown method '$m' (use gaussian_blur,color_jitter,mirror_rotation,mask)";; esac
+    done
+}
+
+# SPLIT: empty = the whole DATA_PATH; "i/k" = zero-based chunk i of k (by stable id hash);
+# any other name = DATA_PATH is a folder holding NAME.jsonl or NAME.json.
+# Sets DATA_FILE, CHUNK_ARGS and SPLIT_TAG.
+resolve_split() {
+    CHUNK_ARGS=()
+    SPLIT_TAG=""
+    DATA_FILE=$DATA_PATH
+    if [ -z "$SPLIT" ]; then
+        [ -f "$DATA_PATH" ] || die "DATA_PATH='$DATA_PATH' is a folder: set SPLIT to the name of a file in it"
+    elif [[ "$SPLIT" =~ ^([0-9]+)/([0-9]+)$ ]]; then
+        local i=${BASH_REMATCH[1]} k=${BASH_REMATCH[2]}
+        [ "$k" -ge 1 ] && [ "$i" -lt "$k" ] || die "SPLIT='$SPLIT': chunk i/k needs 0 <= i < k (zero-based)"
+        [ -f "$DATA_PATH" ] || die "DATA_PATH='$DATA_PATH' must be a file when SPLIT is a chunk i/k"
+        CHUNK_ARGS=(--chunk "$i/$k")
+        SPLIT_TAG=".chunk$i-of-$k"
+    elif [[ "$SPLIT" =~ ^[A-Za-z0-9._-]+$ ]]; then
+        [ -d "$DATA_PATH" ] || die "SPLIT='$SPLIT' names a file in DATA_PATH, but DATA_PATH='$DATA_PATH' is not a folder"
+        if [ -f "$DATA_PATH/$SPLIT.jsonl" ]; then DATA_FILE=$DATA_PATH/$SPLIT.jsonl
+        elif [ -f "$DATA_PATH/$SPLIT.json" ]; then DATA_FILE=$DATA_PATH/$SPLIT.json
+        else die "SPLIT='$SPLIT': neither $DATA_PATH/$SPLIT.jsonl nor $DATA_PATH/$SPLIT.json exists"; fi
+        SPLIT_TAG=".$SPLIT"
+    else
+        die "SPLIT='$SPLIT' is neither a chunk i/k nor a file name"
+    fi
+}
+
+# run_generation TASK OUT: all ranks of this node, then (node rank 0) the checked merge.
+run_generation() {
+    local task=$1 out=$2
+    local args=(generate --task "$task" --model "$MODEL_PATH" --data "$DATA_FILE" --image-folder "$IMAGE_FOLDER"
+        --out "$out" --prompt "$PROMPT" --num-candidates "$N_CANDIDATES" --temperature "$TEMPERATURE"
+        --top-p "$TOP_P" --num-beams "$BEAMS" --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED"
+        --batch-size "$BATCH_SIZE" --augment "$AUGMENT_METHODS" "${CHUNK_ARGS[@]}")
+    mkdir -p "$(dirname "$out")"
+    echo "[$task] profile=$SICOG_PROFILE model=$MODEL_PATH data=$DATA_FILE -> $out (nodes=$NNODES x $NPROC_PER_NODE)"
+    if [ "$NNODES" -eq 1 ] && [ "$NPROC_PER_NODE" -eq 1 ]; then
+        "$PYTHON" -m sicog "${args[@]}"
+    else
+        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
+            --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+            -m sicog "${args[@]}"
+    fi
+    if [ "$NODE_RANK" -eq 0 ]; then
+        # Other nodes may still be writing their shards: wait for their ids (MERGE_WAIT seconds).
+        local wait=${MERGE_WAIT:-$([ "$NNODES" -gt 1 ] && echo 7200 || echo 0)}
+        need_int wait
+        local base=${out%.jsonl}
+        "$PYTHON" -m sicog merge-candidates --inputs "$DATA_FILE" --shards "$base.rank*-of-*.jsonl" \
+            --out "$out" "${CHUNK_ARGS[@]}" --wait "$wait"
+    fi
+}
