@@ -319,4 +319,16 @@ def test_curate_cli_all_bad_returns_error(tmp_path):
     cod_file = tmp_path / "cod.jsonl"
     write_lines(cod_file, [caption_line("c", [cod("a"), cod("b")])])
     assert sicog_main(["curate", "--candidates", str(cod_file), "--out", str(out), "--method", "vote"]) == 1
-    assert "CoD captions" in read_jsonl(out / "rejects.jsonl")[0]["reason"]
+    assert "holds captions" in read_jsonl(out / "rejects.jsonl")[0]["reason"]
+
+
+def test_encoder_in_bfloat16_agrees_with_float32(encoder):
+    texts = ["A large red cube sits to the right of a small blue ball.", "A big red cube right of a blue ball.",
+             "Boil the pasta for nine minutes."]
+    half = load_encoder(None, "cpu", dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+    full = mbr_scores(encode_texts(encoder, texts)[None])
+    low = mbr_scores(encode_texts(half, texts)[None])
+    assert low.dtype == torch.float32 and torch.allclose(full, low, atol=0.03)
+    with pytest.raises(ValueError, match="dtype"):
+        load_encoder(None, "cpu", dtype="int8")

@@ -95,6 +95,7 @@ def test_reasoning_script_tiny_defaults_and_two_processes(tmp_path):
     ("reasoning_quality_eval.sh", {"NNODES": "2", "NODE_RANK": "2"}, "NODE_RANK"),
     ("reasoning_quality_eval.sh", {"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE"),
     ("reasoning_quality_eval.sh", {"TRUST_REMOTE_CODE": "yes"}, "TRUST_REMOTE_CODE"),
+    ("reasoning_quality_eval.sh", {"ENCODER_DTYPE": "fp8"}, "ENCODER_DTYPE"),
     ("reasoning_quality_eval.sh", {"MODEL_NAME_OR_PATH": ""}, "MODEL_NAME_OR_PATH"),
 ])
 def test_script_validation_names_the_variable(tmp_path, script, env, variable):

@@ -27,6 +27,7 @@ curate_defaults() {
     BATCH_SIZE=${BATCH_SIZE:-64}
     MIN_CANDIDATES=${MIN_CANDIDATES:-2}
     TRUST_REMOTE_CODE=${TRUST_REMOTE_CODE:-0}
+    ENCODER_DTYPE=${ENCODER_DTYPE:-auto}
     NNODES=${NNODES:-1}
     NPROC_PER_NODE=${NPROC_PER_NODE:-1}
     NODE_RANK=${NODE_RANK:-0}
@@ -62,6 +63,7 @@ check_curate() {
     need_pos_int BATCH_SIZE
     need_pos_int MIN_CANDIDATES
     need_choice TRUST_REMOTE_CODE 0 1
+    need_choice ENCODER_DTYPE auto float32 bfloat16 float16
     need_pos_int NNODES
     need_pos_int NPROC_PER_NODE
     need_int NODE_RANK
@@ -74,7 +76,7 @@ check_curate() {
 run_curate() {
     local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --model "$MODEL_NAME_OR_PATH"
         --thresholds "$THRESHOLDS" --method "$METHOD" --kind "$KIND" --seed "$SEED" --batch-size "$BATCH_SIZE"
-        --min-candidates "$MIN_CANDIDATES")
+        --min-candidates "$MIN_CANDIDATES" --encoder-dtype "$ENCODER_DTYPE")
     [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || args+=(--encoder "$ENCODER_MODEL_NAME_OR_PATH")
     [ "$TRUST_REMOTE_CODE" = 0 ] || args+=(--trust-remote-code)
     echo "[curate] profile=$SICOG_PROFILE candidates=$RAW_DATASET method=$METHOD thresholds=$THRESHOLDS -> $OUTPUT_DIR (nodes=$NNODES x $NPROC_PER_NODE)"

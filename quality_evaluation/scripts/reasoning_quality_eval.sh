@@ -7,6 +7,7 @@
 #   ENCODER_MODEL_NAME_OR_PATH  local sentence-transformers folder (default: the packaged
 #                               all-MiniLM-L6-v2; required with SICOG_PROFILE=paper, e.g. NV-Embed-v2)
 #   TRUST_REMOTE_CODE           1 to run the encoder folder's own code (NV-Embed-v2 needs it); default 0
+#   ENCODER_DTYPE               auto (default: the folder's own) | float32 | bfloat16 | float16
 #   THRESHOLDS                  comma list of tau (default 0.8,0.85,0.9): one curated file per tau
 #   OUTPUT_DIR                  output folder (tiny default: OUTPUT_ROOT/curation/reasoning)
 #   METHOD                      embedding (default, the paper) | vote (majority of normalised final answers)

@@ -175,6 +175,7 @@ def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[C
     rejects: list[dict] = []
     generations: list[dict] = []
     seen: set[str] = set()
+    generation_keys: set[str] = set()
     for lineno, rec, error in parsed:
         if error is None and not isinstance(rec, dict):
             error = "not a JSON object"
@@ -189,6 +190,9 @@ def load_candidates(path: str | os.PathLike, kind: str = "auto") -> tuple[list[C
             continue
         seen.add(item.id)
         inputs.append(item)
-        if item.generation is not None and item.generation not in generations:
-            generations.append(item.generation)
+        if item.generation is not None:
+            key = json.dumps(item.generation, sort_keys=True, default=str)
+            if key not in generation_keys:
+                generation_keys.add(key)
+                generations.append(item.generation)
     return inputs, rejects, generations

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from sicog.curate.candidates import KINDS, is_step_formatted, load_candidates
-from sicog.curate.embed import default_encoder_path, load_encoder
+from sicog.curate.embed import DTYPES, default_encoder_path, load_encoder
 from sicog.curate.plots import plot_kept_vs_threshold, plot_score_histogram
 from sicog.curate.select import (
     METHODS,
@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the encoder folder's own code (needed by NV-Embed-v2)")
     parser.add_argument("--max-seq-length", type=int, default=None, help="encoder truncation length")
+    parser.add_argument("--encoder-dtype", default="auto", choices=tuple(DTYPES),
+                        help="encoder precision (auto: the folder's own)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
     parser.add_argument("--chunk-size", type=int, default=512, help="inputs scored (and saved) per step")
     parser.add_argument("--thresholds", type=parse_thresholds, default=parse_thresholds("0.8,0.85,0.9"))
@@ -105,7 +107,7 @@ def _device(name: str) -> str:
 def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
     stat = Path(args.candidates).stat()
     key = json.dumps([str(Path(args.candidates).resolve()), stat.st_size, stat.st_mtime_ns, args.kind,
-                      args.method, encoder, args.max_seq_length, args.min_candidates])
+                      args.method, encoder, args.max_seq_length, args.encoder_dtype, args.min_candidates])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -161,12 +163,13 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
     mine = scorable[rank::world]
     todo = [item for item in mine if item.id not in done]
-    log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected on reading",
+    log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected or skipped",
              rank, world, len(todo), len(mine) - len(todo), len(rejects))
 
     encoder = None
     if todo and args.method == "embedding":
-        encoder = load_encoder(encoder_name, _device(args.device), args.trust_remote_code, args.max_seq_length)
+        encoder = load_encoder(encoder_name, _device(args.device), args.trust_remote_code, args.max_seq_length,
+                               args.encoder_dtype)
     scored_candidates = 0
     score_started = time.perf_counter()
     partial_path = partial_dir / f"scores-{fingerprint}.rank{rank}.jsonl"
@@ -248,6 +251,7 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
         "kind": args.kind,
         "kinds": {k: sum(item.kind == k for item in items) for k in sorted({item.kind for item in items})},
         "encoder": encoder_name,
+        "encoder_dtype": args.encoder_dtype if encoder_name else None,
         "thresholds": args.thresholds,
         "min_candidates": args.min_candidates,
         "seed": args.seed,

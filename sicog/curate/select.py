@@ -23,8 +23,8 @@ def input_problem(item: CandidateInput, method: str, min_candidates: int) -> str
     if len(item.usable) < min_candidates:
         return (f"{len(item.usable)} usable candidate(s) of {len(item.candidates)}: "
                 f"self-consistency needs at least {min_candidates} (--min-candidates)")
-    if method == "vote" and item.kind == "cod":
-        return "--method vote compares final answers; this input holds CoD captions (use --method embedding)"
+    if method == "vote" and (item.kind == "cod" or (item.generation or {}).get("task") == "caption"):
+        return "--method vote compares final answers; this input holds captions (use --method embedding)"
     return None
 
 
