@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 OWN_ARGUMENTS: list[tuple[str, dict]] = [
     ("--config", dict(help="YAML with TrainConfig and TrainingArguments settings")),
-    ("--stage", dict(help="stage0 | stage1 | stage1_5 | stage2 (see sicog.train.stages)")),
+    ("--stage", dict(help="stage0 | stage1 | stage1_5 | stage2 | dpo (see sicog.train.stages)")),
     ("--profile", dict(choices=["tiny", "paper"], help="stage hyperparameters: configs/stages/<profile>.yaml")),
     ("--model_name_or_path", dict(help="SICOG model folder the stage starts from")),
     ("--data_path", dict(help="LLaVA JSON/JSONL file or a mixture YAML")),
@@ -42,6 +42,10 @@ OWN_ARGUMENTS: list[tuple[str, dict]] = [
     ("--peak_tflops", dict(type=float, help="peak TFLOP/s per device for MFU (default: measured)")),
     ("--warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
     ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
+    ("--dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),
+    ("--dpo_sft_weight", dict(type=float, help="dpo stage: weight of the SFT term on the chosen answer (default 1.0)")),
+    ("--dpo_precompute_ref", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
+                                  help="dpo stage: compute the reference log-probs once before training (true/false)")),
 ]
 
 
@@ -138,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         _reset_rejects(rejects_path)
         cfg.save(out)
+    if stage.name == "dpo":  # preference pairs and a frozen reference: sicog.train.dpo
+        from sicog.train.dpo import run_dpo
+
+        return run_dpo(cfg, targs, stage, model, processor, rejects_path, resume, main)
     entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main)

@@ -39,6 +39,9 @@ class TrainConfig:
     mega_batch_mult: int = 8
     peak_tflops: float | None = None  # per device; measured at start when not given
     attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
+    dpo_beta: float = 0.1  # dpo stage: sigmoid DPO temperature
+    dpo_sft_weight: float = 1.0  # dpo stage: weight of the NLL term on the chosen answer
+    dpo_precompute_ref: bool = False  # dpo stage: reference log-probs computed once before training
     world_size: int = 1
     training: dict[str, Any] = field(default_factory=dict)  # HF TrainingArguments kwargs
 

@@ -45,6 +45,7 @@ register_stage(Stage("stage0", PARTS, "warm-up of the perception or reasoning mo
 register_stage(Stage("stage1", ("projector",), "modality alignment: projector only", slicing=False))
 register_stage(Stage("stage1_5", PARTS, "multimodal pre-training on curated self-generated data"))
 register_stage(Stage("stage2", PARTS, "visual instruction tuning"))
+register_stage(Stage("dpo", PARTS, "DPO warm-up on preference pairs against a frozen reference (sicog.train.dpo)"))
 
 
 def get_stage(name: str) -> Stage:
