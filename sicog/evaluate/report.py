@@ -1,0 +1,234 @@
+"""The reproduction report: results table (Markdown, CSV, XLSX), curation diagnostics, costs, plots."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+from pathlib import Path
+
+from sicog.data.records import atomic_write_text, read_records, write_json
+from sicog.evaluate.diagnostics import curation_diagnostics
+
+log = logging.getLogger(__name__)
+
+_LISTS = ("by_threshold", "scores", "correct")
+SKILLS = ("count", "colour", "shape", "position", "relation", "text", "multi-step")
+
+
+def row_metrics(scores: dict) -> dict[str, float]:
+    """The table's columns from one `sicog evaluate` scores.json."""
+    b = scores["benchmarks"]
+    out: dict[str, float] = {}
+    if "qa" in b:
+        qa = b["qa"]["scores"]
+        for skill in SKILLS:
+            if skill in qa["per_skill"]:
+                out[f"QA {skill}"] = qa["per_skill"][skill]["accuracy"]
+        out["QA overall"] = qa["accuracy"]
+    if "pope" in b:
+        out["POPE F1"] = b["pope"]["scores"]["f1"]
+    if "captions" in b:
+        out["Caption recall"] = b["captions"]["scores"]["recall"]
+        out["Caption halluc."] = b["captions"]["scores"]["chair_i"]
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def results_rows(result: dict) -> tuple[list[str], list[dict]]:
+    """One row per variant: mean (and std over seeds) of every column."""
+    rows, columns = [], []
+    for v in result["variants"]:
+        per_seed = [row_metrics(json.loads((folder / "scores.json").read_text()))
+                    for (name, _), folder in sorted(result["evals"].items()) if name == v.name]
+        if not per_seed:
+            continue
+        cols = list(per_seed[0])
+        columns = columns or cols
+        row = {"variant": v.name, "label": v.label, "seeds": len(per_seed)}
+        for c in cols:
+            mean, std = _mean_std([m[c] for m in per_seed])
+            row[c], row[f"{c} std"] = mean, std
+        rows.append(row)
+    return columns, rows
+
+
+def markdown_table(columns: list[str], rows: list[dict]) -> str:
+    head = "| Model | seeds | " + " | ".join(columns) + " |"
+    sep = "|---|---:|" + "---:|" * len(columns)
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for c in columns:
+            cell = f"{100 * r[c]:.1f}"
+            if r["seeds"] > 1:
+                cell += f" ± {100 * r[f'{c} std']:.1f}"
+            cells.append(cell)
+        lines.append(f"| {r['label']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict]) -> str:
+    """Says in words whether SICOG beat the baseline on the overall QA accuracy (mean over seeds)."""
+    by = {r["variant"]: r for r in rows}
+    if "baseline" not in by or "sicog" not in by or "QA overall" not in by["sicog"]:
+        return "The table has no baseline/SICOG pair to compare."
+    b, s = by["baseline"], by["sicog"]
+    diff = s["QA overall"] - b["QA overall"]
+    noise = max(b["QA overall std"], s["QA overall std"])
+    if diff > noise and diff > 0:
+        word = "beats"
+    elif diff < -noise:
+        word = "is worse than"
+    else:
+        word = "does not separate from"
+    return (f"SICOG {word} the baseline on overall QA accuracy: {100 * s['QA overall']:.1f} vs "
+            f"{100 * b['QA overall']:.1f} (difference {100 * diff:+.1f} points; largest seed std "
+            f"{100 * noise:.1f}; {s['seeds']} seeds).")
+
+
+def costs(cycle) -> list[dict]:
+    """Wall time of every step, plus training tokens where the stage reported them."""
+    out = []
+    for step, wall in cycle.run.walltimes().items():
+        row = {"step": step, "wall_s": wall}
+        summary = cycle.run.folder(step) / "model" / "train_summary.json"
+        if summary.exists():
+            metrics = json.loads(summary.read_text()).get("metrics", {})
+            row["train_tokens"] = metrics.get("num_input_tokens_seen")
+            row["train_samples"] = json.loads(summary.read_text()).get("samples")
+        out.append(row)
+    return out
+
+
+def write_xlsx(path: Path, sheets: dict[str, list[dict]]) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name[:31])
+        if not rows:
+            continue
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        ws.append(keys)
+        for r in rows:
+            ws.append([r.get(k) if not isinstance(r.get(k), (list, dict)) else json.dumps(r.get(k)) for k in keys])
+    tmp = path.with_suffix(".tmp.xlsx")
+    wb.save(tmp)
+    tmp.replace(path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def plot_variants(path: Path, columns: list[str], rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    show = [c for c in ("QA overall", "POPE F1", "Caption recall", "Caption halluc.") if c in columns]
+    x = np.arange(len(show))
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(show) + 0.4 * len(rows)), 4))
+    for i, r in enumerate(rows):
+        ax.bar(x + i * width, [100 * r[c] for c in show], width, yerr=[100 * r[f"{c} std"] for c in show],
+               label=r["label"], capsize=2)
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, show)
+    ax.set_ylabel("%")
+    ax.set_title("Mini world: variants side by side")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training_curves(path: Path, cycle, names: list[str]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in names:
+        log_file = cycle.run.folder(name) / "model" / "train_log.jsonl"
+        if not log_file.exists():
+            continue
+        points = [(r["step"], r["loss"]) for r in read_records(log_file) if "loss" in r]
+        if points:
+            ax.plot(*zip(*points), label=name, linewidth=1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(result: dict) -> str:
+    cycle = result["cycle"]
+    out: Path = cycle.out
+    columns, rows = results_rows(result)
+    table = markdown_table(columns, rows)
+    diag = curation_diagnostics(cycle, seed=result["seeds"][0])
+    cost = costs(cycle)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_variants(plots / "variants.png", columns, rows)
+    seed = result["seeds"][0]
+    plot_training_curves(plots / "training_curves.png", cycle,
+                         [f"stage1/s{seed}", f"stage2/baseline-s{seed}", f"stage1_5/sicog-s{seed}", f"stage2/sicog-s{seed}"])
+    from sicog.evaluate.diagnostics import plot_diagnostics
+    plot_diagnostics(plots, diag)
+
+    total = sum(c["wall_s"] for c in cost)
+    lines = [
+        f"# SICOG on the mini world ({cycle.size})",
+        "",
+        f"Command: `sicog reproduce --out {out} --size {cycle.size}`; steps' total wall time {total / 60:.1f} min.",
+        "",
+        table,
+        "",
+        verdict(rows),
+        "",
+        "Columns are percentages on the world's held-out benchmarks (QA accuracy by skill and overall, "
+        "POPE F1, caption object recall and hallucination rate CHAIR-i: lower is better); mean ± std over seeds.",
+        "",
+        "## Curation diagnostics (SICOG, first seed)",
+        "",
+    ]
+    for kind, d in diag.items():
+        lines.append(f"- **{kind}** ({d['inputs']} inputs x {d['candidates_per_input']} candidates, judged against "
+                     f"the world's ground truth): candidate accuracy {100 * d['candidate_accuracy']:.1f}%, random pick "
+                     f"{100 * d['random_pick_precision']:.1f}%, argmax {100 * d['argmax_precision']:.1f}%, kept at "
+                     f"tau={d['tau']:g}: {100 * d['kept_fraction']:.1f}% of inputs with precision "
+                     f"{100 * d['kept_precision']:.1f}%; AUROC of the self-consistency score for correctness "
+                     f"{d['auroc']:.3f}" + (f"; vote method: argmax precision {100 * d['vote_argmax_precision']:.1f}%, "
+                                            f"AUROC {d['vote_auroc']:.3f}" if "vote_auroc" in d else "") + ".")
+    lines += ["", "Kept fraction and precision against the threshold:", ""]
+    for kind, d in diag.items():
+        lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {100 * t['kept_fraction']:.0f}% "
+                                               f"precision {100 * t['precision']:.0f}%" for t in d["by_threshold"]))
+    lines += ["", "## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
+    for c in cost:
+        lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "results.md", md)
+    write_csv(out / "results.csv", rows)
+    write_json(out / "diagnostics.json", diag)
+    write_xlsx(out / "results.xlsx", {"results": rows, "diagnostics": [{"kind": k, **{x: y for x, y in d.items()
+                                                                                       if x not in _LISTS}}
+                                                                          for k, d in diag.items()],
+                                      "costs": cost})
+    return md

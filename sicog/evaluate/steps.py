@@ -1,0 +1,96 @@
+"""Resumable steps of a long pipeline: each step owns a folder and is skipped once it finished.
+
+A step runs a `sicog` subcommand in its own process (as a user would from the shell) or a Python
+function, logs to `ROOT/steps/<step>.log`, and on success writes `ROOT/steps/<step>.done.json` with
+its command and wall time (kept apart from the step's folder, which belongs to the command). A killed pipeline rerun skips finished steps; a step killed half-way is run again
+from its own resume logic (training, generation and evaluation all resume from their files).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from sicog.data.records import write_json
+
+log = logging.getLogger(__name__)
+
+STEPS = "steps"
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, name: str, rc: int, log_path: Path):
+        tail = ""
+        if log_path.exists():
+            tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
+        super().__init__(f"step {name} failed with exit code {rc}; last lines of {log_path}:\n{tail}")
+        self.name, self.rc, self.log_path = name, rc, log_path
+
+
+class StepRunner:
+    def __init__(self, root: str | Path, env: dict[str, str] | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, **(env or {})}
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def marker(self, name: str) -> Path:
+        return self.root / STEPS / f"{name}.done.json"
+
+    def log_file(self, name: str) -> Path:
+        path = self.root / STEPS / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def done(self, name: str) -> bool:
+        return self.marker(name).exists()
+
+    def _finish(self, name: str, started: float, what: list[str] | str) -> None:
+        wall = time.time() - started
+        write_json(self.marker(name), {"step": name, "command": what, "wall_s": round(wall, 2)})
+        log.info("step %-40s done in %7.1fs", name, wall)
+
+    def sicog(self, name: str, args: list[str]) -> Path:
+        """Run `python -m sicog ARGS` for step `name` unless it already finished; returns its folder."""
+        folder = self.folder(name)
+        if self.done(name):
+            log.info("step %-40s already done, skipped", name)
+            return folder
+        argv = [sys.executable, "-m", "sicog", *map(str, args)]
+        log.info("step %-40s running: sicog %s", name, " ".join(map(str, args)))
+        started = time.time()
+        with self.log_file(name).open("a", encoding="utf-8") as out:
+            out.write(f"\n$ sicog {' '.join(map(str, args))}\n")
+            out.flush()
+            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env).returncode
+        if rc != 0:
+            raise StepFailed(name, rc, self.log_file(name))
+        self._finish(name, started, ["sicog", *map(str, args)])
+        return folder
+
+    def python(self, name: str, fn: Callable[[Path], None], what: str) -> Path:
+        """Run `fn(folder)` for step `name` unless it already finished; returns its folder."""
+        folder = self.folder(name)
+        if self.done(name):
+            log.info("step %-40s already done, skipped", name)
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        fn(folder)
+        self._finish(name, started, what)
+        return folder
+
+    def walltimes(self) -> dict[str, float]:
+        """Wall time of every finished step, by step name."""
+        out = {}
+        for marker in sorted((self.root / STEPS).rglob("*.done.json")):
+            info = json.loads(marker.read_text())
+            out[info["step"]] = info["wall_s"]
+        return out
