@@ -113,6 +113,7 @@ class WorldWriter:
         self.scenes: dict[str, list[dict]] = {}
         self.questions: dict[str, list[dict]] = {}   # scene id -> gold questions
         self.counts: dict[str, int] = {}
+        self.tokenizer_vocab = 0
 
     # -- files -----------------------------------------------------------------------------------
     def jsonl(self, rel: str, records: list[dict]) -> None:
@@ -280,7 +281,7 @@ class WorldWriter:
         prompts += [generation_prompt({}, "caption", p) for p in ("cod-default", "default")]
         tok = train_tokenizer(docs + prompts, vocab_size=self.n["vocab"])
         save_tokenizer(tok, self.out / "tokenizer")
-        self.counts["tokenizer (vocab)"] = len(tok)
+        self.tokenizer_vocab = len(tok)
 
     def manifest(self) -> dict:
         files = {}
@@ -288,7 +289,8 @@ class WorldWriter:
             if p.is_file() and p.name != "manifest.json":
                 files[p.relative_to(self.out).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
         images = {split: len(self.scenes[split]) for split in SPLITS}
-        manifest = {"size": self.size, "seed": self.seed, "images": images, "records": self.counts, "files": files}
+        manifest = {"size": self.size, "seed": self.seed, "images": images, "records": self.counts,
+                    "tokenizer_vocab": self.tokenizer_vocab, "files": files}
         write_json(self.out / "manifest.json", manifest)
         return manifest
 
@@ -363,6 +365,7 @@ def build_world(out: str | Path, size: str = "micro", seed: int = 0) -> dict:
 def format_table(manifest: dict) -> str:
     rows = [("images: " + k, v) for k, v in manifest["images"].items()]
     rows += [(k, v) for k, v in manifest["records"].items()]
+    rows.append(("tokenizer vocabulary", manifest["tokenizer_vocab"]))
     width = max(len(k) for k, _ in rows)
     lines = [f"mini world '{manifest['size']}' (seed {manifest['seed']}), {len(manifest['files'])} files"]
     lines += [f"  {k:<{width}}  {v:>6}" for k, v in rows]
