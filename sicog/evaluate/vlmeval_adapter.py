@@ -1,0 +1,201 @@
+"""VLMEvalKit adapter: a trained SICOG checkpoint evaluated by VLMEvalKit itself.
+
+`SicogVLM` implements VLMEvalKit's model interface (`use_custom_prompt`, `build_prompt`,
+`generate_inner`) on top of the same prompts and greedy generator as `sicog evaluate`.
+`register()` makes it a subclass of VLMEvalKit's `BaseModel` and places it in `vlmeval.vlm`, which
+is where VLMEvalKit's config JSON (`"class": "SicogVLM"`) looks model classes up.
+
+`sicog vlmeval` writes that config JSON for the datasets exported by `sicog world export-vlmeval`
+(their manifest gives each dataset's VLMEvalKit class and question type), points `$LMUData` at
+them and runs VLMEvalKit's own runner with exact-match scoring (no judge API). VLMEvalKit is an
+optional extra: `pip install -e .[eval]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import string
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from sicog.data.formats import IMAGE_TOKEN
+from sicog.data.records import write_json
+from sicog.evaluate.generation import GreedyGenerator
+from sicog.evaluate.prompts import multiple_choice_text, with_suffix
+from sicog.evaluate.settings import load_eval_config
+
+log = logging.getLogger(__name__)
+
+# VLMEvalKit dataset TYPE -> our question type (prompt suffix); other types keep the dataset's prompt.
+VLMEVAL_TYPES = {"MCQ": "multiple_choice", "Y/N": "yes_no"}
+# Question type -> the benchmark whose max_new_tokens applies; open-ended datasets get the caption budget.
+TOKEN_BUDGET = {"multiple_choice": "qa", "yes_no": "pope", "short_answer": "qa"}
+
+
+class SicogVLM:
+    """A SICOG checkpoint as a VLMEvalKit model (one image per prompt, no interleaving)."""
+
+    INTERLEAVE = False
+    is_api = False
+
+    def __init__(self, model_path: str, eval_config: str = "v1", dataset_types: dict | None = None,
+                 device: str | None = None):
+        import torch
+
+        from sicog.model import SicogForConditionalGeneration, SicogProcessor
+
+        self.cfg = load_eval_config(eval_config)
+        self.dataset_types = dict(dataset_types or {})
+        bad = {k: v for k, v in self.dataset_types.items() if v not in TOKEN_BUDGET}
+        if bad:
+            raise ValueError(f"dataset_types values must be one of {sorted(TOKEN_BUDGET)}: {bad}")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = SicogForConditionalGeneration.from_pretrained(model_path)
+        processor = SicogProcessor.from_pretrained(model_path)
+        self.generator = GreedyGenerator(model, processor, self.cfg, device=device)
+        self.dump_image_func = None
+        log.info("SicogVLM: %s on %s, eval config %s", model_path, device, self.cfg.version)
+
+    # VLMEvalKit hooks -----------------------------------------------------------------------
+    def set_dump_image(self, dump_image_func) -> None:
+        self.dump_image_func = dump_image_func
+
+    def dump_image(self, line, dataset):
+        return self.dump_image_func(line)
+
+    def question_type(self, dataset: str | None) -> str | None:
+        """Our question type for a dataset: from `dataset_types`, else from VLMEvalKit's dataset TYPE."""
+        if dataset in self.dataset_types:
+            return self.dataset_types[dataset]
+        if dataset is None:
+            return None
+        try:
+            from vlmeval.dataset import DATASET_TYPE
+        except ImportError:
+            return None
+        return VLMEVAL_TYPES.get(DATASET_TYPE(dataset, default="VQA"))
+
+    def use_custom_prompt(self, dataset: str | None) -> bool:
+        return self.question_type(dataset) is not None
+
+    def build_prompt(self, line, dataset: str | None = None) -> list[dict]:
+        """VLMEvalKit message (image paths, then the text) for a TSV row, with our pinned suffixes."""
+        qtype = self.question_type(dataset)
+        paths = self.dump_image(line, dataset)
+        paths = paths if isinstance(paths, list) else [paths]
+        question = str(line["question"]).strip()
+        hint = line.get("hint") if hasattr(line, "get") else None
+        if hint is not None and not pd.isna(hint):
+            question = f"Hint: {hint}\n{question}"
+        options = {c: str(line[c]) for c in string.ascii_uppercase if c in line and not pd.isna(line[c])}
+        if qtype == "multiple_choice" and options:
+            text = multiple_choice_text(question, options, self.cfg.suffix["multiple_choice"])
+        elif qtype == "yes_no":
+            text = with_suffix(question, self.cfg.suffix["yes_no"])
+        else:
+            text = with_suffix(question, self.cfg.suffix["short_answer"])
+        return [dict(type="image", value=p) for p in paths] + [dict(type="text", value=text)]
+
+    def generate_inner(self, message: list[dict], dataset: str | None = None) -> str:
+        """Greedy answer to a VLMEvalKit message: the first image and all text parts joined by newlines."""
+        text = "\n".join(m["value"] for m in message if m["type"] == "text")
+        images = [m["value"] for m in message if m["type"] == "image"]
+        if images:
+            image = self.generator.load_image(images[0])
+            prompt = f"{IMAGE_TOKEN}\n{text}"
+        else:
+            image, prompt = None, text
+        budget = TOKEN_BUDGET.get(self.question_type(dataset), "captions")
+        item = self.generator.encode(prompt, image)
+        return self.generator.generate([item], budget)[0]
+
+
+def register() -> type:
+    """Make `SicogVLM` a VLMEvalKit `BaseModel` and expose it as `vlmeval.vlm.SicogVLM`."""
+    import vlmeval.vlm
+    from vlmeval.vlm.base import BaseModel
+
+    cls = type("SicogVLM", (SicogVLM, BaseModel), {"__module__": __name__, "__doc__": SicogVLM.__doc__})
+    vlmeval.vlm.SicogVLM = cls
+    return cls
+
+
+def vlmeval_config(model_name: str, model_path: str, manifest: dict, datasets: list[str], eval_config: str) -> dict:
+    """VLMEvalKit's config JSON: one SicogVLM model, the chosen exported datasets with their classes."""
+    unknown = [d for d in datasets if d not in manifest["datasets"]]
+    if unknown:
+        raise ValueError(f"datasets {unknown} are not in the manifest; exported: {sorted(manifest['datasets'])}")
+    return {
+        "model": {model_name: {
+            "class": "SicogVLM",
+            "model_path": str(Path(model_path).resolve()),
+            "eval_config": eval_config,
+            "dataset_types": {d: manifest["datasets"][d]["type"] for d in datasets},
+        }},
+        "data": {d: {"class": manifest["datasets"][d]["class"], "dataset": d} for d in datasets},
+    }
+
+
+def collect_scores(work_dir: Path, model_name: str, datasets: list[str]) -> dict:
+    """VLMEvalKit's score tables for each dataset (`*_acc.csv` for MCQ, `*_score.csv` for yes/no)."""
+    scores = {}
+    for d in datasets:
+        found = sorted((work_dir / model_name).glob(f"T*/{model_name}_{d}_acc.csv")) + sorted(
+            (work_dir / model_name).glob(f"T*/{model_name}_{d}_score.csv"))
+        if found:
+            scores[d] = pd.read_csv(found[-1]).to_dict(orient="records")
+    return scores
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-path", required=True, help="a trained SICOG checkpoint folder")
+    parser.add_argument("--data-dir", required=True, help="folder written by `sicog world export-vlmeval` ($LMUData)")
+    parser.add_argument("--work-dir", required=True, help="VLMEvalKit output folder")
+    parser.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all exported)")
+    parser.add_argument("--eval-config", default="v1", help="eval config version or YAML path")
+    parser.add_argument("--model-name", default=None, help="name in VLMEvalKit's outputs (default sicog-<folder>)")
+    parser.add_argument("--limit", type=int, default=None, help="first N rows of each dataset (smoke runs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import vlmeval.run
+    except ImportError as e:
+        print(f"VLMEvalKit is not installed ({e}); install the eval extra: pip install -e '.[eval]'", file=sys.stderr)
+        return 2
+    data_dir, work_dir = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
+    manifest_path = data_dir / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"{manifest_path} not found: run `sicog world export-vlmeval --out {data_dir}` first", file=sys.stderr)
+        return 2
+    manifest = json.loads(manifest_path.read_text())
+    datasets = args.datasets.split(",") if args.datasets else sorted(manifest["datasets"])
+    model_name = args.model_name or f"sicog-{Path(args.model_path).resolve().name}"
+    cfg = vlmeval_config(model_name, args.model_path, manifest, datasets, args.eval_config)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_path = work_dir / "vlmeval_config.json"
+    write_json(config_path, cfg)
+    os.environ["LMUData"] = str(data_dir)
+    register()
+    argv = ["vlmeval", "--config", str(config_path), "--work-dir", str(work_dir), "--judge", "exact_matching"]
+    if args.limit is not None:
+        argv += ["--first-n", str(args.limit)]
+    saved, sys.argv = sys.argv, argv
+    try:
+        vlmeval.run.main()
+    finally:
+        sys.argv = saved
+    scores = collect_scores(work_dir, model_name, datasets)
+    version = load_eval_config(args.eval_config).version
+    write_json(work_dir / "vlmeval_scores.json", {"version": version, "model": model_name, "scores": scores})
+    missing = [d for d in datasets if d not in scores]
+    for d, table in scores.items():
+        print(f"[eval {version}] {model_name} {d}: {table}")
+    if missing:
+        print(f"VLMEvalKit produced no scores for {missing}; see its log above", file=sys.stderr)
+        return 1
+    return 0

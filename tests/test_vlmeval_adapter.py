@@ -1,0 +1,122 @@
+"""The VLMEvalKit adapter: prompts and generation on its own, then VLMEvalKit's runner on exported TSVs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from sicog.cli import main
+from sicog.data.records import read_records
+from sicog.evaluate.prompts import eval_prompt
+from sicog.evaluate.runner import evaluate
+from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
+from sicog.evaluate.vlmeval_adapter import SicogVLM, vlmeval_config
+from sicog.model.build import build_random_tiny
+from sicog.world.build import build_world
+from sicog.world.export_vlmeval import decode_image, export_vlmeval
+
+HAVE_VLMEVAL = importlib.util.find_spec("vlmeval") is not None
+TYPES = {"SICOG_EVAL_QA": "multiple_choice", "SICOG_EVAL_POPE": "yes_no"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlmeval")
+    world = root / "world"
+    build_world(world, "micro", seed=0)
+    manifest = export_vlmeval(world, root / "lmu")
+    model, processor = build_random_tiny(seed=0)
+    model.save_pretrained(root / "ckpt")
+    processor.save_pretrained(root / "ckpt")
+    raw = yaml.safe_load((EVAL_CONFIGS_DIR / "v1.yaml").read_text())
+    raw.update(version="v1-test", max_new_tokens={"qa": 4, "pope": 3, "captions": 6})
+    (root / "fast.yaml").write_text(yaml.safe_dump(raw))
+    return {"root": root, "world": world, "lmu": root / "lmu", "manifest": manifest, "ckpt": root / "ckpt",
+            "cfg": str(root / "fast.yaml"), "model": model, "processor": processor}
+
+
+def _dump_image(root):
+    """Stands in for VLMEvalKit's dataset.dump_image: the row's base64 image written to a file."""
+    def dump(line):
+        path = root / "dumped" / f"{line['id']}.png"
+        path.parent.mkdir(exist_ok=True)
+        decode_image(line["image"]).save(path)
+        return [str(path)]
+    return dump
+
+
+def test_adapter_prompts_and_predictions_match_sicog_evaluate(setup):
+    vlm = SicogVLM(model_path=str(setup["ckpt"]), eval_config=setup["cfg"], dataset_types=TYPES, device="cpu")
+    vlm.set_dump_image(_dump_image(setup["root"]))
+    cfg = load_eval_config(setup["cfg"])
+    assert vlm.use_custom_prompt("SICOG_EVAL_QA") and vlm.use_custom_prompt("SICOG_EVAL_POPE")
+    assert not vlm.use_custom_prompt("SICOG_CAPTIONS_OPENENDED")
+
+    for name, bench in (("SICOG_EVAL_QA", "qa"), ("SICOG_EVAL_POPE", "pope")):
+        frame = pd.read_csv(setup["lmu"] / f"{name}.tsv", sep="\t")
+        # rows that store another row's index as their image are resolved the way VLMEvalKit does
+        first = {str(i): v for i, v in zip(frame["index"], frame["image"])}
+        ordered = read_records(setup["world"] / f"data/eval/{bench}.jsonl")
+        records = {r["id"]: r for r in ordered}
+        # sicog evaluate on the records up to the third exported row (the TSV keeps multiple choice only)
+        limit = 1 + max(i for i, r in enumerate(ordered) if r["id"] in set(frame["id"][:3]))
+        native = setup["root"] / f"native-{bench}"
+        evaluate(setup["model"], setup["processor"], setup["world"], native, cfg, benchmarks=(bench,),
+                 limit=limit, device="cpu")
+        preds = {json.loads(x)["id"]: json.loads(x) for x in (native / "predictions" / f"{bench}.jsonl").read_text().splitlines()}
+        for i in range(3):
+            line = frame.iloc[i].copy()
+            if len(str(line["image"])) <= 64:
+                line["image"] = first[str(line["image"])]
+            msg = vlm.build_prompt(line, dataset=name)
+            assert [m["type"] for m in msg] == ["image", "text"]
+            rec = records[line["id"]]
+            assert "<image>\n" + msg[1]["value"] == eval_prompt(rec, bench, cfg)
+            answer = vlm.generate_inner(msg, dataset=name)
+            assert answer == preds[line["id"]]["prediction"]
+
+
+def test_adapter_text_only_and_bad_types(setup):
+    vlm = SicogVLM(model_path=str(setup["ckpt"]), eval_config=setup["cfg"], device="cpu")
+    assert isinstance(vlm.generate_inner([{"type": "text", "value": "What is a circle?"}]), str)
+    with pytest.raises(ValueError, match="dataset_types"):
+        SicogVLM(model_path=str(setup["ckpt"]), dataset_types={"X": "essay"})
+
+
+def test_config_json_lists_exported_datasets(setup):
+    cfg = vlmeval_config("sicog-tiny", str(setup["ckpt"]), setup["manifest"], sorted(TYPES), "v1")
+    model = cfg["model"]["sicog-tiny"]
+    assert model["class"] == "SicogVLM" and model["dataset_types"] == TYPES
+    assert cfg["data"] == {"SICOG_EVAL_POPE": {"class": "ImageYORNDataset", "dataset": "SICOG_EVAL_POPE"},
+                           "SICOG_EVAL_QA": {"class": "ImageMCQDataset", "dataset": "SICOG_EVAL_QA"}}
+    with pytest.raises(ValueError, match="not in the manifest"):
+        vlmeval_config("m", str(setup["ckpt"]), setup["manifest"], ["MMStar"], "v1")
+
+
+@pytest.mark.skipif(not HAVE_VLMEVAL, reason="VLMEvalKit (the `eval` extra, nvidia-vlmeval) is not installed")
+def test_vlmevalkit_runs_the_checkpoint_on_exported_tsvs(setup, monkeypatch, capsys):
+    from vlmeval.vlm.base import BaseModel
+
+    from sicog.evaluate.vlmeval_adapter import register
+
+    monkeypatch.setenv("LMUData", str(setup["lmu"]))
+    assert issubclass(register(), BaseModel)
+    work = setup["root"] / "vlmeval-out"
+    limit = 4
+    rc = main(["vlmeval", "--model-path", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
+               "--work-dir", str(work), "--eval-config", setup["cfg"], "--model-name", "sicog-tiny",
+               "--limit", str(limit)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    scores = json.loads((work / "vlmeval_scores.json").read_text())
+    assert scores["version"] == "v1-test" and set(scores["scores"]) == set(TYPES)
+    qa = scores["scores"]["SICOG_EVAL_QA"][0]
+    assert 0.0 <= qa["Overall"] <= 1.0
+    pope = {row["split"]: row for row in scores["scores"]["SICOG_EVAL_POPE"]}
+    assert 0.0 <= pope["Overall"]["acc"] <= 100.0
+    # VLMEvalKit's predictions are the adapter's greedy answers to the first `limit` rows.
+    result = next((work / "sicog-tiny").glob("T*/sicog-tiny_SICOG_EVAL_POPE.xlsx"))
+    frame = pd.read_excel(result)
+    assert len(frame) == limit and frame["prediction"].map(lambda x: isinstance(x, str) or pd.isna(x)).all()
