@@ -171,6 +171,11 @@ def test_benchmarks_have_every_skill_balanced_pope_and_caption_scenes(world):
         assert r["scene"]["objects"] == scenes[r["scene_id"]]["objects"]
     sft = read_records(world / "data/sft.jsonl")
     assert any(len(r["conversations"]) > 2 for r in sft) and any("image" not in r for r in sft)
+    for r in sft:  # existence questions (as the POPE probes ask) answered from the scene graph
+        if r.get("image") and r["conversations"][0]["value"].startswith("<image>\nIs there "):
+            asked = r["conversations"][0]["value"].split("Is there ", 1)[1].split(" in the image")[0].split(" ", 1)[1]
+            present = {f"{o['colour']} {o['shape']}" for o in scenes[r["id"]]["objects"]}
+            assert r["conversations"][1]["value"] == ("yes" if asked in present else "no")
 
 
 def test_tokenizer_round_trip_with_chat_template(world):

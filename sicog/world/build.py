@@ -204,6 +204,9 @@ class WorldWriter:
             r = rng.random()
             if r < 0.15:
                 turns = [human(rng.choice(T.DETAIL_QUESTIONS)), gpt(T.describe(scene))]
+            elif r < 0.27:
+                q = Q.existence_question(scene, rng)
+                turns = [human(Q.short_prompt(q)), gpt(q["answer"])]
             else:
                 n_turns = 1 if r < 0.8 else rng.choice((2, 3))
                 qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(n_turns)], MC_RATE)

@@ -247,9 +247,27 @@ def make_question(scene: dict, rng: random.Random, skill: str, mc: bool) -> dict
     for k in range(len(SKILLS)):
         q = MAKERS[SKILLS[(start + k) % len(SKILLS)]](scene, rng)
         if q is not None:
-            break
-    else:  # position always applies to a scene with an object
-        raise ValueError(f"scene {scene['id']} has no objects")
+            return finish_question(q, scene, rng, mc)
+    raise ValueError(f"scene {scene['id']} has no objects")  # position always applies otherwise
+
+
+def existence_question(scene: dict, rng: random.Random) -> dict:
+    """`Is there a <colour> <shape> in the image?` (instruction data, like the POPE probes), half absent."""
+    present = [name(o) for o in scene["objects"]]
+    if rng.random() < 0.5:
+        asked, answer = rng.choice(present), "yes"
+    else:
+        asked = rng.choice([f"{c} {s}" for c in sorted(COLOURS) for s in SHAPES if f"{c} {s}" not in present])
+        answer = "no"
+    reasoning = (f"The {asked} is one of the objects in the image, so the answer is yes." if answer == "yes" else
+                 f"None of the objects is {with_article(asked)}, so the answer is no.")
+    q = _q("existence", f"Is there {with_article(asked)} in the image?", answer, "yesno",
+           f"decide whether there is {with_article(asked)} in the image", reasoning)
+    return finish_question(q, scene, rng, mc=False)
+
+
+def finish_question(q: dict, scene: dict, rng: random.Random, mc: bool) -> dict:
+    """Add the type, the options and letter answer of a multiple-choice question, and the CoT steps."""
     short = q["answer"]
     q["short_answer"] = short
     q["type"] = "mc" if mc else "short"
