@@ -59,16 +59,34 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         return self.language_model.get_decoder()
 
     # --- images -------------------------------------------------------------------------
+    @property
+    def num_vision_layers(self) -> int:
+        """CLIP layers run to reach `vision_feature_layer` (hidden_states[k], k = 0 the embeddings)."""
+        k = self.config.vision_feature_layer
+        total = len(self.vision_tower.encoder.layers)
+        n = total + 1 + k if k < 0 else k
+        if not 0 <= n <= total:
+            raise ValueError(f"vision_feature_layer {k} is out of range for a {total}-layer vision tower")
+        return n
+
+    def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, h, w] -> CLIP features [N, (h/p)*(w/p), C] of `vision_feature_layer`, CLS dropped.
+
+        Equal to `vision_tower(..., output_hidden_states=True).hidden_states[vision_feature_layer]`
+        without running the layers above it. Position embeddings are interpolated to each
+        size by CLIP's own `interpolate_pos_encoding` (bicubic).
+        """
+        tower = self.vision_tower
+        hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(tower.dtype), interpolate_pos_encoding=True))
+        for layer in tower.encoder.layers[: self.num_vision_layers]:
+            hidden = layer(hidden, None)
+        return hidden[:, 1:]
+
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, h, w] equal-size images -> projected tokens [N, T, D]."""
         patch = self.config.patch_size
         n, _, h, w = pixels.shape
-        out = self.vision_tower(
-            pixel_values=pixels.to(self.vision_tower.dtype),
-            output_hidden_states=True,
-            interpolate_pos_encoding=True,
-        )
-        feats = out.hidden_states[self.config.vision_feature_layer][:, 1:]           # drop CLS
+        feats = self.vision_features(pixels)
         return self.projector(feats.reshape(n, h // patch, w // patch, feats.shape[-1]))
 
     def encode_images(self, images: list[ImageInput]) -> list[torch.Tensor]:

@@ -84,23 +84,29 @@ class SpatialResampler(nn.Module):
         idx = torch.arange(batch, dtype=torch.float32, device=device).repeat_interleave(q * q)[:, None]
         return torch.cat([idx, one.repeat(batch, 1)], dim=1)
 
+    def pool_windows(self, x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+        """[B, h, w, C] -> [B*Q*Q, ph*pw, C]: each of the Q x Q windows ROI-aligned to ph x pw points."""
+        b, h, w, _ = x.shape
+        boxes = self.window_boxes(b, h, w, x.device)
+        feat = x.permute(0, 3, 1, 2).float()                                      # roi_align wants fp32 on CPU
+        pooled = roi_align(feat, boxes, (ph, pw), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        return pooled.to(x.dtype).flatten(2).transpose(1, 2)
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         """maps [B, h, w, kv_dim] -> tokens [B, Q*Q, embed_dim]."""
         b, h, w, _ = maps.shape
         q, d, nh = self.query_grid, self.embed_dim, self.num_heads
         x = self.ln_kv(self.kv_proj(maps))                                        # [B, h, w, D]
-        pos_k = sincos_2d(h, w, d, ref=self.ref_grid, device=x.device).to(x.dtype).view(1, h, w, d)
-        kv = torch.cat([x + pos_k, x], dim=-1).permute(0, 3, 1, 2)                # [B, 2D, h, w]
         ph, pw = roi_shape(h, w, q, *self.roi_points)
-        boxes = self.window_boxes(b, h, w, x.device)
-        pooled = roi_align(kv.float(), boxes, (ph, pw), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        pooled = pooled.to(x.dtype).flatten(2).transpose(1, 2)                    # [B*Q*Q, P, 2D]
-        keys, values = pooled[..., :d], pooled[..., d:]
+        n, p, hd = b * q * q, ph * pw, d // nh
+        values = self.pool_windows(x, ph, pw)                                     # [B*Q*Q, P, D]
+        # keys = values + positions; ROI-align is linear, so the positions are pooled once per map size
+        pos = sincos_2d(h, w, d, ref=self.ref_grid, device=x.device).view(1, h, w, d)
+        keys = values.view(b, q * q, p, d) + self.pool_windows(pos, ph, pw).to(x.dtype).view(1, q * q, p, d)
 
         pos_q = sincos_2d(q, q, d, device=x.device).to(x.dtype)
-        queries = (self.ln_q(self.query) + pos_q).repeat(b, 1)                    # [B*Q*Q, D]
-        n, p, hd = b * q * q, ph * pw, d // nh
-        qh = self.q_proj(queries).view(n, nh, 1, hd)
+        qh = self.q_proj(self.ln_q(self.query) + pos_q).view(1, q * q, nh, hd)   # shared by all maps
+        qh = qh.expand(b, -1, -1, -1).reshape(n, nh, 1, hd)
         kh = self.k_proj(keys).view(n, p, nh, hd).transpose(1, 2)
         vh = self.v_proj(values).view(n, p, nh, hd).transpose(1, 2)
         att = F.scaled_dot_product_attention(qh, kh, vh)                         # [N, H, 1, hd]
