@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -120,3 +121,29 @@ def test_vlmevalkit_runs_the_checkpoint_on_exported_tsvs(setup, monkeypatch, cap
     result = next((work / "sicog-tiny").glob("T*/sicog-tiny_SICOG_EVAL_POPE.xlsx"))
     frame = pd.read_excel(result)
     assert len(frame) == limit and frame["prediction"].map(lambda x: isinstance(x, str) or pd.isna(x)).all()
+
+
+@pytest.mark.skipif(not HAVE_VLMEVAL, reason="VLMEvalKit (the `eval` extra, nvidia-vlmeval) is not installed")
+def test_vlmevalkit_scores_gold_answers_as_perfect(setup, monkeypatch):
+    """An oracle answering each row's gold (found from the image VLMEvalKit dumps as <index>.jpg) scores 100%."""
+    gold = {}
+    for name in TYPES:
+        frame = pd.read_csv(setup["lmu"] / f"{name}.tsv", sep="\t")
+        gold[name] = {str(i): str(a) for i, a in zip(frame["index"], frame["answer"])}
+
+    def oracle(self, message, dataset=None):
+        image = next(m["value"] for m in message if m["type"] == "image")
+        return gold[dataset][Path(image).stem]
+
+    monkeypatch.setenv("LMUData", str(setup["lmu"]))
+    monkeypatch.setattr(SicogVLM, "generate_inner", oracle)
+    work = setup["root"] / "vlmeval-oracle"
+    rc = main(["vlmeval", "--model-path", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
+               "--work-dir", str(work), "--eval-config", setup["cfg"], "--model-name", "oracle"])
+    assert rc == 0
+    scores = json.loads((work / "vlmeval_scores.json").read_text())["scores"]
+    qa = scores["SICOG_EVAL_QA"][0]
+    assert qa["Overall"] == 1.0 and all(v == 1.0 for k, v in qa.items() if k != "split")
+    pope = {row["split"]: row for row in scores["SICOG_EVAL_POPE"]}
+    assert set(pope) == {"Overall", "random", "popular", "adversarial"}
+    assert all(row["acc"] == 100.0 and row["Overall"] == 100.0 for row in pope.values())

@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         vlmeval.run.main()
     finally:
         sys.argv = saved
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun VLMEvalKit scores on rank 0 only
+        return 0
     scores = collect_scores(work_dir, model_name, datasets)
     version = load_eval_config(args.eval_config).version
     write_json(work_dir / "vlmeval_scores.json", {"version": version, "model": model_name, "scores": scores})
