@@ -155,8 +155,9 @@ def test_bad_fault_config_is_refused():
         FaultConfig(fail_first_kind="explode")
 
 
-def test_cli_serves_until_stopped(world):
-    proc = subprocess.Popen([sys.executable, "-m", "sicog", "world", "teacher", "--world", str(world), "--port", "0"],
+def test_cli_serves_with_fault_flags_until_stopped(world, raw):
+    proc = subprocess.Popen([sys.executable, "-m", "sicog", "world", "teacher", "--world", str(world), "--port", "0",
+                             "--fail-first", "1", "--fail-first-kind", "server_error"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -164,6 +165,9 @@ def test_cli_serves_until_stopped(world):
         url = line.strip().rsplit(" at ", 1)[1]
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         assert client.models.list().data[0].id == "sicog-world-teacher"
+        with pytest.raises(openai.InternalServerError):
+            ask(client, world, raw[0])
+        assert ask(client, world, raw[0]).choices[0].message.content == cod_caption(scene_of(world, raw[0]["image"]))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

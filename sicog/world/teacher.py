@@ -319,11 +319,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-name", default=MODEL_NAME)
     g = parser.add_argument_group("fault injection (for tests; all off by default)")
     defaults = FaultConfig()
+    helps = {
+        "seed": "seed of the fault draws", "rate_limit": "rate of 429 answers (with Retry-After)",
+        "server_error": "rate of 500 answers", "delay": "rate of delayed answers", "delay_s": "seconds of a delay",
+        "malformed": "rate of bodies that are not valid JSON", "wrong_format": "rate of captions missing a step",
+        "fail_first": "fail the first K attempts for every image", "fail_first_kind": "the fault of those attempts",
+        "retry_after_s": "seconds sent in Retry-After",
+    }
     for f in fields(FaultConfig):
         flag = "--fault-seed" if f.name == "seed" else "--" + f.name.replace("_", "-")
-        kwargs = {"choices": FAULT_KINDS} if f.name == "fail_first_kind" else {}
+        kwargs = {"choices": FAULT_KINDS} if f.name == "fail_first_kind" else {"metavar": "X"}
         g.add_argument(flag, dest=f"fault_{f.name}", type=type(getattr(defaults, f.name)),
-                       default=getattr(defaults, f.name), **kwargs)
+                       default=getattr(defaults, f.name), help=f"{helps[f.name]} (default %(default)s)", **kwargs)
 
 
 def run(args) -> int:
