@@ -92,10 +92,21 @@ def test_engine_greedy_equals_model_generate(world):
     batch = proc.collate(items, padding_side="left")
     with torch.no_grad():
         ref = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             images=batch["images"], max_new_tokens=12, do_sample=False)
+                             images=batch["images"], max_new_tokens=12, do_sample=False,
+                             suppress_tokens=[proc.image_token_id])
     t = batch["input_ids"].shape[1]
     for b in range(3):
         row = ref[b, t:].tolist()
         eos = eng.eos_ids[0]
         row = row[:row.index(eos)] if eos in row else row
         assert ours[b] == [row, row] and len(set(row)) > 3
+
+
+def test_beam_search_falls_back_to_generate(world, tmp_path):
+    model, data = world
+    a = generate_and_merge(world, tmp_path / "a.jsonl", "--num-beams", "3", "--num-candidates", "2", "--temperature", "0")
+    assert len(a) == GOOD and all(len(c) == 2 and c[0] != c[1] for c in a.values())  # two distinct beams
+    assert generate_and_merge(world, tmp_path / "b.jsonl", "--num-beams", "3", "--num-candidates", "2",
+                              "--temperature", "0", "--batch-size", "3") == a
+    with pytest.raises(SystemExit, match="num_candidates .* must be <= num_beams"):
+        main(gen_args(model, data, tmp_path / "c.jsonl", "--num-beams", "2", "--num-candidates", "3"))

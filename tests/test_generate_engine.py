@@ -67,6 +67,17 @@ def test_same_seed_same_candidates_other_seed_differs(lm):
     assert a == b and a != c
 
 
+def test_suppressed_tokens_are_never_generated(lm):
+    _, mask, embeds = left_padded(lm, [5, 7])
+    keys = [row_keys(0, "a", 4), row_keys(0, "b", 4)]
+    s = SamplingSettings(num_candidates=4, temperature=1.5, top_p=1.0, max_new_tokens=12)
+    free = decode_candidates(lm, embeds, mask, keys, s, [EOS])
+    common = {t for cands in free for c in cands for t in c}
+    banned = sorted(common)[:5]
+    out = decode_candidates(lm, embeds, mask, keys, s, [EOS], suppress_token_ids=banned)
+    assert not {t for cands in out for c in cands for t in c} & set(banned)
+
+
 def test_min_new_tokens_suppresses_the_end_token(lm):
     _, mask, embeds = left_padded(lm, [4])
     lm_eos_everywhere = _AlwaysEos(lm)

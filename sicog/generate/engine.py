@@ -62,11 +62,12 @@ def decode_candidates(
     keys: list[list[int]],
     settings: SamplingSettings,
     eos_token_ids: list[int],
+    suppress_token_ids: list[int] = (),
 ) -> list[list[list[int]]]:
     """Token ids (end token excluded) of `len(keys[b])` candidates for each of the B left-padded rows.
 
     `language_model` is any HF causal LM taking `inputs_embeds`; `keys[b][k]` is the random key of
-    candidate k of row b (see `sampling.row_keys`).
+    candidate k of row b (see `sampling.row_keys`); `suppress_token_ids` are never generated.
     """
     batch, n = inputs_embeds.shape[0], len(keys[0])
     if any(len(k) != n for k in keys) or len(keys) != batch:
@@ -86,8 +87,11 @@ def decode_candidates(
     row_key = np.array([k for row in keys for k in row], dtype=np.uint64)
     live = np.arange(batch * n)  # original row of each row still decoding
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device, dtype=torch.long)
+    suppress = torch.tensor(sorted(set(suppress_token_ids)), device=device, dtype=torch.long)
     tokens: list[list[int]] = [[] for _ in range(batch * n)]
     for step in range(settings.max_new_tokens):
+        if suppress.numel():
+            logits = logits.index_fill(-1, suppress, float("-inf"))
         if step < settings.min_new_tokens and eos.numel():
             logits = logits.index_fill(-1, eos, float("-inf"))
         u = torch.from_numpy(uniforms(row_key[live], step))
@@ -134,6 +138,8 @@ class CandidateEngine:
         self.settings = settings
         self.tokenizer = processor.tokenizer
         self.eos_ids = eos_ids_of(model, self.tokenizer)
+        # An `<image>` token in a candidate has no image behind it: never generate one.
+        self.suppress_ids = [processor.image_token_id]
         self.device = next(model.parameters()).device
         if settings.num_beams > 1:
             log.info("num_beams=%d: beam search runs through model.generate (one call per batch, "
@@ -156,7 +162,8 @@ class CandidateEngine:
             keys = [row_keys(self.settings.seed, rid, n) for rid in ids]
             with torch.no_grad():
                 embeds = self.model.embed_inputs(input_ids, images)
-                token_lists = decode_candidates(self.model.language_model, embeds, mask, keys, self.settings, self.eos_ids)
+                token_lists = decode_candidates(self.model.language_model, embeds, mask, keys, self.settings,
+                                                self.eos_ids, self.suppress_ids)
             if n != self.settings.num_candidates:
                 token_lists = [rows * self.settings.num_candidates for rows in token_lists]
         return token_lists
@@ -174,6 +181,7 @@ class CandidateEngine:
                 do_sample=not s.greedy, temperature=s.temperature if not s.greedy else None,
                 top_p=s.top_p if not s.greedy else None, top_k=s.top_k if not s.greedy else None,
                 eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+                suppress_tokens=self.suppress_ids,
             )
         prompt = input_ids.repeat_interleave(s.num_candidates, dim=0)
         echoed = seqs.shape[1] >= prompt.shape[1] and torch.equal(seqs[:, :prompt.shape[1]], prompt)
