@@ -61,7 +61,8 @@ def make_inputs(folder: Path, bad: bool = True) -> Path:
 
 
 def gen_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["generate", "--model", str(model), "--data", str(data), "--out", str(out), "--task", "reasoning",
+    return ["generate", "--model", str(model), "--data", str(data), "--image-folder", str(data.parent),
+            "--out", str(out), "--task", "reasoning",
             "--num-candidates", "3", "--temperature", "1.0", "--top-p", "0.95", "--max-new-tokens", "6",
             "--seed", "5", *extra]
 

@@ -35,7 +35,7 @@ DEFAULT_PROMPT = {"caption": "cod-default", "reasoning": "cot-default"}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="SICOG model folder (save_pretrained output)")
     p.add_argument("--data", required=True, help="LLaVA-format input records (JSON list or JSONL)")
-    p.add_argument("--image-folder", help="folder the records' image paths are relative to (default: the data file's folder)")
+    p.add_argument("--image-folder", required=True, help="folder the records' image paths are relative to")
     p.add_argument("--out", required=True, help="candidates file; shards are written beside it as OUT.rank{r}-of-{w}.jsonl")
     p.add_argument("--task", choices=("caption", "reasoning"), default="caption")
     p.add_argument("--prompt", help="caption: cod-default | default | cod-conv; reasoning: cot-default | default "
@@ -148,8 +148,8 @@ def run(args) -> int:
     device = resolve_device(args.device, info.local_rank)
     model, processor = load_model(args.model, device, resolve_dtype(args.dtype, device))
     max_length = args.max_length or int(model.language_model.config.max_position_embeddings)
-    image_folder = Path(args.image_folder) if args.image_folder else Path(args.data).resolve().parent
-    spec = InputSpec(args.task, prompt_name, image_folder, tuple(augment), args.seed, max_length, settings.max_new_tokens)
+    spec = InputSpec(args.task, prompt_name, Path(args.image_folder), tuple(augment), args.seed, max_length,
+                     settings.max_new_tokens)
     meta = generation_meta(args, settings, prompt_name)
 
     records = read_records(args.data)
@@ -163,22 +163,24 @@ def run(args) -> int:
              len(jobs), chunk, len(mine) - len(todo), len(todo), len(duplicates), out_path)
 
     engine = CandidateEngine(model, processor, settings)
-    start, n_cand, n_rej = time.perf_counter(), 0, 0
+    start, n_cand, n_tok, n_rej = time.perf_counter(), 0, 0, 0
     with JsonlAppender(out_path) as out, JsonlAppender(rejects_path(out_path)) as rejects, \
             tqdm(total=len(todo), desc=f"generate r{info.rank}", unit="input", dynamic_ncols=True) as bar:
 
         def flush(batch: list[Prepared]) -> None:
-            nonlocal n_cand
-            texts = engine.generate([p.job.rid for p in batch], [p.item for p in batch])
-            for p, cands in zip(batch, texts):
+            nonlocal n_cand, n_tok
+            token_lists = engine.generate_ids([p.job.rid for p in batch], [p.item for p in batch])
+            for p, cands in zip(batch, token_lists):
                 rec = dict(p.job.record)
                 rec.setdefault("id", p.job.rid)
-                rec["prompt"], rec["candidates"] = p.prompt, cands
+                rec["prompt"], rec["candidates"] = p.prompt, [engine.text(c) for c in cands]
+                n_tok += sum(map(len, cands))
                 rec["generation"] = {**meta, "augment": p.augment}
                 out.write(rec)
             n_cand += len(batch) * settings.num_candidates
             bar.update(len(batch))
-            bar.set_postfix(cand_per_s=f"{n_cand / (time.perf_counter() - start):.2f}", rejects=n_rej)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(cand_s=f"{n_cand / elapsed:.2f}", tok_s=f"{n_tok / elapsed:.1f}", rejects=n_rej)
 
         batch: list[Prepared] = []
         for res in _prepared_stream(todo, spec, processor, lookahead=args.prefetch * args.batch_size):
@@ -194,6 +196,7 @@ def run(args) -> int:
         if batch:
             flush(batch)
     elapsed = time.perf_counter() - start
-    log.info("rank %d: %d candidates for %d inputs in %.1fs (%.2f candidates/s), %d rejected",
-             info.rank, n_cand, n_cand // settings.num_candidates, elapsed, n_cand / max(elapsed, 1e-9), n_rej)
+    log.info("rank %d: %d candidates for %d inputs in %.1fs (%.2f candidates/s, %.1f new tokens/s), %d rejected",
+             info.rank, n_cand, n_cand // settings.num_candidates, elapsed, n_cand / max(elapsed, 1e-9),
+             n_tok / max(elapsed, 1e-9), n_rej)
     return 0

@@ -147,7 +147,7 @@ class CandidateEngine:
 
     def generate(self, ids: list[str], items: list[dict]) -> list[list[str]]:
         """`settings.num_candidates` strings for each encoded item (processor.encode output)."""
-        return [[self._text(t) for t in rows] for rows in self.generate_ids(ids, items)]
+        return [[self.text(t) for t in rows] for rows in self.generate_ids(ids, items)]
 
     def generate_ids(self, ids: list[str], items: list[dict]) -> list[list[list[int]]]:
         """Token ids (end token excluded) of the candidates of each item; `ids` key their randomness."""
@@ -168,7 +168,8 @@ class CandidateEngine:
                 token_lists = [rows * self.settings.num_candidates for rows in token_lists]
         return token_lists
 
-    def _text(self, token_ids: list[int]) -> str:
+    def text(self, token_ids: list[int]) -> str:
+        """A candidate's text: special tokens dropped, surrounding whitespace stripped."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
     def _beam_search(self, ids, input_ids, mask, images) -> list[list[list[int]]]:
