@@ -130,7 +130,7 @@ def test_bad_lines_are_rejected_with_reasons(tmp_path):
     reasons = {r["line"]: r["reason"] for r in rejects}
     assert reasons[2].startswith("malformed JSON")
     assert reasons[3] == "not a JSON object"
-    assert reasons[4] == "missing 'id'"
+    assert reasons[4] == "missing or invalid 'id'"
     assert "candidates" in reasons[5]
     assert reasons[6] == "no non-empty candidate (of 3)"
     assert "duplicate id" in reasons[7]
@@ -332,3 +332,17 @@ def test_encoder_in_bfloat16_agrees_with_float32(encoder):
     assert low.dtype == torch.float32 and torch.allclose(full, low, atol=0.03)
     with pytest.raises(ValueError, match="dtype"):
         load_encoder(None, "cpu", dtype="int8")
+
+
+def test_min_candidates_one_keeps_single_candidate_inputs(tmp_path):
+    cands = tmp_path / "cands.jsonl"
+    reasoning_file(cands)
+    out = tmp_path / "out"
+    assert sicog_main(["curate", "--candidates", str(cands), "--out", str(out), "--method", "vote",
+                       "--min-candidates", "1", "--thresholds", "0.9"]) == 0
+    scores = {r["id"]: r for r in read_jsonl(out / "scores.jsonl")}
+    assert scores["single"]["max_score"] == 1.0 and scores["single"]["n_used"] == 1
+    assert "single" in {r["id"] for r in read_jsonl(out / "curated_tau0.9.jsonl")}
+    assert "single" not in {p["id"] for p in read_jsonl(out / "preferences.jsonl")}
+    pair_rejects = {r["id"]: r["reason"] for r in read_jsonl(out / "rejects.jsonl") if r["stage"] == "pair"}
+    assert "single usable candidate" in pair_rejects["single"]

@@ -115,7 +115,7 @@ def check_input(record: dict, line: int, kind: str, seen: set[str]) -> Candidate
     """Check one parsed line; raises ValueError with the reason it cannot be curated."""
     rid = record.get("id")
     if rid is None or (isinstance(rid, str) and not rid.strip()) or isinstance(rid, (dict, list)):
-        raise ValueError("missing 'id'")
+        raise ValueError("missing or invalid 'id'")
     rid = str(rid)
     if rid in seen:
         raise ValueError(f"duplicate id {rid!r}")

@@ -83,6 +83,8 @@ def preference_pair(item: CandidateInput, result: dict, seed: int) -> tuple[dict
     seeded random candidate of the lower-scoring half whose text differs from the chosen one;
     or (None, reason)."""
     used = [s for s in result["scores"] if s is not None]
+    if len(used) < 2:
+        return None, "a single usable candidate: no rejected side"
     chosen = item.full_text(result["argmax"])
     pool = [item.usable[k] for k in lower_half(used)]
     pool = [i for i in pool if item.full_text(i) != chosen]
