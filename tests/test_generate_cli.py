@@ -34,7 +34,8 @@ def test_candidates_file_format_rejects_and_determinism(world, tmp_path):
     assert rec["prompt"].startswith("<image>\nHow many shapes") and rec["prompt"].endswith("step-by-step.")
     assert rec["generation"] == {"task": "reasoning", "prompt_name": "cot-default", "model": str(world[0]),
                                  "temperature": 1.0, "top_p": 0.95, "top_k": 0, "num_beams": 1,
-                                 "max_new_tokens": 6, "min_new_tokens": 0, "seed": 5, "augment": None}
+                                 "max_new_tokens": 6, "min_new_tokens": 0, "num_candidates": 3, "seed": 5,
+                                 "augment": None}
     reasons = {r["id"]: r["reason"] for r in read_records(rejects_path(tmp_path / "a" / "cands.jsonl"))}
     assert set(reasons) == {"missing", "corrupt", "noquestion", "noimage", "q1"}
     assert "image not found" in reasons["missing"] and "cannot decode" in reasons["corrupt"]

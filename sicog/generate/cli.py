@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                  "corrupt each image with one of them (seeded by id)")
     p.add_argument("--chunk", default="", help="only chunk i/k of the input ids (zero-based, by stable hash)")
     p.add_argument("--max-length", type=int, help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
-    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu")
+    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu; "
+                                                     "cuda: cuda:LOCAL_RANK; or an explicit device such as cuda:1")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--prefetch", type=int, default=2, help="batches of images loaded ahead in a background thread")
@@ -73,7 +74,7 @@ def generation_meta(args, settings: SamplingSettings, prompt_name: str) -> dict:
         "task": args.task, "prompt_name": prompt_name, "model": str(args.model),
         "temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
         "num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens,
-        "min_new_tokens": settings.min_new_tokens, "seed": settings.seed,
+        "min_new_tokens": settings.min_new_tokens, "num_candidates": settings.num_candidates, "seed": settings.seed,
     }
 
 
@@ -97,9 +98,9 @@ def done_ids(out: str, expected_meta: dict) -> set[str]:
 
 
 def resolve_device(spec: str, local_rank: int) -> torch.device:
-    if spec != "auto":
+    if spec not in ("auto", "cuda"):
         return torch.device(spec)
-    if torch.cuda.is_available():
+    if spec == "cuda" or torch.cuda.is_available():
         return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
     return torch.device("cpu")
 
