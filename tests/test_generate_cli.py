@@ -111,3 +111,16 @@ def test_beam_search_falls_back_to_generate(world, tmp_path):
                               "--temperature", "0", "--batch-size", "3") == a
     with pytest.raises(SystemExit, match="num_candidates .* must be <= num_beams"):
         main(gen_args(model, data, tmp_path / "c.jsonl", "--num-beams", "2", "--num-candidates", "3"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--prompt", "cod-default"), "not a reasoning prompt"),
+    (("--batch-size", "0"), "--batch-size must be >= 1"),
+    (("--top-p", "0"), "top_p must be in"),
+    (("--chunk", "5/2"), "zero-based"),
+])
+def test_bad_arguments_exit_with_a_message(world, tmp_path, extra, message):
+    with pytest.raises(SystemExit, match=message):
+        main(gen_args(world[0], world[1], tmp_path / "o.jsonl", *extra))
+    with pytest.raises(SystemExit, match="no such data file"):
+        main(gen_args(world[0], tmp_path / "none.jsonl", tmp_path / "o.jsonl"))

@@ -133,32 +133,39 @@ def _prepared_stream(jobs, spec, processor, lookahead: int):
             yield queue.popleft().result()
 
 
+PROMPTS = {"caption": ("cod-default", "default", "cod-conv"), "reasoning": ("cot-default", "default")}
+
+
 def run(args) -> int:
     logging.getLogger().setLevel(logging.INFO)
+    prompt_name = args.prompt or DEFAULT_PROMPT[args.task]
     try:
         settings = settings_from_args(args)
         augment = parse_methods(args.augment)
         chunk = Chunk.parse(args.chunk)
         info = rank_info()
-    except ValueError as e:
+        if prompt_name not in PROMPTS[args.task]:
+            raise ValueError(f"--prompt {prompt_name!r} is not a {args.task} prompt; use one of {PROMPTS[args.task]}")
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be >= 1")
+        if not Path(args.image_folder).is_dir():
+            raise ValueError(f"--image-folder {args.image_folder}: not a folder")
+        records = read_records(args.data)
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"sicog generate: {e}") from None
-    if args.batch_size < 1:
-        raise SystemExit("sicog generate: --batch-size must be >= 1")
-    prompt_name = args.prompt or DEFAULT_PROMPT[args.task]
+    meta = generation_meta(args, settings, prompt_name)
+    jobs, duplicates = split_jobs(records)
+    mine = my_jobs(jobs, info.rank, info.world_size, chunk)
+    done = done_ids(args.out, meta)
+    todo = [j for j in mine if j.rid not in done]
+    out_path = shard_path(args.out, info.rank, info.world_size)
+
     torch.manual_seed(args.seed)
     device = resolve_device(args.device, info.local_rank)
     model, processor = load_model(args.model, device, resolve_dtype(args.dtype, device))
     max_length = args.max_length or int(model.language_model.config.max_position_embeddings)
     spec = InputSpec(args.task, prompt_name, Path(args.image_folder), tuple(augment), args.seed, max_length,
                      settings.max_new_tokens)
-    meta = generation_meta(args, settings, prompt_name)
-
-    records = read_records(args.data)
-    jobs, duplicates = split_jobs(records)
-    mine = my_jobs(jobs, info.rank, info.world_size, chunk)
-    done = done_ids(args.out, meta)
-    todo = [j for j in mine if j.rid not in done]
-    out_path = shard_path(args.out, info.rank, info.world_size)
     log.info("rank %d/%d on %s: %d of %d unique inputs are this shard's (chunk %s), %d already done, %d to do; "
              "%d duplicate ids left to merge-candidates; writing %s", info.rank, info.world_size, device, len(mine),
              len(jobs), chunk, len(mine) - len(todo), len(todo), len(duplicates), out_path)
