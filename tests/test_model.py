@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from sicog.model import ImageInput, SicogConfig, SicogForConditionalGeneration, SicogProcessor
@@ -99,17 +101,17 @@ def test_greedy_generate_same_with_and_without_cache(tiny):
     g = proc.collate([proc.encode(Q, image(60, 40), add_generation_prompt=True, for_generation=True)], "left")
     assert g["images"][0].grid is not None  # sliced after the eval-time long-side resize
     kw = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-              max_new_tokens=6, do_sample=False, eos_token_id=None)
+              max_new_tokens=4, do_sample=False, eos_token_id=None)
     with torch.no_grad():
         a = model.generate(**kw, use_cache=True)
         b = model.generate(**kw, use_cache=False)
-    assert a.shape[1] == g["input_ids"].shape[1] + 6
+    assert a.shape[1] == g["input_ids"].shape[1] + 4
     assert torch.equal(a, b)
 
 
 def test_left_padded_batch_generates_like_single(tiny):
     model, proc = tiny
-    items = [proc.encode(Q, image(150, 100), add_generation_prompt=True),
+    items = [proc.encode(Q, image(100, 80), add_generation_prompt=True),
              proc.encode([{"from": "human", "value": "How many objects are there?"}], add_generation_prompt=True)]
     kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None)
     with torch.no_grad():
@@ -200,3 +202,39 @@ def test_image_input_validates_shapes():
         ImageInput(torch.zeros(3, 14, 14), torch.zeros(2, 3, 14, 14), None)
     with pytest.raises(ValueError):
         ImageInput(torch.zeros(3, 14, 14), torch.zeros(3, 3, 14, 14), (2, 2))
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 700), st.integers(1, 700))
+def test_model_features_match_processor_positions(tiny, w, h):
+    model, proc = tiny
+    item = proc.encode(CONV, image(w, h))
+    with torch.no_grad():
+        feats = model.encode_images([item["images"]])[0]
+    assert feats.shape == (int((item["input_ids"] == proc.image_token_id).sum()), model.config.text_config.hidden_size)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model, proc = build_random_tiny(seed=4)
+    batch = proc.collate([proc.encode(CONV, image(250, 180))])
+    model.train()
+    loss = model(**batch).loss
+    loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    loss2 = model(**batch).loss
+    loss2.backward()
+    torch.testing.assert_close(loss2, loss)
+    for name in ("vision_tower.encoder.layers.0.mlp.fc1.weight", "projector.query",
+                 "language_model.model.layers.1.mlp.up_proj.weight"):
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_forward():
+    model, proc = build_random_tiny(seed=5)
+    model.to(torch.bfloat16)
+    batch = proc.collate([proc.encode(CONV, image(250, 180))])
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)

@@ -118,8 +118,12 @@ def test_eval_long_side_only_for_generation(proc):
 
 def test_mlp_layout_counts(tok):
     p = SicogProcessor(tok, ImageLayout(projector_type="mlp", image_scale=112, patch_size=14))
-    item = p.encode(CONV, Image.new("RGB", (500, 40)))
+    item = p.encode(CONV, Image.new("RGB", (500, 40), (255, 0, 0)))
     assert item["images"].grid is None and item["images"].overview.shape == (3, 112, 112)
+    # padded to a square with the mean colour (normalised to ~0), the image band in the middle
+    ov = item["images"].overview
+    assert ov[:, 0].abs().max() < 0.05 and ov[:, -1].abs().max() < 0.05
+    assert ov[0, 56].mean() > 1.0
     assert (item["input_ids"] == p.image_token_id).sum() == 64
     assert p.num_tokens(CONV, (500, 40)) == len(item["input_ids"])
 

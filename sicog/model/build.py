@@ -62,7 +62,8 @@ def _set_special_ids(text_config, tokenizer) -> None:
     text_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else text_config.eos_token_id
 
 
-def _finish(model: SicogForConditionalGeneration, tokenizer) -> None:
+def _set_generation_ids(model: SicogForConditionalGeneration) -> None:
+    """Generation stops at `<|im_end|>` and pads with the tokenizer's pad token."""
     gen = model.generation_config
     gen.eos_token_id = model.config.text_config.eos_token_id
     gen.pad_token_id = model.config.text_config.pad_token_id
@@ -92,7 +93,7 @@ def build_random_tiny(seed: int = 0, tokenizer=None, projector_type: str = "resa
         **fields,
     )
     model = SicogForConditionalGeneration(config)
-    _finish(model, tokenizer)
+    _set_generation_ids(model)
     model.eval()
     return model, SicogProcessor.from_config(config, tokenizer)
 
@@ -152,7 +153,7 @@ def build_model(vision: str | Path, llm: str | Path, tier: str = "tiny", tokeniz
         model._init_weights(module)
     model.projector.to(dt)
     model.config.dtype = dt
-    _finish(model, tok)
+    _set_generation_ids(model)
     log.info("built %s model: vision %s, LLM %s, projector %s (fresh), %.1fM parameters",
              tier_cfg.get("tier", tier), vision, llm, projector_type,
              sum(p.numel() for p in model.parameters()) / 1e6)

@@ -131,6 +131,17 @@ class SicogProcessor:
         arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (arr - self._mean) / self._std
 
+    def pad_to_square(self, image: Image.Image) -> Image.Image:
+        """Centre the image on a square canvas of the mean colour (LLaVA-1.5's low-res "pad" mode)."""
+        w, h = image.size
+        if w == h:
+            return image
+        side = max(w, h)
+        fill = tuple(int(round(m * 255)) for m in self.image_mean)
+        canvas = Image.new("RGB", (side, side), fill)
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        return canvas
+
     def preprocess(self, image: Image.Image | str | os.PathLike, for_generation: bool = False) -> ImageInput:
         """PIL image (or path) -> ImageInput (overview, slices, grid) for this processor's layout."""
         if not isinstance(image, Image.Image):
@@ -139,8 +150,8 @@ class SicogProcessor:
             image = image.convert("RGB")
         lay = self.layout
         if lay.projector_type == "mlp":
-            square = image.resize((lay.image_scale, lay.image_scale), Image.Resampling.BICUBIC)
-            return ImageInput(self.to_tensor(square))
+            return ImageInput(self.to_tensor(self.pad_to_square(image).resize(
+                (lay.image_scale, lay.image_scale), Image.Resampling.BICUBIC)))
         if for_generation and lay.eval_long_side:
             image = resize_long_side(image, lay.eval_long_side)
         overview, slices, grid = slice_image(image, lay.max_slices, lay.image_scale, lay.patch_size)

@@ -14,6 +14,8 @@ All windows of all maps in a call share one shape, so the attention runs as one 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,20 +29,24 @@ def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-def sincos_2d(height: int, width: int, dim: int, ref: float | None = None, device=None) -> torch.Tensor:
-    """[height*width, dim] 2-D sin-cos positions (first half rows, second half columns).
-
-    With `ref`, coordinates are scaled so that the map spans a ref x ref grid: a key map of any
-    size gets the positions of the reference grid interpolated to its own.
-    """
-    ys = torch.arange(height, dtype=torch.float64, device=device)
-    xs = torch.arange(width, dtype=torch.float64, device=device)
+@functools.lru_cache(maxsize=256)
+def _sincos_2d_cpu(height: int, width: int, dim: int, ref: float | None) -> torch.Tensor:
+    ys = torch.arange(height, dtype=torch.float64)
+    xs = torch.arange(width, dtype=torch.float64)
     if ref is not None:
         ys = (ys + 0.5) * ref / height - 0.5
         xs = (xs + 0.5) * ref / width - 0.5
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    emb = torch.cat([sincos_1d(gy.reshape(-1), dim // 2), sincos_1d(gx.reshape(-1), dim // 2)], dim=1)
-    return emb.float()
+    return torch.cat([sincos_1d(gy.reshape(-1), dim // 2), sincos_1d(gx.reshape(-1), dim // 2)], dim=1).float()
+
+
+def sincos_2d(height: int, width: int, dim: int, ref: float | None = None, device=None) -> torch.Tensor:
+    """[height*width, dim] 2-D sin-cos positions (first half rows, second half columns).
+
+    With `ref`, coordinates are scaled so that the map spans a ref x ref grid: a key map of any
+    size gets the positions of the reference grid interpolated to its own. Cached per size.
+    """
+    return _sincos_2d_cpu(height, width, dim, ref).to(device)
 
 
 def roi_shape(height: int, width: int, grid: int, lo: int, hi: int) -> tuple[int, int]:
