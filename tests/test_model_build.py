@@ -84,8 +84,9 @@ def test_build_model_low_res_and_author_separators(tmp_path, parts):
     root = parts[0]
     out = tmp_path / "m"
     main(["build-model", "--vision", str(root / "clip_vision"), "--llm", str(root / "llm"), "--out", str(out),
-          "--projector-type", "mlp", "--separator-token-ids", "13", "29"])
+          "--projector-type", "mlp", "--separator-token-ids", "13", "29", "--dtype", "bfloat16"])
     proc = SicogProcessor.from_pretrained(out)
-    model = SicogForConditionalGeneration.from_pretrained(out)
+    model = SicogForConditionalGeneration.from_pretrained(out, dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert model.config.projector_type == "mlp" and model.config.separator_token_ids == [13, 29]
     assert (proc.row_id, proc.overview_id) == (13, 29)

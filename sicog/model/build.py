@@ -117,7 +117,7 @@ def build_model(vision: str | Path, llm: str | Path, tier: str = "tiny", tokeniz
                 dtype: str = "auto", seed: int = 0):
     """A fresh SICOG model (pretrained vision tower and LLM, new projector) and its processor."""
     tier_cfg = load_tier(tier)
-    torch_dtype = None if dtype == "auto" else DTYPES[dtype]
+    torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]   # auto: as stored in each checkpoint
     tok = AutoTokenizer.from_pretrained(str(tokenizer or llm), trust_remote_code=False)
     missing = [t for t in SPECIAL_TOKENS[1:] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
     if missing:
