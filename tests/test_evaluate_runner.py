@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from sicog.cli import main
-from sicog.data.records import read_records
+from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
@@ -150,3 +150,23 @@ def test_refuses_to_mix_runs_and_bad_arguments(setup):
     with pytest.raises(SystemExit, match="unknown"):
         main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
               "--benchmarks", "qa,mmmu"])
+
+
+def test_malformed_and_repeated_records_are_reported(setup):
+    """On the val split: a record with unusable options, one without an image, a repeated id."""
+    val = setup["world"] / "data/val/qa.jsonl"
+    recs = read_records(val)[:3]
+    bad_options = {**recs[0], "id": "bad-options", "options": "A. one B. two"}
+    no_image = {k: v for k, v in recs[1].items() if k != "image"} | {"id": "no-image"}
+    repeated = {**recs[2], "prediction": "ignored"}
+    write_jsonl(val, [*recs, bad_options, no_image, repeated])
+    model, processor = build_random_tiny(seed=0)
+    out = setup["root"] / "run-val"
+    result = evaluate(model, processor, setup["world"], out, load_eval_config(str(setup["cfg"])), split="val",
+                      benchmarks=("qa",), device="cpu")
+    qa = result["benchmarks"]["qa"]
+    assert result["split"] == "val"
+    assert qa["records"] == 5 and qa["repeated_ids_ignored"] == 1
+    assert qa["evaluated"] == 3 and qa["skipped_by_reason"] == {"bad record": 1, "missing image": 1}
+    rejects = {r["id"]: r for r in _lines(out / "rejects" / "qa.jsonl")}
+    assert "options must be a list or a dict" in rejects["bad-options"]["detail"]

@@ -57,15 +57,13 @@ def _check_run_identity(out: Path, identity: dict) -> None:
         write_json(path, identity)
 
 
-def _predict_benchmark(
-    gen: GreedyGenerator, world: Path, out: Path, split: str, benchmark: str, records: list[dict]
-) -> None:
+def _predict_benchmark(gen: GreedyGenerator, world: Path, out: Path, benchmark: str,
+                       records: list[tuple[str, dict]]) -> None:
     cfg = gen.cfg
     with JsonlAppender(out / "predictions" / f"{benchmark}.jsonl") as preds, \
             JsonlAppender(out / "rejects" / f"{benchmark}.jsonl") as rejects:
         done = preds.done_ids | rejects.done_ids
-        todo = [(record_id(r, i), r) for i, r in enumerate(records)]
-        todo = [(rid, r) for rid, r in todo if rid not in done]
+        todo = [(rid, r) for rid, r in records if rid not in done]
         if len(todo) < len(records):
             log.info("%s: %d of %d records already done, resuming", benchmark, len(records) - len(todo), len(records))
         bar = tqdm(total=len(todo), desc=f"evaluate {benchmark}", unit="rec")
@@ -88,16 +86,11 @@ def _predict_benchmark(
                 prompt = eval_prompt(rec, benchmark, cfg)
                 if not rec.get("image"):
                     raise RecordError("missing image", "record has no image field")
-                image = gen.load_image(world / rec["image"])
-                item = gen.encode(prompt, image)
-            except RecordError as e:
-                rejects.write({"id": rid, "reason": e.category, "detail": e.detail, "version": cfg.version})
-                log.warning("%s: skipped %s (%s)", benchmark, rid, e)
-                bar.update(1)
-                continue
-            except ValueError as e:
-                rejects.write({"id": rid, "reason": "bad record", "detail": str(e), "version": cfg.version})
-                log.warning("%s: skipped %s (%s)", benchmark, rid, e)
+                item = gen.encode(prompt, gen.load_image(world / rec["image"]))
+            except ValueError as e:  # RecordError, or a malformed record (bad options, no question)
+                reason, detail = (e.category, e.detail) if isinstance(e, RecordError) else ("bad record", str(e))
+                rejects.write({"id": rid, "reason": reason, "detail": detail, "version": cfg.version})
+                log.warning("%s: skipped %s (%s: %s)", benchmark, rid, reason, detail)
                 bar.update(1)
                 continue
             batch.append((rid, rec, prompt, item))
@@ -107,8 +100,8 @@ def _predict_benchmark(
         bar.close()
 
 
-def _unique_records(records: list[dict], benchmark: str) -> tuple[list[dict], list[str]]:
-    """Records with a first-seen id; the ids repeated later in the file are returned to be reported."""
+def _keyed_records(records: list[dict], benchmark: str) -> tuple[list[tuple[str, dict]], list[str]]:
+    """(id, record) pairs, first occurrence of each id; the ids repeated later are returned to be reported."""
     seen: set[str] = set()
     kept, repeated = [], []
     for i, r in enumerate(records):
@@ -117,7 +110,7 @@ def _unique_records(records: list[dict], benchmark: str) -> tuple[list[dict], li
             repeated.append(rid)
             continue
         seen.add(rid)
-        kept.append(r)
+        kept.append((rid, r))
     if repeated:
         log.warning("%s: %d repeated ids ignored: %s", benchmark, len(repeated), repeated[:5])
     return kept, repeated
@@ -152,14 +145,13 @@ def evaluate(
     result = {"version": cfg.version, "split": split, "model": model_name, "world": str(world),
               "limit": limit, "long_side": gen.long_side, "benchmarks": {}}
     for benchmark in benchmarks:
-        records, repeated = _unique_records(read_records(files[benchmark]), benchmark)
+        records, repeated = _keyed_records(read_records(files[benchmark]), benchmark)
         if limit is not None:
             records = records[:limit]
-        _predict_benchmark(gen, world, out, split, benchmark, records)
-        wanted = {record_id(r, i) for i, r in enumerate(records)}
-        predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in wanted]
-        rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in wanted]
-        by_id = {record_id(r, i): r for i, r in enumerate(records)}
+        _predict_benchmark(gen, world, out, benchmark, records)
+        by_id = dict(records)
+        predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in by_id]
+        rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in by_id]
         scored_records = [by_id[p["id"]] for p in predictions]
         entry = {
             "records": len(records),
@@ -172,6 +164,7 @@ def evaluate(
         if benchmark == "qa":
             entry["question_types"] = dict(Counter(question_type(r, "qa") for r in scored_records))
         result["benchmarks"][benchmark] = entry
+        log.info("%s: %d evaluated, %d skipped", benchmark, entry["evaluated"], entry["skipped"])
     result["new_tokens_per_second"] = round(gen.throughput(), 2)
     write_json(out / "scores.json", result)
     line = summary_line(result)
