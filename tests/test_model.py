@@ -238,3 +238,14 @@ def test_bfloat16_forward():
     with torch.no_grad():
         out = model(**batch)
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+
+
+def test_projector_only_training_reaches_the_projector():
+    """Stage 1 freezes the vision tower and the LLM by name: the spliced features still carry gradients."""
+    model, proc = build_random_tiny(seed=6)
+    for part in (model.vision_tower, model.language_model):
+        part.requires_grad_(False)
+    model.train()
+    model(**proc.collate([proc.encode(CONV, image(250, 180))])).loss.backward()
+    assert model.projector.query.grad is not None and model.projector.kv_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.language_model.parameters())
