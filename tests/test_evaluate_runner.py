@@ -1,11 +1,13 @@
 """`sicog evaluate` on a micro world with a random tiny model: files, scores, skips, resume, version."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from sicog.cli import main
 from sicog.data.records import read_records, write_jsonl
@@ -57,6 +59,7 @@ def test_cli_writes_predictions_scores_and_summary(setup, capsys):
     assert rc == 0
     scores = json.loads((out / "scores.json").read_text())
     assert scores["version"] == "v1-test" and scores["split"] == "eval" and scores["limit"] == limit
+    assert scores["long_side"] == 448                          # the tiny checkpoint's own eval_long_side
     assert set(scores["benchmarks"]) == {"qa", "pope", "captions"}
     for bench, entry in scores["benchmarks"].items():
         skips = _expected_skips(setup, bench, limit)
@@ -127,7 +130,7 @@ def test_resume_generates_only_missing_ids(setup, monkeypatch):
 def test_batched_predictions_match_single(setup):
     model, processor = build_random_tiny(seed=0)
     cfg = load_eval_config(str(setup["cfg"]))
-    one = cfg.__class__(**{**cfg.__dict__, "batch_size": 1})
+    one = dataclasses.replace(cfg, batch_size=1)
     a = evaluate(model, processor, setup["world"], setup["root"] / "b4", cfg, benchmarks=("pope",), limit=8,
                  device="cpu")
     b = evaluate(model, processor, setup["world"], setup["root"] / "b1", one, benchmarks=("pope",), limit=8,
@@ -170,3 +173,16 @@ def test_malformed_and_repeated_records_are_reported(setup):
     assert qa["evaluated"] == 3 and qa["skipped_by_reason"] == {"bad record": 1, "missing image": 1}
     rejects = {r["id"]: r for r in _lines(out / "rejects" / "qa.jsonl")}
     assert "options must be a list or a dict" in rejects["bad-options"]["detail"]
+
+
+def test_long_side_setting_reaches_the_processor(setup):
+    model, processor = build_random_tiny(seed=0)
+    cfg = load_eval_config(str(setup["cfg"]))
+    assert cfg.long_side == "checkpoint"
+    own = GreedyGenerator(model, processor, cfg)
+    assert own.processor is processor and own.long_side == processor.layout.eval_long_side
+    small = GreedyGenerator(model, processor, dataclasses.replace(cfg, long_side=56))
+    assert small.long_side == 56 and processor.layout.eval_long_side == own.long_side   # caller's processor kept
+    image = Image.new("RGB", (336, 224), (200, 30, 30))
+    prompt = "<image>\nWhat is in the image?"
+    assert len(small.encode(prompt, image)["input_ids"]) < len(own.encode(prompt, image)["input_ids"])
