@@ -64,7 +64,7 @@ def write_candidates(path: Path, inputs: int, n: int, words: int, seed: int) -> 
 def naive_scores(encoder, items) -> list[list[float]]:
     out = []
     for item in items:
-        vectors = encoder.encode(item.compared_parts(), convert_to_tensor=False, show_progress_bar=False).tolist()
+        vectors = encoder.model.encode(item.compared_parts(), convert_to_tensor=False, show_progress_bar=False).tolist()
         unit = [[x / math.sqrt(sum(y * y for y in v)) for x in v] for v in vectors]
         out.append([sum(sum(a * b for a, b in zip(u, w)) for w in unit) / len(unit) for u in unit])
     return out
@@ -90,7 +90,7 @@ def main() -> None:
         items, rejects, _ = load_candidates(path)
     assert not rejects and len(items) == args.inputs
     encoder = load_encoder(args.encoder, args.device)
-    encoder.encode(["warm up"] * 8, show_progress_bar=False)
+    encoder.encode(["warm up"] * 8)
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def main() -> None:
 
     diff = max(abs(a - b) for r, s in zip(results, slow) for a, b in zip(r["scores"], s))
     same_argmax = sum(r["argmax"] == max(range(len(s)), key=lambda i: (s[i], -i)) for r, s in zip(results, slow))
-    tokens = sum(len(encoder.tokenizer(t)["input_ids"]) for t in items[0].compared_parts())
+    tokens = sum(len(encoder.model.tokenizer(t)["input_ids"]) for t in items[0].compared_parts())
     print(f"device={args.device} threads={torch.get_num_threads()} encoder={args.encoder or 'packaged all-MiniLM-L6-v2'}")
     print(f"inputs={args.inputs} candidates/input={args.candidates} words/candidate~{args.words} "
           f"(~{tokens // args.candidates} tokens compared per candidate)")

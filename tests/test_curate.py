@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sicog.cli import main as sicog_main
 from sicog.curate.candidates import load_candidates
 from sicog.curate.cli import _fingerprint, add_arguments
-from sicog.curate.embed import default_encoder_path, encode_texts, load_encoder
+from sicog.curate.embed import default_encoder_path, load_encoder
 from sicog.curate.scoring import best_index, lower_half, mbr_scores, normalise_answer, vote_scores
 from sicog.curate.select import kept, preference_pair, score_inputs
 from sicog.data.formats import COD_HEADINGS, COT_HEADINGS, CAPTION_PROMPTS, check_steps, format_steps
@@ -196,7 +196,7 @@ def test_packaged_minilm_loads_offline_and_separates_paraphrases(monkeypatch, en
     unrelated = ["A large red cube sits to the right of a small blue ball.",
                  "The quarterly earnings report beat analyst expectations.",
                  "Boil the pasta for nine minutes in salted water."]
-    e = torch.stack([encode_texts(model, paraphrases), encode_texts(model, unrelated)])
+    e = torch.stack([model.encode(paraphrases), model.encode(unrelated)])
     assert torch.allclose(e.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
     s = mbr_scores(e)
     assert s[0].max() > s[1].max() + 0.2
@@ -326,12 +326,22 @@ def test_encoder_in_bfloat16_agrees_with_float32(encoder):
     texts = ["A large red cube sits to the right of a small blue ball.", "A big red cube right of a blue ball.",
              "Boil the pasta for nine minutes."]
     half = load_encoder(None, "cpu", dtype="bfloat16")
-    assert half.dtype == torch.bfloat16
-    full = mbr_scores(encode_texts(encoder, texts)[None])
-    low = mbr_scores(encode_texts(half, texts)[None])
+    assert half.model.dtype == torch.bfloat16
+    full = mbr_scores(encoder.encode(texts)[None])
+    low = mbr_scores(half.encode(texts)[None])
     assert low.dtype == torch.float32 and torch.allclose(full, low, atol=0.03)
     with pytest.raises(ValueError, match="dtype"):
         load_encoder(None, "cpu", dtype="int8")
+
+
+def test_encoder_options_padding_side_and_eos():
+    right = load_encoder(None, "cpu", padding_side="right")
+    assert right.model.tokenizer.padding_side == "right" and right.suffix == ""
+    # BERT-style tokenizers have no EOS token: asking for one is a clear error, not a silent no-op.
+    with pytest.raises(ValueError, match="no EOS token"):
+        load_encoder(None, "cpu", append_eos=True)
+    with pytest.raises(FileNotFoundError, match="encoder folder not found"):
+        load_encoder("/nonexistent/encoder", "cpu")
 
 
 def test_min_candidates_one_keeps_single_candidate_inputs(tmp_path):

@@ -42,12 +42,12 @@ def reasoning_file(path):
                                 "generation": generation("reasoning", "cot-default")}) + "\n")
 
 
-def run_script(name, tmp_path, **env_vars):
+def run_script(name, tmp_path, *args, **env_vars):
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAW_DATASET", "MODEL_NAME_OR_PATH", "ENCODER_MODEL_NAME_OR_PATH", "OUTPUT_DIR", "THRESHOLDS",
                         "METHOD", "SICOG_PROFILE", "NNODES", "NPROC_PER_NODE", "NODE_RANK", "WORLD_SIZE")}
     env.update(PYTHON=sys.executable, OUTPUT_ROOT=str(tmp_path / "runs"), OMP_NUM_THREADS="1", **env_vars)
-    return subprocess.run(["bash", str(SCRIPTS / name)], env=env, capture_output=True, text=True, timeout=240,
+    return subprocess.run(["bash", str(SCRIPTS / name), *args], env=env, capture_output=True, text=True, timeout=240,
                           cwd=tmp_path)
 
 
@@ -55,12 +55,14 @@ def test_recaption_script_end_to_end(tmp_path):
     cands = tmp_path / "captions.jsonl"
     caption_file(cands)
     out = tmp_path / "curated"
-    proc = run_script("recaption_quality_eval.sh", tmp_path, RAW_DATASET=str(cands), MODEL_NAME_OR_PATH="ckpt/perception",
+    proc = run_script("recaption_quality_eval.sh", tmp_path, "--padding-side", "right",
+                      RAW_DATASET=str(cands), MODEL_NAME_OR_PATH="ckpt/perception",
                       OUTPUT_DIR=str(out), THRESHOLDS="0.7,0.9")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "ckpt/perception" and summary["method"] == "embedding"
     assert summary["encoder"].endswith("model") and summary["thresholds"] == [0.7, 0.9]
+    assert summary["padding_side"] == "right"  # extra arguments reach `sicog curate`
     kept = [json.loads(line)["id"] for line in open(out / "curated_tau0.7.jsonl")]
     assert kept == ["c0"]  # the paraphrases agree; the unrelated texts do not
     assert (out / "plots" / "score_histogram.png").exists()

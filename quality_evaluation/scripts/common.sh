@@ -73,12 +73,14 @@ check_curate() {
     command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable"
 }
 
+# run_curate [EXTRA ARGS...]: extra arguments go to `sicog curate` as they are.
 run_curate() {
     local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --model "$MODEL_NAME_OR_PATH"
         --thresholds "$THRESHOLDS" --method "$METHOD" --kind "$KIND" --seed "$SEED" --batch-size "$BATCH_SIZE"
         --min-candidates "$MIN_CANDIDATES" --encoder-dtype "$ENCODER_DTYPE")
     [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || args+=(--encoder "$ENCODER_MODEL_NAME_OR_PATH")
     [ "$TRUST_REMOTE_CODE" = 0 ] || args+=(--trust-remote-code)
+    args+=("$@")
     echo "[curate] profile=$SICOG_PROFILE candidates=$RAW_DATASET method=$METHOD thresholds=$THRESHOLDS -> $OUTPUT_DIR (nodes=$NNODES x $NPROC_PER_NODE)"
     if [ "$NNODES" -eq 1 ] && [ "$NPROC_PER_NODE" -eq 1 ]; then
         exec "$PYTHON" -m sicog "${args[@]}"

@@ -15,6 +15,8 @@
 #   SEED BATCH_SIZE MIN_CANDIDATES   rejected-candidate seed (0), encoder batch (64), min usable candidates (2)
 #   SICOG_PROFILE               tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)
 #   NNODES NPROC_PER_NODE NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (inputs split by rank)
+# Arguments are passed on to `sicog curate`, e.g. `--append-eos --padding-side right` as NV-Embed-v2
+# asks for, or `--chunk-size 2048`.
 # Writes OUTPUT_DIR/curated_tau{T}.jsonl, preferences.jsonl, scores.jsonl, rejects.jsonl,
 # summary.json and plots/*.png.
 set -euo pipefail
@@ -22,4 +24,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 curate_defaults reasoning
 check_curate
-run_curate
+run_curate "$@"

@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-length", type=int, default=None, help="encoder truncation length")
     parser.add_argument("--encoder-dtype", default="auto", choices=tuple(DTYPES),
                         help="encoder precision (auto: the folder's own)")
+    parser.add_argument("--padding-side", default=None, choices=("left", "right"),
+                        help="encoder tokenizer padding side (default: the folder's own; NV-Embed-v2: right)")
+    parser.add_argument("--append-eos", action="store_true",
+                        help="append the encoder tokenizer's EOS token to every text (NV-Embed-v2 asks for it)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder batch")
     parser.add_argument("--chunk-size", type=int, default=512, help="inputs scored (and saved) per step")
     parser.add_argument("--thresholds", type=parse_thresholds, default=parse_thresholds("0.8,0.85,0.9"))
@@ -107,7 +111,8 @@ def _device(name: str) -> str:
 def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
     stat = Path(args.candidates).stat()
     key = json.dumps([str(Path(args.candidates).resolve()), stat.st_size, stat.st_mtime_ns, args.kind,
-                      args.method, encoder, args.max_seq_length, args.encoder_dtype, args.min_candidates])
+                      args.method, encoder, args.max_seq_length, args.encoder_dtype, args.padding_side, args.append_eos,
+                      args.min_candidates])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -169,7 +174,7 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     encoder = None
     if todo and args.method == "embedding":
         encoder = load_encoder(encoder_name, _device(args.device), args.trust_remote_code, args.max_seq_length,
-                               args.encoder_dtype)
+                               args.encoder_dtype, args.padding_side, args.append_eos)
     scored_candidates = 0
     score_started = time.perf_counter()
     partial_path = partial_dir / f"scores-{fingerprint}.rank{rank}.jsonl"
@@ -252,6 +257,8 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
         "kinds": {k: sum(item.kind == k for item in items) for k in sorted({item.kind for item in items})},
         "encoder": encoder_name,
         "encoder_dtype": args.encoder_dtype if encoder_name else None,
+        "padding_side": args.padding_side,
+        "append_eos": args.append_eos,
         "thresholds": args.thresholds,
         "min_candidates": args.min_candidates,
         "seed": args.seed,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +29,36 @@ def default_encoder_path() -> Path:
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", trust_remote_code: bool = False,
-                 max_seq_length: int | None = None, dtype: str = "auto"):
-    """A SentenceTransformer loaded from a local folder (default: the packaged MiniLM), offline.
+@dataclass
+class Encoder:
+    """A loaded sentence-transformers model and how texts are fed to it."""
 
-    `dtype` auto keeps the folder's own precision; bfloat16 halves the memory of a 7B encoder.
+    model: Any
+    suffix: str = ""  # appended to every text (the tokenizer's EOS with append_eos)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised float32 embeddings `[len(texts), dim]`, each text encoded once, in batches."""
+        if not texts:
+            raise ValueError("no texts to encode")
+        emb = self.model.encode([t + self.suffix for t in texts], batch_size=batch_size, convert_to_tensor=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        return F.normalize(emb.float(), dim=-1)
+
+
+def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", trust_remote_code: bool = False,
+                 max_seq_length: int | None = None, dtype: str = "auto", padding_side: str | None = None,
+                 append_eos: bool = False) -> Encoder:
+    """A sentence-transformers model loaded from a local folder (default: the packaged MiniLM), offline.
+
+    `dtype` auto keeps the folder's own precision (bfloat16 halves the memory of a 7B encoder).
+    `padding_side` and `append_eos` follow what an encoder's own card asks for (NV-Embed-v2's:
+    right padding and the EOS token appended to every text); they are options, never inferred.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown encoder dtype {dtype!r}; use {', '.join(DTYPES)}")
+    if padding_side not in (None, "left", "right"):
+        raise ValueError(f"unknown padding side {padding_side!r}; use left or right")
     folder = Path(path) if path else default_encoder_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"encoder folder not found: {folder} (a local sentence-transformers model folder)")
@@ -45,23 +69,20 @@ def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", tru
                                 model_kwargs={"dtype": DTYPES[dtype]} if DTYPES[dtype] else None)
     if max_seq_length:
         model.max_seq_length = max_seq_length
+    if padding_side:
+        model.tokenizer.padding_side = padding_side
+    suffix = ""
+    if append_eos:
+        suffix = getattr(model.tokenizer, "eos_token", None) or ""
+        if not suffix:
+            raise ValueError(f"append_eos: the tokenizer of {folder} has no EOS token")
     model.eval()
-    log.info("encoder %s on %s (%s, max_seq_length=%s, trust_remote_code=%s)",
-             folder, device, model.dtype, model.max_seq_length, trust_remote_code)
-    return model
+    log.info("encoder %s on %s (%s, max_seq_length=%s, padding %s, suffix %r, trust_remote_code=%s)", folder, device,
+             model.dtype, model.max_seq_length, model.tokenizer.padding_side, suffix, trust_remote_code)
+    return Encoder(model, suffix)
 
 
-@torch.inference_mode()
-def encode_texts(model, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised float32 embeddings `[len(texts), dim]`, each text encoded once, in batches."""
-    if not texts:
-        raise ValueError("no texts to encode")
-    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
-                       normalize_embeddings=True, show_progress_bar=False)
-    return F.normalize(emb.float(), dim=-1)
-
-
-def embed_groups(model, groups: list[list[str]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_groups(encoder: Encoder, groups: list[list[str]], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings `[len(groups), max N, dim]` and a presence mask `[len(groups), max N]`.
 
     Each distinct text over all groups is encoded once (duplicate candidates share a row).
@@ -70,7 +91,7 @@ def embed_groups(model, groups: list[list[str]], batch_size: int = 64) -> tuple[
     for group in groups:
         for text in group:
             unique.setdefault(text, len(unique))
-    table = encode_texts(model, list(unique), batch_size)
+    table = encoder.encode(list(unique), batch_size)
     width = max(len(g) for g in groups)
     index = torch.zeros(len(groups), width, dtype=torch.long)
     mask = torch.zeros(len(groups), width, dtype=torch.bool)

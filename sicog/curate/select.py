@@ -12,7 +12,7 @@ import random
 import statistics
 
 from sicog.curate.candidates import CandidateInput
-from sicog.curate.embed import embed_groups
+from sicog.curate.embed import Encoder, embed_groups
 from sicog.curate.scoring import best_index, lower_half, mbr_scores, vote_scores
 
 METHODS = ("embedding", "vote")
@@ -46,7 +46,8 @@ def _result(item: CandidateInput, method: str, used_scores: list[float]) -> dict
     }
 
 
-def score_inputs(items: list[CandidateInput], method: str, encoder=None, batch_size: int = 64) -> list[dict]:
+def score_inputs(items: list[CandidateInput], method: str, encoder: Encoder | None = None,
+                 batch_size: int = 64) -> list[dict]:
     """One result per input, in order. `encoder` is needed for the embedding method."""
     if not items:
         return []
