@@ -12,11 +12,18 @@ from sicog.world.build import build_world
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
+    import torch
+
     root = tmp_path_factory.mktemp("pretrain")
     build_world(root / "world", "micro", 2)
-    rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
-                     "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
-                     "--lm-block", "64"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest on a shared machine
+    try:
+        rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
+                         "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
+                         "--lm-block", "64"])
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     return root
 
