@@ -144,13 +144,15 @@ def test_language_model_loop_matches_generate(tiny):
     assert torch.equal(torch.stack(toks, 1)[0], ref)
 
 
-def test_num_return_sequences_repeats_images(tiny):
+def test_num_return_sequences_and_beams_repeat_images(tiny):
     model, proc = tiny
     g = proc.collate([proc.encode(Q, image(150, 150), add_generation_prompt=True)], "left")
     with torch.no_grad():
         out = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
                              max_new_tokens=3, do_sample=True, num_return_sequences=3, eos_token_id=None)
-    assert out.shape[0] == 3
+        beams = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
+                               max_new_tokens=3, num_beams=2, num_return_sequences=2, eos_token_id=None)
+    assert out.shape[0] == 3 and beams.shape[0] == 2
 
 
 def test_save_load_round_trip(tmp_path, tiny):

@@ -34,6 +34,14 @@ class SicogPreTrainedModel(PreTrainedModel):
 
 
 class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
+    """LLaVA-UHD v1 as SICOG trains it: `vision_tower` (CLIPVisionModel), `projector` (spatial
+    resampler or MLP) and `language_model` (Qwen2ForCausalLM).
+
+    `forward(input_ids, attention_mask, labels, images)` splices the image features at the
+    `<image>` positions the processor wrote (`embed_inputs`) and runs the LLM; `generate(...,
+    images=...)` uses the images in the prefill only.
+    """
+
     def __init__(self, config: SicogConfig):
         super().__init__(config)
         self.vision_tower = CLIPVisionModel(config.vision_config)

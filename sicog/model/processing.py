@@ -29,6 +29,14 @@ class ImageLoadError(ValueError):
 
 
 class SicogProcessor:
+    """Tokenizer + image settings of a SICOG model.
+
+    `encode(conversations, image)` gives one record's input_ids/labels/ImageInput,
+    `num_tokens(conversations, image_size)` its length without building tensors, `collate(items)`
+    a padded batch. `mask_mode` picks the label masking ("authors" or "assistant", see
+    `sicog.data.template`). Saved as the tokenizer files plus `processor_config.json`.
+    """
+
     def __init__(self, tokenizer, layout: ImageLayout | dict | None = None, image_mean=None, image_std=None,
                  row_separator: str = "\n", overview_separator: str = ",",
                  separator_token_ids: list[int] | None = None, mask_mode: str = "authors"):
