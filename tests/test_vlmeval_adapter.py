@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -147,3 +148,13 @@ def test_vlmevalkit_scores_gold_answers_as_perfect(setup, monkeypatch):
     pope = {row["split"]: row for row in scores["SICOG_EVAL_POPE"]}
     assert set(pope) == {"Overall", "random", "popular", "adversarial"}
     assert all(row["acc"] == 100.0 and row["Overall"] == 100.0 for row in pope.values())
+
+
+def test_vlmeval_command_explains_what_is_missing(setup, monkeypatch, capsys, tmp_path):
+    args = ["vlmeval", "--model-path", str(setup["ckpt"]), "--work-dir", str(tmp_path / "w")]
+    if HAVE_VLMEVAL:
+        assert main(args + ["--data-dir", str(tmp_path)]) == 2          # no export there
+        assert "run `sicog world export-vlmeval" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "vlmeval.run", None)              # as when the extra is not installed
+    assert main(args + ["--data-dir", str(setup["lmu"])]) == 2
+    assert "install the eval extra" in capsys.readouterr().err
