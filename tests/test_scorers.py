@@ -129,3 +129,10 @@ def test_caption_scores_and_the_file_helpers(tmp_path):
     assert score_benchmark(tmp_path, "eval", "captions", bare, preds)["accuracy"] == 0.5
     with pytest.raises(ValueError, match="unknown kind"):
         score_predictions(tmp_path / "pred.jsonl", tmp_path / "gold.jsonl", "bleu")
+
+
+def test_a_benchmark_record_without_answer_is_a_clear_error():
+    with pytest.raises(ValueError, match="record q7 has no answer"):
+        score_qa([{"id": "q7", "skill": "count"}], [{"id": "q7", "prediction": "3"}])
+    with pytest.raises(ValueError, match="record p1 has no answer"):
+        score_pope([{"id": "p1", "variant": "random"}], [])

@@ -96,6 +96,12 @@ def qa_correct(text: str, record: dict) -> bool:
     return bool(normalize_answer(final_answer(text))) and normalize_answer(final_answer(text)) == normalize_answer(gold)
 
 
+def _gold(rec: dict, index: int) -> str:
+    if rec.get("answer") in (None, ""):
+        raise ValueError(f"benchmark record {record_id(rec, index)} has no answer")
+    return str(rec["answer"])
+
+
 def _by_id(predictions: list[dict]) -> dict[str, str]:
     return {str(p["id"]): p.get("prediction") or "" for p in predictions}
 
@@ -111,6 +117,7 @@ def score_qa(records: list[dict], predictions: list[dict]) -> dict:
     results, missing = [], 0
     for i, rec in enumerate(records):
         rid = record_id(rec, i)
+        _gold(rec, i)
         if rid not in preds:
             missing += 1
         ok = int(rid in preds and qa_correct(preds[rid], rec))
@@ -153,7 +160,7 @@ def score_pope(records: list[dict], predictions: list[dict]) -> dict:
     for i, rec in enumerate(records):
         rid = record_id(rec, i)
         pred = yes_no(preds[rid]) if rid in preds else None
-        pair = (str(rec["answer"]).strip().lower(), pred)
+        pair = (_gold(rec, i).strip().lower(), pred)
         pairs.append(pair)
         by_variant[rec.get("variant", "all")].append(pair)
     overall = _pope_metrics(pairs)
