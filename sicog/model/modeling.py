@@ -47,8 +47,12 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         self.vision_tower = CLIPVisionModel(config.vision_config)
         self.projector = build_projector(config)
         self.language_model = Qwen2ForCausalLM(config.text_config)
-        self.layout = config.layout
         self.post_init()
+
+    @property
+    def layout(self):
+        """The token layout at `<image>` (shared with the processor), from the config."""
+        return self.config.layout
 
     # --- embeddings plumbing for HF utilities (resize, tying, generation) -------------------
     def get_input_embeddings(self) -> nn.Module:
