@@ -167,6 +167,8 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     fingerprint = _fingerprint(args, encoder_name)
     done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
     mine = scorable[rank::world]
+    if rank != 0:
+        items = scorable = None  # only rank 0 writes the outputs; the others keep their share alone
     todo = [item for item in mine if item.id not in done]
     log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected or skipped",
              rank, world, len(todo), len(mine) - len(todo), len(rejects))

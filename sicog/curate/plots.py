@@ -12,10 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_score_histogram(path: Path, max_scores: list[float], all_scores: list[float],
                          thresholds: list[float], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
+    values = all_scores + max_scores + thresholds
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    bins = [lo + (hi - lo) * k / 40 for k in range(41)] if hi > lo else 40
     if all_scores:
-        ax.hist(all_scores, bins=40, alpha=0.5, label="every candidate")
+        ax.hist(all_scores, bins=bins, alpha=0.5, label="every candidate")
     if max_scores:
-        ax.hist(max_scores, bins=40, alpha=0.7, label="chosen (max per input)")
+        ax.hist(max_scores, bins=bins, alpha=0.7, label="chosen (max per input)")
     for tau in thresholds:
         ax.axvline(tau, linestyle="--", linewidth=1, color="k")
     ax.set_xlabel("self-consistency score")
