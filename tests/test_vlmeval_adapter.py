@@ -15,7 +15,7 @@ from sicog.data.records import read_records
 from sicog.evaluate.prompts import eval_prompt
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
-from sicog.evaluate.vlmeval_adapter import SicogVLM, vlmeval_config
+from sicog.evaluate.vlmeval_adapter import SicogVLM, dataset_entries, vlmeval_config
 from sicog.model.build import build_random_tiny
 from sicog.world.build import build_world
 from sicog.world.export_vlmeval import decode_image, export_vlmeval
@@ -89,13 +89,23 @@ def test_adapter_text_only_and_bad_types(setup):
 
 
 def test_config_json_lists_exported_datasets(setup):
-    cfg = vlmeval_config("sicog-tiny", str(setup["ckpt"]), setup["manifest"], sorted(TYPES), "v1")
+    data, types = dataset_entries(sorted(TYPES), setup["manifest"])
+    cfg = vlmeval_config("sicog-tiny", str(setup["ckpt"]), data, types, "v1")
     model = cfg["model"]["sicog-tiny"]
     assert model["class"] == "SicogVLM" and model["dataset_types"] == TYPES
+    assert model["model_path"] == str(setup["ckpt"].resolve()) and model["eval_config"] == "v1"
     assert cfg["data"] == {"SICOG_EVAL_POPE": {"class": "ImageYORNDataset", "dataset": "SICOG_EVAL_POPE"},
                            "SICOG_EVAL_QA": {"class": "ImageMCQDataset", "dataset": "SICOG_EVAL_QA"}}
-    with pytest.raises(ValueError, match="not in the manifest"):
-        vlmeval_config("m", str(setup["ckpt"]), setup["manifest"], ["MMStar"], "v1")
+
+
+@pytest.mark.skipif(not HAVE_VLMEVAL, reason="VLMEvalKit (the `eval` extra, nvidia-vlmeval) is not installed")
+def test_vlmevalkit_own_datasets_resolve_to_their_classes(setup):
+    data, types = dataset_entries(["MMStar", "POPE", "SICOG_EVAL_QA"], setup["manifest"])
+    assert data["MMStar"] == {"class": "ImageMCQDataset", "dataset": "MMStar"}
+    assert data["POPE"] == {"class": "ImageYORNDataset", "dataset": "POPE"}
+    assert types == {"SICOG_EVAL_QA": "multiple_choice"}     # VLMEvalKit's own types come from VLMEvalKit
+    with pytest.raises(ValueError, match="neither exported"):
+        dataset_entries(["NOT_A_BENCHMARK"], setup["manifest"])
 
 
 @pytest.mark.skipif(not HAVE_VLMEVAL, reason="VLMEvalKit (the `eval` extra, nvidia-vlmeval) is not installed")
@@ -155,6 +165,8 @@ def test_vlmeval_command_explains_what_is_missing(setup, monkeypatch, capsys, tm
     if HAVE_VLMEVAL:
         assert main(args + ["--data-dir", str(tmp_path)]) == 2          # no export there
         assert "run `sicog world export-vlmeval" in capsys.readouterr().err
+        assert main(args + ["--data-dir", str(setup["lmu"]), "--datasets", "NOT_A_BENCHMARK"]) == 2
+        assert "neither exported" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "vlmeval.run", None)              # as when the extra is not installed
     assert main(args + ["--data-dir", str(setup["lmu"])]) == 2
     assert "install the eval extra" in capsys.readouterr().err

@@ -6,9 +6,10 @@
 is where VLMEvalKit's config JSON (`"class": "SicogVLM"`) looks model classes up.
 
 `sicog vlmeval` writes that config JSON for the datasets exported by `sicog world export-vlmeval`
-(their manifest gives each dataset's VLMEvalKit class and question type), points `$LMUData` at
-them and runs VLMEvalKit's own runner with exact-match scoring (no judge API). VLMEvalKit is an
-optional extra: `pip install -e .[eval]`.
+(their manifest gives each dataset's VLMEvalKit class and question type) and for any of
+VLMEvalKit's own datasets named with --datasets (MMStar, AI2D_TEST, POPE, ...), points `$LMUData`
+at --data-dir and runs VLMEvalKit's own runner, by default with exact-match scoring (no judge
+API). VLMEvalKit is an optional extra: `pip install -e .[eval]`.
 """
 from __future__ import annotations
 
@@ -124,28 +125,51 @@ def register() -> type:
     return cls
 
 
-def vlmeval_config(model_name: str, model_path: str, manifest: dict, datasets: list[str], eval_config: str) -> dict:
-    """VLMEvalKit's config JSON: one SicogVLM model, the chosen exported datasets with their classes."""
-    unknown = [d for d in datasets if d not in manifest["datasets"]]
+def dataset_entries(datasets: list[str], manifest: dict | None) -> tuple[dict, dict]:
+    """VLMEvalKit `data` entries and our question types for the chosen datasets.
+
+    Exported datasets take their class and type from the export manifest; any other name must be
+    one of VLMEvalKit's own datasets (MMStar, AI2D_TEST, POPE, ...), whose class VLMEvalKit's
+    registry gives and whose TSV VLMEvalKit fetches itself.
+    """
+    exported = (manifest or {}).get("datasets", {})
+    data, types, unknown = {}, {}, []
+    for d in datasets:
+        if d in exported:
+            data[d] = {"class": exported[d]["class"], "dataset": d}
+            types[d] = exported[d]["type"]
+            continue
+        from vlmeval.dataset import DATASET_CLASSES
+
+        cls = next((c for c in DATASET_CLASSES if d in c.supported_datasets()), None)
+        if cls is None:
+            unknown.append(d)
+        else:
+            data[d] = {"class": cls.__name__, "dataset": d}
     if unknown:
-        raise ValueError(f"datasets {unknown} are not in the manifest; exported: {sorted(manifest['datasets'])}")
+        raise ValueError(f"datasets {unknown} are neither exported ({sorted(exported)}) nor known to VLMEvalKit")
+    return data, types
+
+
+def vlmeval_config(model_name: str, model_path: str, data: dict, types: dict, eval_config: str) -> dict:
+    """VLMEvalKit's config JSON: one SicogVLM model and the dataset entries."""
     return {
         "model": {model_name: {
             "class": "SicogVLM",
             "model_path": str(Path(model_path).resolve()),
             "eval_config": eval_config,
-            "dataset_types": {d: manifest["datasets"][d]["type"] for d in datasets},
+            "dataset_types": types,
         }},
-        "data": {d: {"class": manifest["datasets"][d]["class"], "dataset": d} for d in datasets},
+        "data": data,
     }
 
 
 def collect_scores(work_dir: Path, model_name: str, datasets: list[str]) -> dict:
-    """VLMEvalKit's score tables for each dataset (`*_acc.csv` for MCQ, `*_score.csv` for yes/no)."""
+    """VLMEvalKit's score tables per dataset (`*_acc.csv` for multiple choice, `*_score.csv` otherwise)."""
     scores = {}
     for d in datasets:
-        found = sorted((work_dir / model_name).glob(f"T*/{model_name}_{d}_acc.csv")) + sorted(
-            (work_dir / model_name).glob(f"T*/{model_name}_{d}_score.csv"))
+        found = sorted(p for p in (work_dir / model_name).glob(f"T*/{model_name}_{d}_*.csv")
+                       if p.name.endswith(("_acc.csv", "_score.csv")))
         if found:
             scores[d] = pd.read_csv(found[-1]).to_dict(orient="records")
     return scores
@@ -153,9 +177,14 @@ def collect_scores(work_dir: Path, model_name: str, datasets: list[str]) -> dict
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-path", required=True, help="a trained SICOG checkpoint folder")
-    parser.add_argument("--data-dir", required=True, help="folder written by `sicog world export-vlmeval` ($LMUData)")
+    parser.add_argument("--data-dir", required=True,
+                        help="$LMUData: the folder written by `sicog world export-vlmeval`, where VLMEvalKit also "
+                             "keeps the TSVs of its own datasets")
     parser.add_argument("--work-dir", required=True, help="VLMEvalKit output folder")
-    parser.add_argument("--datasets", default=None, help="comma-separated dataset names (default: all exported)")
+    parser.add_argument("--datasets", default=None,
+                        help="comma-separated exported or VLMEvalKit dataset names (default: all exported)")
+    parser.add_argument("--judge", default="exact_matching",
+                        help="VLMEvalKit judge; exact_matching needs no API (open-ended benchmarks need a GPT judge)")
     parser.add_argument("--eval-config", default="v1", help="eval config version or YAML path")
     parser.add_argument("--model-name", default=None, help="name in VLMEvalKit's outputs (default sicog-<folder>)")
     parser.add_argument("--limit", type=int, default=None, help="first N rows of each dataset (smoke runs)")
@@ -169,19 +198,25 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data_dir, work_dir = Path(args.data_dir).resolve(), Path(args.work_dir).resolve()
     manifest_path = data_dir / "manifest.json"
-    if not manifest_path.is_file():
-        print(f"{manifest_path} not found: run `sicog world export-vlmeval --out {data_dir}` first", file=sys.stderr)
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if manifest is None and not args.datasets:
+        print(f"{manifest_path} not found: run `sicog world export-vlmeval --out {data_dir}` first, "
+              "or name VLMEvalKit datasets with --datasets", file=sys.stderr)
         return 2
-    manifest = json.loads(manifest_path.read_text())
     datasets = args.datasets.split(",") if args.datasets else sorted(manifest["datasets"])
     model_name = args.model_name or f"sicog-{Path(args.model_path).resolve().name}"
-    cfg = vlmeval_config(model_name, args.model_path, manifest, datasets, args.eval_config)
+    try:
+        data, types = dataset_entries(datasets, manifest)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    cfg = vlmeval_config(model_name, args.model_path, data, types, args.eval_config)
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / "vlmeval_config.json"
     write_json(config_path, cfg)
     os.environ["LMUData"] = str(data_dir)
     register()
-    argv = ["vlmeval", "--config", str(config_path), "--work-dir", str(work_dir), "--judge", "exact_matching"]
+    argv = ["vlmeval", "--config", str(config_path), "--work-dir", str(work_dir), "--judge", args.judge]
     if args.limit is not None:
         argv += ["--first-n", str(args.limit)]
     saved, sys.argv = sys.argv, argv
