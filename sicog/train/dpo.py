@@ -116,7 +116,7 @@ def precompute_reference_logps(ref_model: nn.Module, dataset, collator, batch_si
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     quiet = copy.copy(dataset)
-    quiet.rejects, quiet.reference_logps = RejectLog(None), None
+    quiet.rejects, quiet.reference_logps, quiet._load_failed = RejectLog(None), None, set()
     mine = list(range(rank, len(dataset), world))
     values: dict[int, tuple[float, float]] = {}
     for start in tqdm(range(0, len(mine), batch_size), desc="reference log-probs", disable=not progress):

@@ -131,6 +131,7 @@ class PreferenceDataset(torch.utils.data.Dataset):
         self.processor = completion_processor(processor)
         self.rejects = rejects or RejectLog(None)
         self.reference_logps: list[tuple[float, float] | None] | None = None
+        self._load_failed: set[int] = set()  # recorded once, not once per epoch
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -155,8 +156,10 @@ class PreferenceDataset(torch.utils.data.Dataset):
             item = {"chosen": self.processor.encode(conversation(p.prompt, p.chosen), image=image),
                     "rejected": self.processor.encode(conversation(p.prompt, p.rejected), image=image)}
         except ValueError as e:
-            logger.warning("skipping pair %s: %s", p.id, e)
-            self.rejects.add(p.entry, p.id, f"load failed: {e}", "load")
+            if i not in self._load_failed:
+                self._load_failed.add(i)
+                logger.warning("skipping pair %s: %s", p.id, e)
+                self.rejects.add(p.entry, p.id, f"load failed: {e}", "load")
             return None
         if self.reference_logps is not None:
             ref = self.reference_logps[i]
