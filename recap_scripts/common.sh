@@ -15,7 +15,8 @@ need_choice() {
     die "$name='${!name:-}' must be one of: $*"
 }
 
-# Profile defaults: tiny = the mini world under OUTPUT_ROOT; paper = paths must be given.
+# Profile defaults: tiny = the mini world (WORLD_DIR, default runs/world) and the stage-0 models the
+# training scripts write under ./checkpoints; paper = model, data and image paths must be given.
 profile_defaults() {
     SICOG_PROFILE=${SICOG_PROFILE:-tiny}
     need_choice SICOG_PROFILE tiny paper
@@ -33,7 +34,7 @@ profile_defaults() {
     MASTER_PORT=${MASTER_PORT:-29511}
     PYTHON=${PYTHON:-python3}
     if [ "$SICOG_PROFILE" = tiny ]; then
-        WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
+        WORLD_DIR=${WORLD_DIR:-runs/world}
         IMAGE_FOLDER=${IMAGE_FOLDER:-$WORLD_DIR}
         MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}
         BATCH_SIZE=${BATCH_SIZE:-4}

@@ -1,4 +1,4 @@
-"""recap_scripts/*.sh on the tiny profile (mini-world layout under OUTPUT_ROOT) and their validation errors."""
+"""recap_scripts/*.sh on the tiny profile (mini-world defaults) and their validation errors."""
 import os
 import subprocess
 import sys
@@ -18,40 +18,40 @@ FAST = {"N_CANDIDATES": "2", "MAX_NEW_TOKENS": "5"}
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    """OUTPUT_ROOT laid out as the tiny profile expects: world/ (data + images) and stage0 models."""
+    """A working folder laid out as the tiny profile expects: runs/world/ and checkpoints/stage0-*."""
     root = tmp_path_factory.mktemp("scripts")
-    world = root / "world"
+    world = root / "runs" / "world"
     questions = make_inputs(world, bad=False)
     (world / "data").mkdir()
     recs = read_records(questions)
     write_jsonl(world / "data" / "pool_questions.jsonl", recs)
     write_jsonl(world / "data" / "pool_images.jsonl", [{"id": f"img{i}", "image": r["image"]} for i, r in enumerate(recs)])
-    save_tiny_model(root / "stage0-perception")
-    (root / "stage0-reasoning").symlink_to(root / "stage0-perception")
+    save_tiny_model(root / "checkpoints" / "stage0-perception")
+    (root / "checkpoints" / "stage0-reasoning").symlink_to(root / "checkpoints" / "stage0-perception")
     return root
 
 
 def sh(script, root, **env):
     full = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    full.update(PYTHON=sys.executable, OUTPUT_ROOT=str(root), OMP_NUM_THREADS="1", **env)
-    return subprocess.run(["bash", str(script)], env=full, capture_output=True, text=True, timeout=300)
+    full.update(PYTHON=sys.executable, OMP_NUM_THREADS="1", **env)
+    return subprocess.run(["bash", str(script)], env=full, cwd=root, capture_output=True, text=True, timeout=300)
 
 
 def test_recap_script_runs_the_tiny_defaults(root):
     run = sh(RECAP, root, **FAST)
     assert run.returncode == 0, run.stderr[-3000:]
-    out = lines(root / "recap-cod" / "captions.jsonl")
+    out = lines(root / "runs" / "recap-cod" / "captions.jsonl")
     assert [r["id"] for r in out] == [f"img{i}" for i in range(GOOD)]
     assert all(len(r["candidates"]) == 2 for r in out)
     assert out[0]["generation"]["prompt_name"] == "cod-default" and out[0]["generation"]["temperature"] == 0.7
     assert out[0]["prompt"].endswith("Describe the image step-by-step.")
-    assert lines(root / "recap-cod" / "captions.rejects.jsonl") == []
+    assert lines(root / "runs" / "recap-cod" / "captions.rejects.jsonl") == []
 
 
 def test_reasoning_script_chunk_split_and_augment(root):
     run = sh(REASON, root, SPLIT="1/2", PROMPT="default", AUGMENT_METHODS="mask,color_jitter", **FAST)
     assert run.returncode == 0, run.stderr[-3000:]
-    out = lines(root / "reasoning-cot" / "reasoning.chunk1-of-2.jsonl")
+    out = lines(root / "runs" / "reasoning-cot" / "reasoning.chunk1-of-2.jsonl")
     want = [f"q{i}" for i in range(GOOD) if Chunk(1, 2).contains(f"q{i}")]
     assert [r["id"] for r in out] == want and 0 < len(want) < GOOD
     assert all(r["generation"]["augment"] in ("mask", "color_jitter") for r in out)
@@ -76,11 +76,10 @@ def test_reasoning_script_chunk_split_and_augment(root):
 def test_recap_script_validation_names_the_variable(root, env, message):
     run = sh(RECAP, root, **env)
     assert run.returncode == 2 and message in run.stderr, run.stderr
-    assert not (root / "recap-cod" / "x").exists()
 
 
 def test_reasoning_script_validation(root):
     run = sh(REASON, root, PROMPT="cod-default")
     assert run.returncode == 2 and "PROMPT='cod-default' must be one of: cot-default default" in run.stderr
-    run = sh(REASON, root, DATA_PATH=str(root / "world" / "data"))
+    run = sh(REASON, root, DATA_PATH="runs/world/data")
     assert run.returncode == 2 and "is a folder: set SPLIT" in run.stderr
