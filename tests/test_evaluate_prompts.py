@@ -74,3 +74,17 @@ def test_option_map():
         option_map({"AA": "x"})
     with pytest.raises(ValueError, match="list or a dict"):
         option_map("A. x")
+
+
+def test_v1_prompts_pose_the_world_questions_exactly(tmp_path):
+    """The pinned prompts rebuild each benchmark question exactly as the world poses (and trains) it."""
+    from sicog.data.records import read_records
+    from sicog.world.build import build_world
+
+    build_world(tmp_path / "world", "micro", seed=0)
+    cfg = load_eval_config("v1")
+    for bench in ("qa", "pope"):
+        records = read_records(tmp_path / "world" / "data" / "eval" / f"{bench}.jsonl")
+        assert records and all(eval_prompt(r, bench, cfg) == r["question"] for r in records)
+    qa = read_records(tmp_path / "world" / "data" / "eval" / "qa.jsonl")
+    assert {question_type(r, "qa") for r in qa} == {"multiple_choice", "short_answer"}
