@@ -83,7 +83,7 @@ def test_v1_prompts_pose_the_world_questions_exactly(tmp_path):
 
     build_world(tmp_path / "world", "micro", seed=0)
     cfg = load_eval_config("v1")
-    for bench in ("qa", "pope"):
+    for bench in ("qa", "pope", "captions"):
         records = read_records(tmp_path / "world" / "data" / "eval" / f"{bench}.jsonl")
         assert records and all(eval_prompt(r, bench, cfg) == r["question"] for r in records)
     qa = read_records(tmp_path / "world" / "data" / "eval" / "qa.jsonl")
