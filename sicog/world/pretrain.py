@@ -30,7 +30,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # the statistics CLIP image pr
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_TEXT = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                  max_position_embeddings=64)
-DEFAULT_STEPS = {"clip": 500, "lm": 300}
+DEFAULT_STEPS = {"clip": 300, "lm": 300}
 HELD_OUT_IMAGES = 64
 HELD_OUT_DOCS = 0.05
 
