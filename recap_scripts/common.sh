@@ -121,8 +121,7 @@ run_generation() {
         # Other nodes may still be writing their shards: wait for their ids (MERGE_WAIT seconds).
         local wait=${MERGE_WAIT:-$([ "$NNODES" -gt 1 ] && echo 7200 || echo 0)}
         need_int wait
-        local base=${out%.jsonl}
-        "$PYTHON" -m sicog merge-candidates --inputs "$DATA_FILE" --shards "$base.rank*-of-*.jsonl" \
+        "$PYTHON" -m sicog merge-candidates --inputs "$DATA_FILE" --shards "$out.rank*-of-*.jsonl" \
             --out "$out" "${CHUNK_ARGS[@]}" --wait "$wait"
     fi
 }

@@ -55,7 +55,7 @@ def test_missing_duplicate_and_unknown_ids_are_named(tmp_path):
     with pytest.raises(MergeError, match="'r5'"):
         merge(str(src), shard_glob(out), str(out))
     assert not out.exists()
-    extra = tmp_path / "c.rank1-of-2.jsonl"
+    extra = shard_path(out, 1, 2)
     with extra.open("a") as f:
         f.write(json.dumps(cand("r0")) + "\n")
     with pytest.raises(MergeError, match="more than once.*'r0'"):

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="SICOG model folder (save_pretrained output)")
     p.add_argument("--data", required=True, help="LLaVA-format input records (JSON list or JSONL)")
     p.add_argument("--image-folder", required=True, help="folder the records' image paths are relative to")
-    p.add_argument("--out", required=True, help="candidates file; shards are written beside it as OUT.rank{r}-of-{w}.jsonl")
+    p.add_argument("--out", required=True, help="the candidates file merge-candidates will write; this command "
+                                                "writes OUT.rank{r}-of-{w}.jsonl and OUT.rank{r}-of-{w}.rejects.jsonl")
     p.add_argument("--task", choices=("caption", "reasoning"), default="caption")
     p.add_argument("--prompt", help="caption: cod-default | default | cod-conv; reasoning: cot-default | default "
                                     "(default: cod-default / cot-default)")

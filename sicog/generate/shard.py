@@ -76,26 +76,21 @@ def rank_info() -> RankInfo:
     return RankInfo(rank, world, local)
 
 
-def output_base(out: str | os.PathLike) -> Path:
-    """`runs/x/captions.jsonl` -> `runs/x/captions` (the stem every shard and rejects file shares)."""
-    p = Path(out)
-    return p.with_suffix("") if p.suffix in (".jsonl", ".json") else p
-
-
 def shard_path(out: str | os.PathLike, rank: int, world_size: int) -> Path:
-    base = output_base(out)
-    return base.with_name(f"{base.name}.rank{rank}-of-{world_size}.jsonl")
+    """Rank `rank`'s candidates for the output `out`: `OUT.rank{r}-of-{w}.jsonl`."""
+    return Path(f"{os.fspath(out)}.rank{rank}-of-{world_size}.jsonl")
+
+
+def shard_glob(out: str | os.PathLike) -> str:
+    """Every shard of `out`, whatever the world size (rejects files included)."""
+    return f"{os.fspath(out)}.rank*-of-*.jsonl"
 
 
 def rejects_path(path: str | os.PathLike) -> Path:
     """The rejects file beside a candidates file or shard: `x.jsonl` -> `x.rejects.jsonl`."""
-    base = output_base(path)
+    p = Path(path)
+    base = p.with_suffix("") if p.suffix in (".jsonl", ".json") else p
     return base.with_name(f"{base.name}.rejects.jsonl")
-
-
-def shard_glob(out: str | os.PathLike) -> str:
-    base = output_base(out)
-    return str(base.with_name(f"{base.name}.rank*-of-*.jsonl"))
 
 
 def is_shard(path: str | os.PathLike) -> bool:
