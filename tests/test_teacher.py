@@ -81,6 +81,12 @@ def test_re_encoded_image_still_matches_and_unknown_image_is_refused(world, raw,
     assert ask(client, world, rec, url).choices[0].message.content == cod_caption(scene_of(world, rec["image"]))
 
     buf = io.BytesIO()
+    img = Image.open(world / rec["image"])
+    img.resize((img.width * 2, img.height * 2), Image.Resampling.BILINEAR).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    assert ask(client, world, rec, url).choices[0].message.content == cod_caption(scene_of(world, rec["image"]))
+
+    buf = io.BytesIO()
     Image.new("RGB", (112, 112), (10, 200, 10)).save(buf, format="PNG")
     with pytest.raises(openai.BadRequestError) as e:
         ask(client, world, rec, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
