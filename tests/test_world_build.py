@@ -41,6 +41,14 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(world, tmp_path,
                                    if p.is_file() and p.name != "manifest.json"}
 
 
+def test_rebuilding_a_world_in_place_leaves_no_stale_files(tmp_path):
+    build_world(tmp_path / "w", "micro", 0)
+    (tmp_path / "w/images/eval/stale.png").write_bytes(b"old")
+    manifest = build_world(tmp_path / "w", "micro", 5)
+    on_disk = {p.relative_to(tmp_path / "w").as_posix() for p in (tmp_path / "w").rglob("*") if p.is_file()}
+    assert on_disk == set(manifest["files"]) | {"manifest.json"}
+
+
 def test_build_refuses_a_foreign_non_empty_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not empty"):
