@@ -154,3 +154,16 @@ def test_save_load_round_trip(tmp_path):
     assert torch.allclose(x["images"].slices, y["images"].slices)
     assert q.layout == p.layout and q.mask_mode == "authors"
     assert SicogProcessor.from_pretrained(tmp_path, mask_mode="assistant").mask_mode == "assistant"
+
+
+def test_paper_layout_counts():
+    """Paper scale by hand: 12x12 queries, 336 scale, 7 slices at most."""
+    paper = ImageLayout()
+    assert paper.grid((336, 336)) is None and paper.num_positions(None) == 144
+    # 672x672: ratio 4 -> counts {3, 4, 5} -> [2, 2]; 4*144 slice tokens + 144 overview tokens,
+    # 24 token rows each closed by a separator, one more separator before the overview
+    assert paper.grid((672, 672)) == (2, 2)
+    assert paper.num_features((2, 2)) == 720 and paper.num_positions((2, 2)) == 745
+    # a 4:1 image: one row of four slices, 12 token rows of 48 tokens
+    assert paper.grid((1344, 336)) == (4, 1) and paper.num_positions((4, 1)) == 4 * 144 + 144 + 12 + 1
+    assert ImageLayout(projector_type="mlp").num_positions(None) == 576
