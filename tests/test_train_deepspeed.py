@@ -5,6 +5,7 @@ small machine); with a single process it is never used, so the run here skips bu
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -54,3 +55,49 @@ def test_zero2_steps_on_cpu(tmp_path):
 
     reloaded = SicogForConditionalGeneration.from_pretrained(out)
     torch.testing.assert_close(reloaded.state_dict()[key].float(), trained[key].float())
+
+
+def test_zero3_loads_and_saves_whole_weights(tmp_path):
+    """Under ZeRO-3 the projector artefact is gathered before loading and saving, and so is the final model.
+
+    One step at learning rate 0 (the first warm-up step) must hand back exactly what went in.
+    """
+    pytest.importorskip("deepspeed")
+    from sicog.model.build import build_random_tiny
+    from sicog.train.artefacts import save_projector_artefact
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    data = make_world(tmp_path / "world", n_image=2, n_text=0, sizes=((112, 112),))
+    donor, _ = build_random_tiny(seed=5)
+    proj = {k: v.clone() for k, v in donor.projector.state_dict().items()}
+    save_projector_artefact(proj, tmp_path / "proj", {"base_model": str(model_dir)})
+    port = _free_port()
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    zero3 = str(ROOT / "configs" / "deepspeed" / "zero3.json")
+    common = ["--data_path", str(data), "--global_batch_size", "2", "--per_device_train_batch_size", "2",
+              "--max_steps", "1", "--deepspeed", zero3]
+
+    out15 = tmp_path / "stage1_5"
+    cmd = [sys.executable, "-c", RUNNER, "train", "--stage", "stage1_5", "--mm_projector_checkpoint",
+           str(tmp_path / "proj"), "--output_dir", str(out15), *common]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_proj = sum(p.numel() for p in donor.projector.parameters())
+    assert re.search(rf"projector\s+{n_proj:,} parameters", proc.stderr)  # full sizes, not empty partitions
+    saved = load_file(str(out15 / "model.safetensors"))
+    for k, v in proj.items():
+        torch.testing.assert_close(saved["projector." + k], v, rtol=0, atol=0)
+
+    out1 = tmp_path / "stage1"
+    cmd = [sys.executable, "-c", RUNNER, "train", "--stage", "stage1", "--model_name_or_path", str(model_dir),
+           "--output_dir", str(out1), *common]
+    proc = subprocess.run(cmd, env={**env, "MASTER_PORT": str(_free_port())}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    artefact = load_file(str(out1 / "mm_projector.safetensors"))
+    start = load_file(str(model_dir / "model.safetensors"))
+    assert artefact.keys() == {k[len("projector."):] for k in start if k.startswith("projector.")}
+    for k, v in artefact.items():
+        assert v.numel() > 0
+        torch.testing.assert_close(v, start["projector." + k], rtol=0, atol=0)

@@ -38,12 +38,15 @@ def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype =
 
 def llm_shape(language_model: torch.nn.Module) -> tuple[int, int, int]:
     """(non-embedding parameters, layers, hidden size) of a HF causal LM."""
+    def numel(p):  # ZeRO-3 partitioned parameters keep their full size in ds_numel
+        return int(getattr(p, "ds_numel", p.numel()))
+
     cfg = language_model.config
-    n_embed = sum(p.numel() for p in language_model.get_input_embeddings().parameters())
+    n_embed = sum(numel(p) for p in language_model.get_input_embeddings().parameters())
     out = language_model.get_output_embeddings() if hasattr(language_model, "get_output_embeddings") else None
     if out is not None and out.weight is not language_model.get_input_embeddings().weight:
-        n_embed += out.weight.numel()
-    n_params = sum(p.numel() for p in language_model.parameters()) - n_embed
+        n_embed += numel(out.weight)
+    n_params = sum(numel(p) for p in language_model.parameters()) - n_embed
     return n_params, cfg.num_hidden_layers, cfg.hidden_size
 
 

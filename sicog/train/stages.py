@@ -54,6 +54,11 @@ def get_stage(name: str) -> Stage:
     return STAGES[name]
 
 
+def numel(p: nn.Parameter) -> int:
+    """Full element count, also for a ZeRO-3 partitioned parameter (whose local tensor is empty)."""
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
 def part_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The parameters of each part, found by identity (robust to how the parts are nested)."""
     return {part: list(getattr(model, part).parameters()) for part in PARTS}
@@ -73,7 +78,7 @@ def freeze(model: nn.Module, stage: Stage | str) -> dict[str, dict[str, int | bo
         for p in params:
             p.requires_grad_(train)
             owner[id(p)] = part
-        summary[part] = {"params": sum(p.numel() for p in params), "trainable": train}
+        summary[part] = {"params": sum(numel(p) for p in params), "trainable": train}
     stray = [name for name, p in model.named_parameters() if id(p) not in owner]
     if stray:
         raise ValueError(f"parameters outside {PARTS}: {stray[:5]}{' ...' if len(stray) > 5 else ''}")
