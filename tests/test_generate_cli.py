@@ -124,3 +124,17 @@ def test_bad_arguments_exit_with_a_message(world, tmp_path, extra, message):
         main(gen_args(world[0], world[1], tmp_path / "o.jsonl", *extra))
     with pytest.raises(SystemExit, match="no such data file"):
         main(gen_args(world[0], tmp_path / "none.jsonl", tmp_path / "o.jsonl"))
+
+
+def test_unexpected_encode_failure_is_a_reject_not_a_crash(world):
+    from sicog.generate.inputs import InputSpec, Job, Rejected, prepare
+
+    class Broken:
+        load_image = staticmethod(lambda path: __import__("PIL.Image").Image.new("RGB", (8, 8)))
+
+        def encode(self, *a, **k):
+            raise RuntimeError("slicing exploded")
+
+    rec = read_records(world[1])[0]
+    res = prepare(Job(0, "q0", rec), InputSpec("reasoning", "cot-default", world[1].parent), Broken())
+    assert isinstance(res, Rejected) and res.reason == "cannot encode: RuntimeError: slicing exploded"

@@ -90,16 +90,16 @@ def prepare(job: Job, spec: InputSpec, processor) -> Prepared | Rejected:
     except (ValueError, OSError) as e:
         return Rejected(job, f"unreadable image {os.fspath(path)}: {e}")
     method = None
-    if spec.augment_methods:
-        from sicog.generate.augment import choose_method, corrupt  # torchvision: only when corrupting
-
-        method = choose_method(list(spec.augment_methods), spec.seed, job.rid)
-        image = corrupt(image, method, derive_seed(spec.seed, job.rid, "augment"))
     try:
+        if spec.augment_methods:
+            from sicog.generate.augment import choose_method, corrupt  # torchvision: only when corrupting
+
+            method = choose_method(list(spec.augment_methods), spec.seed, job.rid)
+            image = corrupt(image, method, derive_seed(spec.seed, job.rid, "augment"))
         item = processor.encode([{"from": "human", "value": prompt}], image=image,
                                 add_generation_prompt=True, for_generation=True)
-    except ValueError as e:
-        return Rejected(job, f"cannot encode: {e}")
+    except Exception as e:  # one odd image must not end a run of hours: record it and go on
+        return Rejected(job, f"cannot encode: {type(e).__name__}: {e}")
     n = int(item["input_ids"].shape[-1])
     if n + spec.max_new_tokens > spec.max_length:
         return Rejected(job, f"prompt too long: {n} tokens + max_new_tokens {spec.max_new_tokens} "
