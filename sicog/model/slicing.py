@@ -92,8 +92,6 @@ def slice_geometry(width: int, height: int, max_slices: int, scale: int, patch: 
     if multiple <= 1:
         return SliceGeometry(overview, None, None)
     cols, rows = best_grid(width, height, multiple, max_slices)
-    if (cols, rows) == (1, 1):
-        return SliceGeometry(overview, None, None)
     cell_w, cell_h = fit_area(width / cols, height / rows, scale, patch)
     return SliceGeometry(overview, (cols, rows), (cell_w * cols, cell_h * rows))
 
