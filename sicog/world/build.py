@@ -362,7 +362,10 @@ def build_world(out: str | Path, size: str = "micro", seed: int = 0) -> dict:
     writer.benchmark("eval")
     writer.world_file()
     writer.tokenizer(docs)
-    return writer.manifest()
+    manifest = writer.manifest()
+    log.info("built the %s world (seed %d) in %s: %d images, %d files", size, seed, out,
+             sum(manifest["images"].values()), len(manifest["files"]))
+    return manifest
 
 
 def format_table(manifest: dict) -> str:

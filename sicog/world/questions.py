@@ -16,7 +16,8 @@ from sicog.data.formats import COT_HEADINGS, COT_TAGS, SHORT_ANSWER_PHRASE, form
 from sicog.world.scene import entirely_left_of, relation
 from sicog.world.texts import full_phrase, join_list, name, objects_phrase, with_article
 from sicog.world.vocab import (
-    COLOURS, DIGITS, LETTERS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, RELATIONS, SHAPES, SIZE_WORDS, plural,
+    COLOURS, DIGITS, LETTERS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, RELATIONS, SHAPES, SIDES, SIZE_WORDS,
+    plural,
 )
 
 SKILLS: tuple[str, ...] = ("count", "colour", "shape", "position", "relation", "text", "multi-step")
@@ -316,7 +317,6 @@ def llava_cot_answer(q: dict) -> str:
 
 def text_only_questions() -> list[tuple[str, str]]:
     """A few questions about the world's shapes that need no image."""
-    from sicog.world.vocab import SIDES
     out = [(f"How many sides does a {shape} have?", str(n)) for shape, n in SIDES.items()]
     out += [(f"Is a {shape} round?", "yes" if shape == "circle" else "no") for shape in SHAPES]
     out += [("How many points does a star have?", "5"), ("How many arms does a cross have?", "4")]
