@@ -166,6 +166,7 @@ def evaluate(
         result["benchmarks"][benchmark] = entry
         log.info("%s: %d evaluated, %d skipped", benchmark, entry["evaluated"], entry["skipped"])
     result["new_tokens_per_second"] = round(gen.throughput(), 2)
+    log.info("generated %d new tokens at %.1f tokens/s", gen.new_tokens, gen.throughput())
     write_json(out / "scores.json", result)
     line = summary_line(result)
     atomic_write_text(out / "summary.txt", line + "\n")
