@@ -167,3 +167,12 @@ def test_paper_layout_counts():
     # a 4:1 image: one row of four slices, 12 token rows of 48 tokens
     assert paper.grid((1344, 336)) == (4, 1) and paper.num_positions((4, 1)) == 4 * 144 + 144 + 12 + 1
     assert ImageLayout(projector_type="mlp").num_positions(None) == 576
+
+
+def test_pixels_normalised_with_config_mean_std(proc):
+    item = proc.preprocess(Image.new("RGB", (56, 56), (255, 128, 0)))
+    expected = [(255 / 255 - 0.48145466) / 0.26862954, (128 / 255 - 0.4578275) / 0.26130258,
+                (0 - 0.40821073) / 0.27577711]
+    got = item.overview.mean(dim=(1, 2)).tolist()
+    assert got == pytest.approx(expected, abs=1e-3)
+    assert item.overview.shape == (3, 112, 112)   # upscaled to area ~112^2
