@@ -14,7 +14,7 @@ from typing import Callable
 
 from sicog.data.formats import COT_HEADINGS, COT_TAGS, SHORT_ANSWER_PHRASE, format_steps
 from sicog.world.scene import entirely_left_of, relation
-from sicog.world.texts import full_phrase, join_list, name, objects_phrase, with_article
+from sicog.world.texts import full_phrase, join_list, label_phrase, name, objects_phrase, with_article
 from sicog.world.vocab import (
     COLOURS, DIGITS, LETTERS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, RELATIONS, SHAPES, SIDES, SIZE_WORDS,
     plural,
@@ -80,7 +80,7 @@ def q_colour(scene: dict, rng: random.Random) -> dict | None:
         if not by_label:
             return None
         o = rng.choice(by_label)
-        ref = f"the object {label_phrase_of(o)}"
+        ref = f"the object {label_phrase(o)}"
     reasoning = f"{ref[0].upper() + ref[1:]} is the {full_phrase(o)}, so its color is {o['colour']}."
     return _q("colour", f"What color is {ref}?", o["colour"], "colour", f"find the color of {ref}", reasoning)
 
@@ -148,11 +148,7 @@ def q_text(scene: dict, rng: random.Random) -> dict | None:
                   f"so the object is the {name(o)}.")
     question = f"What {kind} is written on the {name(o)}?"
     return _q("text", question, o["label"], kind, f"read the {kind} written on the {name(o)}",
-              f"The {name(o)} is {label_phrase_of(o)}, so the {kind} is {o['label']}.")
-
-
-def label_phrase_of(o: dict) -> str:
-    return f"marked with the {'digit' if o['label'].isdigit() else 'letter'} {o['label']}"
+              f"The {name(o)} is {label_phrase(o)}, so the {kind} is {o['label']}.")
 
 
 def q_multi_step(scene: dict, rng: random.Random) -> dict | None:
