@@ -2,8 +2,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EVAL_STAMP := $(VENV)/.eval-installed
+SIZE ?= mini
+OUT ?= runs/reproduce-$(SIZE)
 
-.PHONY: install test reproduce bench clean
+# VLMEvalKit's runtime needs, installed beside it without letting its web-UI dependencies
+# (gradio pins Pillow < 13) move torch, torchvision, transformers, Pillow, numpy or pandas.
+VLMEVAL_RUNTIME := decord imageio omegaconf "opencv-python>=4.4.0.46" portalocker protobuf python-dotenv \
+	requests rich sentencepiece sty tabulate tiktoken timeout-decorator validators "xlsxwriter<=3.2.3"
+
+.PHONY: install install-eval test reproduce bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(EVAL_STAMP): $(STAMP)
+	$(PY) -m pip freeze | grep -iE '^(torch|torchvision|transformers|pillow|numpy|pandas)==' > $(VENV)/eval-constraints.txt
+	$(PY) -m pip install --quiet --no-deps nvidia-vlmeval==26.3
+	$(PY) -m pip install --quiet -c $(VENV)/eval-constraints.txt $(VLMEVAL_RUNTIME)
+	touch $(EVAL_STAMP)
+
+install-eval: $(EVAL_STAMP)
+
 test: $(STAMP)
-	$(PY) -m pytest -x -p no:cacheprovider
+	$(MAKE) install-eval || echo "warning: VLMEvalKit could not be installed; its tests will be skipped"
+	$(PY) -m pytest -p no:cacheprovider
 
 reproduce: $(STAMP)
-	$(VENV)/bin/sicog reproduce --out runs/reproduce --size $${SIZE:-mini}
+	$(VENV)/bin/sicog reproduce --out $(OUT) --size $(SIZE)
 
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs
