@@ -113,6 +113,10 @@ def test_choose_tokens_top_p_top_k_and_inverse_cdf():
     # top_p=0.9 removes the least likely token: u near 1 lands on the last kept one.
     kept = choose_tokens(logits[:1], torch.tensor([0.9999]), 1.0, top_p=0.9).item()
     assert kept == 2
+    # u at the very top of [0, 1) never lands on a token removed by top_p
+    top = torch.tensor([1.0 - 2.0 ** -53], dtype=torch.float64)
+    assert choose_tokens(logits[:1], top, 1.0, top_p=0.9).item() == 2
+    assert choose_tokens(logits[:1], top, 1.0).item() == 3
 
 
 def test_uniforms_are_uniform_and_counter_based():

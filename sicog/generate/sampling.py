@@ -55,7 +55,8 @@ def choose_tokens(
     if top_p < 1.0:
         mass_before = probs.cumsum(dim=-1) - probs
         probs = probs.masked_fill(mass_before >= top_p, 0.0)  # the most likely token always stays
-    cdf = probs.cumsum(dim=-1)
-    target = u.to(cdf.device, cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
-    pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    cdf = probs.double().cumsum(dim=-1)
+    target = u.to(cdf.device, torch.float64).unsqueeze(-1) * cdf[:, -1:]
+    last_kept = (probs > 0).sum(dim=-1, keepdim=True) - 1  # kept tokens are a prefix of the sorted order
+    pick = torch.minimum(torch.searchsorted(cdf, target, right=True), last_kept)
     return idx.gather(-1, pick).squeeze(-1)
