@@ -172,3 +172,18 @@ def test_sicog_train_dpo_margin_grows_and_bad_pairs_are_rejected(tmp_path):
     from sicog.model import SicogForConditionalGeneration
 
     assert isinstance(SicogForConditionalGeneration.from_pretrained(out), SicogForConditionalGeneration)
+
+
+def test_pair_without_precomputed_reference_is_skipped_and_recorded(tiny, tmp_path):
+    from sicog.data.dataset import RejectLog
+
+    _, processor = tiny
+    checked, _ = prepare_pairs(write_pairs(tmp_path / "pairs.jsonl", good_pairs(tmp_path, 2)), None, processor, 1024)
+    dataset = PreferenceDataset(checked, processor, RejectLog(tmp_path / "rejects.jsonl"))
+    with pytest.raises(ValueError, match="1 reference values for 2 pairs"):
+        dataset.set_reference_logps([(-1.0, -2.0)])
+    dataset.set_reference_logps([(-1.0, -2.0), None])
+    assert dataset[0]["ref_logps"].tolist() == [-1.0, -2.0]
+    assert dataset[1] is None and dataset[1] is None
+    assert [(r["id"], r["reason"]) for r in read_jsonl(tmp_path / "rejects.jsonl")] == [
+        ("p1", "load failed: no precomputed reference log-probs")]

@@ -163,8 +163,11 @@ class PreferenceDataset(torch.utils.data.Dataset):
             return None
         if self.reference_logps is not None:
             ref = self.reference_logps[i]
-            if ref is None:
-                raise RuntimeError(f"pair {p.id} has no precomputed reference log-probabilities")
+            if ref is None:  # its image failed to load when the reference pass ran
+                if i not in self._load_failed:
+                    self._load_failed.add(i)
+                    self.rejects.add(p.entry, p.id, "load failed: no precomputed reference log-probs", "load")
+                return None
             item["ref_logps"] = torch.tensor(ref, dtype=torch.float32)
         return item
 
