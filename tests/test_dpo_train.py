@@ -187,3 +187,25 @@ def test_pair_without_precomputed_reference_is_skipped_and_recorded(tiny, tmp_pa
     assert dataset[1] is None and dataset[1] is None
     assert [(r["id"], r["reason"]) for r in read_jsonl(tmp_path / "rejects.jsonl")] == [
         ("p1", "load failed: no precomputed reference log-probs")]
+
+
+def test_text_only_pairs_batch_with_image_pairs(tiny, tmp_path):
+    from sicog.train.dpo import completion_logps
+
+    model, processor = tiny
+    text_only = {"id": "t", "prompt": "What is two plus two?", "chosen": "Four.", "rejected": "Five."}
+    records = good_pairs(tmp_path, 1) + [text_only]
+    checked, _ = prepare_pairs(write_pairs(tmp_path / "pairs.jsonl", records), None, processor, 1024)
+    dataset = PreferenceDataset(checked, processor)
+    assert dataset.has_image == [True, False]
+    batch = PreferenceCollator(dataset.processor)([dataset[0], dataset[1]])
+    assert [im is None for im in batch["images"]] == [False, True, False, True]
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       images=batch["images"]).logits
+    logps, counts = completion_logps(logits, batch["labels"])
+    assert torch.isfinite(logps).all() and (logps < 0).all()
+    # Each side counts its answer tokens plus the closing <|im_end|>.
+    tok = processor.tokenizer
+    assert counts[1].item() == len(tok.encode("Four.", add_special_tokens=False)) + 1
+    assert counts[3].item() == len(tok.encode("Five.", add_special_tokens=False)) + 1
