@@ -43,6 +43,7 @@ def test_candidates_file_format_rejects_and_determinism(world, tmp_path):
     assert "duplicate id" in reasons["q1"]
     # batch size 1 and a rerun with the same seed give the same candidates; another seed does not
     assert generate_and_merge(world, tmp_path / "b" / "cands.jsonl", "--batch-size", "1") == a
+    assert generate_and_merge(world, tmp_path / "d" / "cands.jsonl", "--batch-size", "2", "--length-window", "1") == a
     other = generate_and_merge(world, tmp_path / "c" / "cands.jsonl", "--batch-size", "3", "--seed", "6")
     assert other != a
 
@@ -115,7 +116,7 @@ def test_beam_search_falls_back_to_generate(world, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (("--prompt", "cod-default"), "not a reasoning prompt"),
-    (("--batch-size", "0"), "--batch-size must be >= 1"),
+    (("--batch-size", "0"), "--batch-size and --length-window must be >= 1"),
     (("--top-p", "0"), "top_p must be in"),
     (("--chunk", "5/2"), "zero-based"),
 ])
@@ -138,3 +139,16 @@ def test_unexpected_encode_failure_is_a_reject_not_a_crash(world):
     rec = read_records(world[1])[0]
     res = prepare(Job(0, "q0", rec), InputSpec("reasoning", "cot-default", world[1].parent), Broken())
     assert isinstance(res, Rejected) and res.reason == "cannot encode: RuntimeError: slicing exploded"
+
+
+def test_length_grouping_keeps_every_input_once():
+    from types import SimpleNamespace
+
+    from sicog.generate.cli import length_grouped
+
+    pool = [SimpleNamespace(item={"input_ids": torch.zeros(n)}, name=i) for i, n in enumerate([9, 3, 7, 3, 12, 5, 8])]
+    batches = length_grouped(pool, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(p.name for b in batches for p in b) == list(range(7))
+    lengths = [[int(p.item["input_ids"].shape[0]) for p in b] for b in batches]
+    assert lengths == [[3, 3, 5], [7, 8, 9], [12]]

@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--prefetch", type=int, default=2, help="batches of images loaded ahead in a background thread")
+    p.add_argument("--length-window", type=int, default=4,
+                   help="batches' worth of inputs sorted by prompt length before batching (1 = input order)")
 
 
 def settings_from_args(args) -> SamplingSettings:
@@ -121,6 +123,15 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype):
     return model, SicogProcessor.from_pretrained(path)
 
 
+def length_grouped(pool: list[Prepared], batch_size: int) -> list[list[Prepared]]:
+    """Batches of similar prompt length (less padding in the prefill and in the expanded cache).
+
+    Safe for determinism: a candidate depends on its own id and seed, not on its batch.
+    """
+    ordered = sorted(pool, key=lambda p: int(p.item["input_ids"].shape[-1]))
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
 def _prepared_stream(jobs, spec, processor, lookahead: int):
     """prepare() over jobs in order, `lookahead` jobs ahead in a background thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -147,8 +158,8 @@ def run(args) -> int:
         info = rank_info()
         if prompt_name not in PROMPTS[args.task]:
             raise ValueError(f"--prompt {prompt_name!r} is not a {args.task} prompt; use one of {PROMPTS[args.task]}")
-        if args.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
+        if args.batch_size < 1 or args.length_window < 1 or args.prefetch < 0:
+            raise ValueError("--batch-size and --length-window must be >= 1, --prefetch >= 0")
         if not Path(args.image_folder).is_dir():
             raise ValueError(f"--image-folder {args.image_folder}: not a folder")
         records = read_records(args.data)
@@ -191,18 +202,20 @@ def run(args) -> int:
             elapsed = time.perf_counter() - start
             bar.set_postfix(cand_s=f"{n_cand / elapsed:.2f}", tok_s=f"{n_tok / elapsed:.1f}", rejects=n_rej)
 
-        batch: list[Prepared] = []
+        pool: list[Prepared] = []  # inputs waiting for a batch, grouped by prompt length
+        window = args.batch_size * args.length_window
         for res in _prepared_stream(todo, spec, processor, lookahead=args.prefetch * args.batch_size):
             if isinstance(res, Rejected):
                 rejects.write(res.as_record())
                 n_rej += 1
                 bar.update(1)
                 continue
-            batch.append(res)
-            if len(batch) == args.batch_size:
-                flush(batch)
-                batch = []
-        if batch:
+            pool.append(res)
+            if len(pool) >= window:
+                for batch in length_grouped(pool, args.batch_size):
+                    flush(batch)
+                pool = []
+        for batch in length_grouped(pool, args.batch_size):
             flush(batch)
     elapsed = time.perf_counter() - start
     log.info("rank %d: %d candidates for %d inputs in %.1fs (%.2f candidates/s, %.1f new tokens/s), %d rejected",
