@@ -9,7 +9,7 @@ import pytest
 
 from generate_helpers import GOOD, gen_args, lines, make_inputs, merged, save_tiny_model
 from sicog.cli import main
-from sicog.generate.shard import rejects_path, shard_glob, shard_path
+from sicog.generate.shard import shard_glob, shard_path
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SLOW = ("--batch-size", "1", "--max-new-tokens", "24", "--min-new-tokens", "24")
