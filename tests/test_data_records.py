@@ -93,3 +93,17 @@ def test_bad_records_are_dropped_with_reasons(tmp_path, tiny):
     assert torch.isfinite(model(**thin).loss)
     empty = collate([None, None])
     assert empty["input_ids"].numel() == 0 and empty["images"] == []
+
+
+def test_empty_batch_gives_zero_loss_through_the_model(tiny):
+    from sicog.train.trainer import _zero_through_trainable
+
+    model, _ = tiny
+    model.train()
+    model.zero_grad(set_to_none=True)
+    zero = _zero_through_trainable(model)
+    assert zero.item() == 0.0 and zero.requires_grad
+    zero.backward()
+    grads = [p.grad for p in model.language_model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
+    model.zero_grad(set_to_none=True)

@@ -23,7 +23,7 @@ def test_stage1_projector_handoff_to_stage1_5(tmp_path):
     assert meta["stage"] == "stage1" and meta["base_model"] == str(model_dir)
     assert (out1 / "train_config.yaml").is_file()
     log = read_log(out1)
-    assert [x["step"] for x in log if "loss" in x] == [1, 2, 3]
+    assert [x["step"] for x in log if "loss" in x] == [1, 2]  # 8 image records; the 2 text-only are dropped
     assert all(x["tokens_per_s"] > 0 and 0 < x["mfu"] < 1 for x in log if "loss" in x)
 
     saved = load_file(str(out1 / "mm_projector.safetensors"))
@@ -46,7 +46,8 @@ def test_stage1_projector_handoff_to_stage1_5(tmp_path):
     out15 = tmp_path / "stage1_5"
     assert train("--stage", "stage1_5", "--mm_projector_checkpoint", str(out1), "--llm_ckpt_dir",
                  str(tmp_path / "llm"), "--data_path", str(data), "--output_dir", str(out15),
-                 "--global_batch_size", "2", "--per_device_train_batch_size", "2", "--max_steps", "1") == 0
+                 "--global_batch_size", "2", "--per_device_train_batch_size", "2", "--max_steps", "1",
+                 "--gradient_checkpointing", "true") == 0
     final = SicogForConditionalGeneration.from_pretrained(out15)
     assert (out15 / "processor_config.json").is_file()
     # one step at lr 0 (warm-up) leaves the loaded weights in place

@@ -79,7 +79,8 @@ def image_size_from_header(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def _check_record(entry: DataEntry, processor, model_max_length: int) -> tuple[list[dict], Path | None, int]:
+def _check_record(entry: DataEntry, processor, model_max_length: int,
+                  require_image: bool) -> tuple[list[dict], Path | None, int]:
     rec = entry.record
     conv = rec.get("conversations")
     if not isinstance(conv, list) or not conv:
@@ -91,6 +92,9 @@ def _check_record(entry: DataEntry, processor, model_max_length: int) -> tuple[l
         if len(image) != 1:
             raise ValueError(f"multiple images: {len(image)} images in one record are not supported")
         image = image[0]
+    if require_image and not image:
+        raise ValueError("text-only: this stage trains only the projector, which a record without an image "
+                         "cannot train")
     path = entry.image_root / image if image else None
     size = image_size_from_header(path) if path else None
     try:
@@ -103,14 +107,18 @@ def _check_record(entry: DataEntry, processor, model_max_length: int) -> tuple[l
 
 
 def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: int,
-                    rejects: RejectLog | None = None, progress: bool = True) -> list[Sample]:
-    """Check every entry (see the module docstring); returns the usable samples in input order."""
+                    rejects: RejectLog | None = None, progress: bool = True,
+                    require_image: bool = False) -> list[Sample]:
+    """Check every entry (see the module docstring); returns the usable samples in input order.
+
+    `require_image` drops text-only records (for projector-only stages, which they cannot train).
+    """
     rejects = rejects or RejectLog(None)
     samples: list[Sample] = []
     for i, entry in enumerate(tqdm(entries, desc="checking records", disable=not progress, mininterval=5)):
         rid = record_id(entry.record, i)
         try:
-            conv, path, length = _check_record(entry, processor, model_max_length)
+            conv, path, length = _check_record(entry, processor, model_max_length, require_image)
         except ValueError as e:
             rejects.add(entry, rid, str(e), "prepare")
             continue

@@ -68,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.default = argparse.SUPPRESS
 
 
-def _default_training_settings(training: dict, stage) -> None:
+def _default_training_settings(training: dict, stage, world_size: int) -> None:
     training.setdefault("report_to", "none")
+    if world_size > 1 and not training.get("deepspeed") and not torch.cuda.is_available():
+        training.setdefault("use_cpu", True)  # accelerate runs multi-process CPU (gloo) only when told
     training.setdefault("remove_unused_columns", False)
     training.setdefault("include_num_input_tokens_seen", "non_padding")
     if training.get("activation_checkpointing"):
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", e)
         return 2
     stage = get_stage(cfg.stage)
-    _default_training_settings(cfg.training, stage)
+    _default_training_settings(cfg.training, stage, cfg.world_size)
     training = dict(cfg.training)
     resume_arg = training.pop("resume_from_checkpoint", None)
     targs = TrainingArguments(**training)
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         return run_dpo(cfg, targs, stage, model, processor, rejects_path, resume, main)
     entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
     samples = prepare_samples(entries, processor, cfg.model_max_length,
-                              RejectLog(rejects_path if main else None), progress=main)
+                              RejectLog(rejects_path if main else None), progress=main,
+                              require_image=stage.projector_only)
     if not samples:
         logger.error("no usable training records in %s (reasons in %s)", cfg.data_path, rejects_path)
         return 1

@@ -4,7 +4,8 @@ The Trainer itself restores weights, optimizer, scheduler, step, data position a
 this subclass only adds what SICOG needs:
 - the modality-length grouped batch sampler (`sicog.data.sampler`);
 - tokens/s (non-pad tokens, all ranks) and MFU in every log line, and a JSONL training log;
-- a zero loss for a batch whose samples all failed to load, so every rank keeps stepping;
+- a zero loss (through a one-token forward) for a batch whose samples all failed to load, so
+  every rank keeps stepping;
 - projector-only stages save (and resume from) the `mm_projector.safetensors` artefact rather
   than a full model; every saved folder gets the resolved run config beside it.
 """
@@ -55,6 +56,21 @@ class ThroughputClockCallback(TrainerCallback):
         self.trainer._last_log = (time.perf_counter(), state.num_input_tokens_seen)
 
 
+class InputGradHookCallback(TrainerCallback):
+    """Removes the input-embedding `requires_grad` hook that enabling activation checkpointing adds.
+
+    Non-reentrant checkpointing (our default) does not need it, and with a frozen language model it
+    turns the embedding output into a leaf that requires grad, which the model's in-place splice of
+    image features into that tensor cannot write to.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        kwargs_ = args.activation_checkpointing_kwargs or {}
+        if args.activation_checkpointing and not kwargs_.get("use_reentrant", True) and model is not None:
+            if getattr(model, "_require_grads_hook", None) is not None:
+                model.disable_input_require_grads()
+
+
 class SamplerEpochCallback(TrainerCallback):
     """Sets the sampler's epoch at each epoch start, including a resumed epoch whose loader skips batches."""
 
@@ -66,8 +82,14 @@ class SamplerEpochCallback(TrainerCallback):
 
 
 def _zero_through_trainable(model) -> torch.Tensor:
-    """A zero loss connected to every trainable parameter, so backward and gradient syncs still run."""
-    return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+    """A zero loss for a batch whose samples all failed to load, from a one-token forward.
+
+    Going through the (wrapped) model's forward keeps the step identical on every rank: DDP and
+    DeepSpeed see a normal forward and backward, with zero gradients.
+    """
+    device = next(model.parameters()).device
+    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum() * 0.0
 
 
 class SicogTrainer(Trainer):
@@ -81,6 +103,7 @@ class SicogTrainer(Trainer):
         self._last_log = (time.perf_counter(), 0)
         self.add_callback(JsonlLogCallback())
         self.add_callback(ThroughputClockCallback(self))
+        self.add_callback(InputGradHookCallback())
         self.grouped_sampler = None
         if run_config.group_by_modality_length:
             ds = self.train_dataset
@@ -112,12 +135,8 @@ class SicogTrainer(Trainer):
         if inputs["input_ids"].numel() == 0:
             zero = _zero_through_trainable(model)
             return (zero, None) if return_outputs else zero
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
-        if not loss.requires_grad:
-            # e.g. a text-only batch in a projector-only stage: nothing trainable was used.
-            loss = loss.detach() + _zero_through_trainable(model)
-        return (loss, outputs) if return_outputs else loss
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
