@@ -94,3 +94,20 @@ def test_config_errors(tmp_path):
                          "gradient_checkpointing": True}, world_size=1)
     assert ok.training["gradient_accumulation_steps"] == 2 and ok.training["warmup_steps"] == 0.1
     assert ok.training["activation_checkpointing"] is True and "gradient_checkpointing" not in ok.training
+
+
+def test_flops_and_mfu(tiny_model):
+    from sicog.train.flops import llm_shape, measure_matmul_peak, mfu, training_flops_per_token
+
+    peak = measure_matmul_peak("cpu", size=128, iters=2, warmup=1)
+    assert peak > 1e6  # FLOP/s of a real matmul, not a placeholder
+    lm = tiny_model.language_model
+    n, layers, hidden = llm_shape(lm)
+    total = sum(p.numel() for p in lm.parameters())
+    emb, out = lm.get_input_embeddings().weight, lm.get_output_embeddings().weight
+    assert n == total - emb.numel() - (0 if out is emb else out.numel())  # embeddings excluded
+    assert (layers, hidden) == (lm.config.num_hidden_layers, lm.config.hidden_size)
+    assert training_flops_per_token(1000, 2, 8, 10) == 6 * 1000 + 12 * 2 * 8 * 10
+    assert mfu(100.0, 1e9, 1e12) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="positive"):
+        mfu(1.0, 1.0, 0.0)

@@ -35,6 +35,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, setup, stage, weigh
               "--save_total_limit", "10", "--learning_rate", "1e-3"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(*common, "--output_dir", str(full)) == 0
+    assert (full / "checkpoint-2" / "train_config.yaml").is_file()  # the resolved config beside each checkpoint
     shutil.copytree(full / "checkpoint-2", killed / "checkpoint-2")
     assert train(*common, "--output_dir", str(killed), "--resume_from_checkpoint", "auto") == 0
 
