@@ -88,7 +88,8 @@ def main() -> None:
           f"mean prompt {prompt_len:.0f} tokens, torch threads {torch.get_num_threads()}")
     print(f"reference loop (1 input, 1 candidate per generate call): {n_cand / t_ref:8.2f} candidates/s  "
           f"({ref_tokens / t_ref:8.1f} tokens/s, {t_ref:.2f}s)")
-    print(f"engine (batch {args.batch_size}, prefill once, KV x{args.num_candidates}):       {n_cand / t_eng:8.2f} candidates/s  "
+    engine_name = f"engine (batch {args.batch_size}, prefill once, KV x{args.num_candidates}):"
+    print(f"{engine_name:<56} {n_cand / t_eng:8.2f} candidates/s  "
           f"({eng_tokens / t_eng:8.1f} tokens/s, {t_eng:.2f}s)")
     print(f"speed-up: {t_ref / t_eng:.2f}x")
 

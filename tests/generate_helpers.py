@@ -44,7 +44,8 @@ def make_inputs(folder: Path, bad: bool = True) -> Path:
     for i in range(GOOD):
         draw(i).save(folder / "img" / f"{i}.png")
         q = to_step_by_step_question(f"How many shapes are there in this {'very ' * i}small picture?")
-        recs.append({"id": f"q{i}", "image": f"img/{i}.png", "conversations": [{"from": "human", "value": "<image>\n" + q}]})
+        turn = {"from": "human", "value": "<image>\n" + q}
+        recs.append({"id": f"q{i}", "image": f"img/{i}.png", "conversations": [turn]})
     if bad:
         (folder / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
         ask = [{"from": "human", "value": "<image>\nWhat is it? Answer the question step-by-step."}]

@@ -106,7 +106,8 @@ def test_engine_greedy_equals_model_generate(world):
 
 def test_beam_search_falls_back_to_generate(world, tmp_path):
     model, data = world
-    a = generate_and_merge(world, tmp_path / "a.jsonl", "--num-beams", "3", "--num-candidates", "2", "--temperature", "0")
+    a = generate_and_merge(world, tmp_path / "a.jsonl", "--num-beams", "3", "--num-candidates", "2",
+                           "--temperature", "0")
     assert len(a) == GOOD and all(len(c) == 2 and c[0] != c[1] for c in a.values())  # two distinct beams
     assert generate_and_merge(world, tmp_path / "b.jsonl", "--num-beams", "3", "--num-candidates", "2",
                               "--temperature", "0", "--batch-size", "3") == a

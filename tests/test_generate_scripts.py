@@ -25,7 +25,8 @@ def root(tmp_path_factory):
     (world / "data").mkdir()
     recs = read_records(questions)
     write_jsonl(world / "data" / "pool_questions.jsonl", recs)
-    write_jsonl(world / "data" / "pool_images.jsonl", [{"id": f"img{i}", "image": r["image"]} for i, r in enumerate(recs)])
+    images = [{"id": f"img{i}", "image": r["image"]} for i, r in enumerate(recs)]
+    write_jsonl(world / "data" / "pool_images.jsonl", images)
     save_tiny_model(root / "checkpoints" / "stage0-perception")
     (root / "checkpoints" / "stage0-reasoning").symlink_to(root / "checkpoints" / "stage0-perception")
     return root

@@ -91,5 +91,6 @@ def _mask(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     y1, x1 = y0 + torch.from_numpy(rh), x0 + torch.from_numpy(rw)
     ys = torch.arange(h).view(1, h, 1)
     xs = torch.arange(w).view(1, 1, w)
-    inside = ((ys >= y0.view(k, 1, 1)) & (ys < y1.view(k, 1, 1)) & (xs >= x0.view(k, 1, 1)) & (xs < x1.view(k, 1, 1))).any(0)
+    y0, y1, x0, x1 = (t.view(k, 1, 1) for t in (y0, y1, x0, x1))
+    inside = ((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)).any(0)  # [H, W]: in any rectangle
     return x.masked_fill(inside.unsqueeze(0), 0)

@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default="", help="comma list of gaussian_blur,color_jitter,mirror_rotation,mask: "
                                                  "corrupt each image with one of them (seeded by id)")
     p.add_argument("--chunk", default="", help="only chunk i/k of the input ids (zero-based, by stable hash)")
-    p.add_argument("--max-length", type=int, help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
+    p.add_argument("--max-length", type=int,
+                   help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
     p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu; "
                                                      "cuda: cuda:LOCAL_RANK; or an explicit device such as cuda:1")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",

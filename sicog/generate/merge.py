@@ -28,7 +28,8 @@ class MergeError(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", required=True, help="the input records given to `sicog generate --data`")
-    p.add_argument("--shards", required=True, help="glob of the candidate shards, e.g. 'runs/x/captions.jsonl.rank*-of-*.jsonl'")
+    p.add_argument("--shards", required=True,
+                   help="glob of the candidate shards, e.g. 'runs/x/captions.jsonl.rank*-of-*.jsonl'")
     p.add_argument("--out", required=True, help="merged candidates (JSONL, input order)")
     p.add_argument("--rejects-out", help="merged rejects (default: OUT with .rejects.jsonl)")
     p.add_argument("--chunk", default="", help="the i/k chunk the shards were generated for")
