@@ -34,7 +34,7 @@ def root(tmp_path_factory):
 
 def sh(script, root, **env):
     full = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    full.update(PYTHON=sys.executable, OMP_NUM_THREADS="1", **env)
+    full.update({"PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **env})
     return subprocess.run(["bash", str(script)], env=full, cwd=root, capture_output=True, text=True, timeout=300)
 
 
@@ -84,3 +84,20 @@ def test_reasoning_script_validation(root):
     assert run.returncode == 2 and "PROMPT='cod-default' must be one of: cot-default default" in run.stderr
     run = sh(REASON, root, DATA_PATH="runs/world/data")
     assert run.returncode == 2 and "is a folder: set SPLIT" in run.stderr
+
+
+def test_launch_lines_for_torchrun_and_a_named_split(root):
+    """With PYTHON=echo the scripts print the commands they would run."""
+    run = sh(REASON, root, PYTHON="echo", SPLIT="pool_questions", DATA_PATH="runs/world/data", NNODES="2",
+             NPROC_PER_NODE="4", NODE_RANK="0", MASTER_ADDR="10.0.0.1", MASTER_PORT="29999", SEED="3")
+    assert run.returncode == 0, run.stderr
+    launch, merge = [line for line in run.stdout.splitlines() if line.startswith("-m")]
+    assert launch.startswith("-m torch.distributed.run --nnodes 2 --nproc_per_node 4 --node_rank 0 "
+                             "--master_addr 10.0.0.1 --master_port 29999 -m sicog generate --task reasoning")
+    assert "--data runs/world/data/pool_questions.jsonl" in launch and "--seed 3" in launch
+    assert "--out runs/reasoning-cot/reasoning.pool_questions.jsonl" in launch
+    assert merge.startswith("-m sicog merge-candidates --inputs runs/world/data/pool_questions.jsonl")
+    assert "--shards runs/reasoning-cot/reasoning.pool_questions.jsonl.rank*-of-*.jsonl" in merge
+    assert merge.endswith("--wait 7200")
+    other_node = sh(REASON, root, PYTHON="echo", NNODES="2", NODE_RANK="1")
+    assert other_node.returncode == 0 and "merge-candidates" not in other_node.stdout
