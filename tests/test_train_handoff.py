@@ -55,3 +55,16 @@ def test_stage1_projector_handoff_to_stage1_5(tmp_path):
         assert torch.allclose(v, saved[k]), k
     emb = "model.embed_tokens.weight"
     assert torch.allclose(final.language_model.state_dict()[emb], other.language_model.state_dict()[emb])
+
+
+def test_unreadable_data_and_resume_errors(tmp_path, caplog):
+    model_dir = save_tiny_model(tmp_path / "model")
+    base = ["--stage", "stage2", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out")]
+    assert train(*base, "--data_path", str(tmp_path / "missing.jsonl")) == 2
+    assert "cannot read the training data: no such data file" in caplog.text
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
+    assert train(*base, "--data_path", str(tmp_path / "bad.jsonl")) == 2
+    assert "bad.jsonl:2: invalid JSON" in caplog.text
+    assert train(*base, "--data_path", str(tmp_path / "bad.jsonl"), "--resume_from_checkpoint",
+                 str(tmp_path / "nowhere")) == 2
+    assert "no such checkpoint folder" in caplog.text

@@ -129,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
     resume_arg = training.pop("resume_from_checkpoint", None)
     targs = TrainingArguments(**training)
     out = Path(targs.output_dir)
-    resume = resolve_resume(resume_arg, str(out))
+    try:
+        resume = resolve_resume(resume_arg, str(out))
+    except ValueError as e:
+        logger.error("%s", e)
+        return 2
     set_seed(targs.seed)
     logger.info("stage %s (%s), profile %s: global batch %d = %d per device x %d ranks x %d accumulation",
                 stage.name, stage.description, cfg.profile, cfg.global_batch_size,
@@ -148,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         from sicog.train.dpo import run_dpo
 
         return run_dpo(cfg, targs, stage, model, processor, rejects_path, resume, main)
-    entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
+    try:
+        entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
+    except (ValueError, FileNotFoundError) as e:
+        logger.error("cannot read the training data: %s", e)
+        return 2
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main,
                               require_image=stage.projector_only)
