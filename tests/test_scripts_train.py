@@ -36,6 +36,7 @@ def world(tmp_path_factory):
     return root, model, data
 
 
+@pytest.mark.slow
 def test_stage_scripts_chain_on_tiny_profile(world):
     root, model, data = world
     common = {"OUTPUT_ROOT": str(root / "ckpt"), "WORLD_DIR": str(root / "world"), "DATA_PATH": str(data),

@@ -2,6 +2,8 @@
 import json
 import socket
 
+import pytest
+
 from test_scripts_train import STAGE1, run_script
 from test_train_fixtures import make_world, save_tiny_model
 
@@ -17,6 +19,7 @@ def _summary(out):
     return log, json.loads((out / "train_summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_process_stage1_matches_one_process_epoch(tmp_path):
     model = save_tiny_model(tmp_path / "model")
     data = make_world(tmp_path / "world", n_image=12, n_text=3, sizes=((112, 112), (98, 126)))

@@ -111,3 +111,15 @@ def test_flops_and_mfu(tiny_model):
     assert mfu(100.0, 1e9, 1e12) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="positive"):
         mfu(1.0, 1.0, 0.0)
+
+
+def test_attention_choice_falls_back_to_sdpa():
+    import importlib.util
+
+    import torch
+
+    from sicog.train.loading import choose_attn_implementation
+
+    flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    assert choose_attn_implementation("auto") == ("flash_attention_2" if flash else "sdpa")
+    assert choose_attn_implementation("eager") == "eager"

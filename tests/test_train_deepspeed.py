@@ -30,6 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_zero2_steps_on_cpu(tmp_path):
     pytest.importorskip("deepspeed")
     model_dir = save_tiny_model(tmp_path / "model")
@@ -57,6 +58,7 @@ def test_zero2_steps_on_cpu(tmp_path):
     torch.testing.assert_close(reloaded.state_dict()[key].float(), trained[key].float())
 
 
+@pytest.mark.slow
 def test_zero3_loads_and_saves_whole_weights(tmp_path):
     """Under ZeRO-3 the projector artefact is gathered before loading and saving, and so is the final model.
 

@@ -68,3 +68,22 @@ def test_unreadable_data_and_resume_errors(tmp_path, caplog):
     assert train(*base, "--data_path", str(tmp_path / "bad.jsonl"), "--resume_from_checkpoint",
                  str(tmp_path / "nowhere")) == 2
     assert "no such checkpoint folder" in caplog.text
+
+
+def test_stage1_loads_without_slicing(tmp_path):
+    from PIL import Image
+
+    from sicog.train.config import resolve_config
+    from sicog.train.loading import load_for_stage
+    from sicog.train.stages import get_stage
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    conv = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A square."}]
+    wide = Image.new("RGB", (448, 112), "red")  # sliced by the tiny tier's layout
+    grids = {}
+    for stage in ("stage1", "stage2"):
+        cfg = resolve_config({"stage": stage, "model_name_or_path": str(model_dir), "data_path": "d.jsonl",
+                              "output_dir": str(tmp_path / stage)}, world_size=1)
+        _, processor = load_for_stage(cfg, get_stage(stage))
+        grids[stage] = processor.encode(conv, image=wide)["images"].grid
+    assert grids["stage1"] is None and grids["stage2"] is not None

@@ -26,6 +26,7 @@ def _optimizer_state(ckpt):
 
 # stage 1 trains on the 6 image records (text-only ones cannot train the projector): 3 steps of 2;
 # stage 2 on all 8 records: 4 steps.
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, weights, last", [("stage1", "mm_projector.safetensors", 3),
                                                   ("stage2", "model.safetensors", 4)])
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, setup, stage, weights, last):
