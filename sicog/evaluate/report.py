@@ -56,6 +56,10 @@ def results_rows(result: dict) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.0f}%"
+
+
 def markdown_table(columns: list[str], rows: list[dict]) -> str:
     head = "| Model | seeds | " + " | ".join(columns) + " |"
     sep = "|---|---:|" + "---:|" * len(columns)
@@ -218,8 +222,8 @@ def write_report(result: dict) -> str:
                                             f"AUROC {d['vote_auroc']:.3f}" if "vote_auroc" in d else "") + ".")
     lines += ["", "Kept fraction and precision against the threshold:", ""]
     for kind, d in diag.items():
-        lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {100 * t['kept_fraction']:.0f}% "
-                                               f"precision {100 * t['precision']:.0f}%" for t in d["by_threshold"]))
+        lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
+                                               f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
     lines += ["", "## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
     for c in cost:
         lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")

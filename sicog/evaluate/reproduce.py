@@ -57,7 +57,7 @@ class Cycle:
 
     # ------------------------------------------------------------------ shared foundations
     def build_world(self) -> Path:
-        self.run.sicog("world", ["world", "build", "--out", self.world, "--size", self.size,
+        self.run.sicog("world", ["world", "build", "--out", self.world, "--size", self.plan["world"],
                                  "--seed", self.plan["world_seed"]])
         return self.world
 
@@ -75,7 +75,9 @@ class Cycle:
         folder = self.run.folder(name)
         args = ["train", "--stage", stage, "--profile", "tiny", "--data_path", data, "--image_folder", self.world,
                 "--output_dir", folder / "model", "--seed", seed, *start]
-        for key, value in (self.plan.get("train_overrides") or {}).items():
+        overrides = {**(self.plan.get("train_overrides") or {}),
+                     **((self.plan.get("stage_overrides") or {}).get(stage) or {})}
+        for key, value in overrides.items():
             args += [f"--{key}", value]
         self.run.sicog(name, args)
         return folder / "model"
@@ -118,8 +120,18 @@ class Cycle:
         data = self.mixture(f"stage0-{kind}-{mode}", [seed_data[n] for n in names])
         return self.train(f"stage0/{kind}-{mode}-{tag}s{seed}", "stage0", data, seed, ["--model_name_or_path", start])
 
+    def pools(self) -> dict[str, Path]:
+        """The unlabeled pools used for generation: the first `pool_images` / `pool_questions` records."""
+        def cut(folder: Path) -> None:
+            for name in ("pool_images", "pool_questions"):
+                records = read_records(self.world / "data" / f"{name}.jsonl")
+                limit = self.plan.get(name)
+                write_jsonl(folder / f"{name}.jsonl", records[:limit] if limit else records)
+        folder = self.run.python("pools", cut, "first records of the world's pools (plan: pool_images, pool_questions)")
+        return {"caption": folder / "pool_images.jsonl", "reasoning": folder / "pool_questions.jsonl"}
+
     def generate(self, name: str, model: Path, task: str, prompt: str, seed: int, augment: str = "") -> Path:
-        data = self.world / "data" / ("pool_images.jsonl" if task == "caption" else "pool_questions.jsonl")
+        data = self.pools()[task]
         folder = self.run.folder(name)
         tokens = self.plan["caption_max_new_tokens" if task == "caption" else "reasoning_max_new_tokens"]
         args = ["generate", "--model", model, "--data", data, "--image-folder", self.world,
@@ -142,6 +154,15 @@ class Cycle:
     def curated_file(self, folder: Path) -> Path:
         return folder / f"curated_tau{self.tau:g}.jsonl"
 
+    def gold_for_pool(self, kind: str) -> Path:
+        """The world's gold texts (`cod` captions or `cot` answers) for the ids of the pool in use."""
+        pool = self.pools()["caption" if kind == "cod" else "reasoning"]
+        def select(folder: Path) -> None:
+            ids = {str(r["id"]) for r in read_records(pool)}
+            gold = read_records(self.world / "data" / "pool_gold" / f"{kind}.jsonl")
+            write_jsonl(folder / f"{kind}.jsonl", [r for r in gold if str(r["id"]) in ids])
+        return self.run.python(f"oracle/{kind}", select, f"gold {kind} texts of the pool in use") / f"{kind}.jsonl"
+
     def random_pick(self, name: str, candidates: Path, seed: int) -> Path:
         """No curation: one seeded random non-empty candidate per input, no threshold."""
         def pick(folder: Path) -> None:
@@ -162,8 +183,7 @@ class Cycle:
     def pretraining_data(self, v: Variant, seed: int, start: Path, seed_data: dict[str, Path]) -> list[Path]:
         """The stage-1.5 files of variant `v` (self-generated from `start`, or gold for the oracle)."""
         if v.source == "gold":
-            gold = self.world / "data" / "pool_gold"
-            return ([gold / "cod.jsonl"] if v.captions else []) + ([gold / "cot.jsonl"] if v.reasoning else [])
+            return [self.gold_for_pool(kind) for kind, mode in (("cod", v.captions), ("cot", v.reasoning)) if mode]
         tag = f"r{v.round}-" if v.round > 1 else ""
         files = []
         for kind, mode in (("perception", v.captions), ("reasoning", v.reasoning)):
@@ -242,7 +262,8 @@ def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[i
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder; every step writes OUT/<step>/ and is resumable")
-    parser.add_argument("--size", default="mini", help="micro | mini (configs/experiments/reproduce.yaml)")
+    parser.add_argument("--size", default="mini",
+                        help="a plan of configs/experiments/reproduce.yaml: micro, mini (30-minute budget), mini-full")
     parser.add_argument("--rows", default=None, help="comma list of table rows (default: the plan's rows)")
     parser.add_argument("--seeds", default=None, help="comma list of training seeds (default: the plan's)")
 
