@@ -153,3 +153,22 @@ def test_length_grouping_keeps_every_input_once():
     assert sorted(p.name for b in batches for p in b) == list(range(7))
     lengths = [[int(p.item["input_ids"].shape[0]) for p in b] for b in batches]
     assert lengths == [[3, 3, 5], [7, 8, 9], [12]]
+
+
+def test_resume_with_another_rank_count(world, tmp_path, monkeypatch):
+    """A 1-process run cut short, finished by 2 ranks: every id once, candidates as uninterrupted."""
+    model, data = world
+    full = generate_and_merge(world, tmp_path / "full" / "cands.jsonl")
+    out = tmp_path / "cands.jsonl"
+    assert main(gen_args(model, data, out)) == 0
+    shard = shard_path(out, 0, 1)
+    shard.write_text("".join(shard.read_text().splitlines(keepends=True)[:3]))
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        assert main(gen_args(model, data, out)) == 0
+    new = [r["id"] for rank in (0, 1) for r in lines(shard_path(out, rank, 2))]
+    assert len(new) == GOOD - 3 and not set(new) & {r["id"] for r in lines(shard)}
+    assert main(["merge-candidates", "--inputs", str(data), "--shards", shard_glob(out), "--out", str(out)]) == 0
+    assert merged(out) == full
