@@ -61,6 +61,9 @@ def test_resume_skips_done_ids_and_refuses_other_settings(world, tmp_path):
     assert sorted(ids) == sorted(full) and len(ids) == len(set(ids))
     assert main(["merge-candidates", "--inputs", str(data), "--shards", shard_glob(out), "--out", str(out)]) == 0
     assert merged(out) == full
+    before = shard.read_text()
+    assert main(gen_args(model, data, out, "--batch-size", "2", "--device", "nosuchdevice")) == 0
+    assert shard.read_text() == before  # nothing left to do: the model is not even loaded
     with pytest.raises(SystemExit, match="other settings"):
         main(gen_args(model, data, out, "--temperature", "0.5"))
 

@@ -172,6 +172,10 @@ def run(args) -> int:
     done = done_ids(args.out, meta)
     todo = [j for j in mine if j.rid not in done]
     out_path = shard_path(args.out, info.rank, info.world_size)
+    if not todo:
+        log.info("rank %d/%d: all %d inputs of this shard are already done (%s)", info.rank, info.world_size,
+                 len(mine), out_path)
+        return 0
 
     torch.manual_seed(args.seed)
     device = resolve_device(args.device, info.local_rank)

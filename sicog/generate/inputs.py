@@ -88,7 +88,7 @@ def prepare(job: Job, spec: InputSpec, processor) -> Prepared | Rejected:
     try:
         image = processor.load_image(path)
     except (ValueError, OSError) as e:
-        return Rejected(job, f"unreadable image {os.fspath(path)}: {e}")
+        return Rejected(job, f"unreadable image: {e}")
     method = None
     try:
         if spec.augment_methods:
