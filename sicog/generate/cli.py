@@ -29,6 +29,7 @@ from sicog.generate.shard import Chunk, rank_info, rejects_path, shard_glob, sha
 
 log = logging.getLogger("sicog.generate")
 
+PROMPTS = {"caption": ("cod-default", "default", "cod-conv"), "reasoning": ("cot-default", "default")}
 DEFAULT_PROMPT = {"caption": "cod-default", "reasoning": "cot-default"}
 
 
@@ -144,9 +145,6 @@ def _prepared_stream(jobs, spec, processor, lookahead: int):
                 yield queue.popleft().result()
         while queue:
             yield queue.popleft().result()
-
-
-PROMPTS = {"caption": ("cod-default", "default", "cod-conv"), "reasoning": ("cot-default", "default")}
 
 
 def run(args) -> int:
