@@ -75,3 +75,26 @@ def test_num_return_sequences_and_beams_repeat_images(tiny):
         beams = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
                                max_new_tokens=3, num_beams=2, num_return_sequences=2, eos_token_id=None)
     assert out.shape[0] == 3 and beams.shape[0] == 2
+
+
+def test_generate_never_emits_the_image_token(tiny):
+    """A model whose logits favour `<image>` still generates: the token is suppressed, not sampled."""
+    model, proc = tiny
+    image_id = model.config.image_token_id
+
+    def favour_image(module, inputs, logits):
+        logits = logits.clone()
+        logits[..., image_id] = 1e4
+        return logits
+
+    g = proc.collate([proc.encode(Q, image(60, 40), add_generation_prompt=True, for_generation=True)], "left")
+    handle = model.language_model.lm_head.register_forward_hook(favour_image)
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
+                                 max_new_tokens=3, do_sample=False, eos_token_id=None, suppress_tokens=[0])
+    finally:
+        handle.remove()
+    new = out[0, g["input_ids"].shape[1]:]
+    assert len(new) == 3
+    assert image_id not in new.tolist() and 0 not in new.tolist()

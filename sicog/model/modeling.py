@@ -194,6 +194,14 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
+    def generate(self, *args, **kwargs):
+        """GenerationMixin.generate that never emits `<image>` (a generated one has no image features)."""
+        image_id = self.config.image_token_id
+        if image_id is not None:
+            suppress = kwargs.pop("suppress_tokens", None) or getattr(self.generation_config, "suppress_tokens", None)
+            kwargs["suppress_tokens"] = sorted(set(suppress or []) | {image_id})
+        return super().generate(*args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, images=None, is_first_iteration=False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(input_ids, is_first_iteration=is_first_iteration, **kwargs)
         model_inputs.pop("images", None)
