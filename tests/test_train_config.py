@@ -73,8 +73,11 @@ def test_layers_yaml_then_flags(tmp_path):
     assert cfg.training["learning_rate"] == 5e-5  # flag beats YAML
     assert cfg.training["save_steps"] == 7  # YAML beats profile
     assert cfg.training["gradient_accumulation_steps"] == 32 // (8 * 2)
-    saved = yaml.safe_load(cfg.save(tmp_path).read_text())
+    saved_path = cfg.save(tmp_path)
+    saved = yaml.safe_load(saved_path.read_text())
     assert saved["training"]["learning_rate"] == 5e-5 and saved["world_size"] == 2
+    again = resolve_config({"config": str(saved_path)}, world_size=2)  # the saved config re-runs as is
+    assert again.to_dict() == cfg.to_dict()
 
 
 def test_config_errors(tmp_path):

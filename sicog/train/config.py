@@ -108,7 +108,10 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
         user = yaml.safe_load(cfg_path.read_text()) or {}
         if not isinstance(user, dict):
             raise ValueError(f"{cfg_path}: expected a mapping of settings")
+        # a saved train_config.yaml works as --config: its TrainingArguments sit under `training`,
+        # and its world size is re-derived for this launch
         user = {**user.pop("training", {}), **user}
+        user.pop("world_size", None)
     overrides.pop("config", None)
     stage = overrides.get("stage") or user.get("stage")
     if not stage:
