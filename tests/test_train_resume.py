@@ -1,7 +1,7 @@
 """A run killed after a checkpoint resumes at the saved step with the same optimizer state and data order.
 
 The killed run is the full run's checkpoint folder copied into a fresh output dir: what a kill
-right after `checkpoint-2` leaves behind. Resuming must reproduce the uninterrupted run exactly.
+right after that checkpoint leaves behind. Resuming must reproduce the uninterrupted run exactly.
 """
 import shutil
 
@@ -25,25 +25,32 @@ def _optimizer_state(ckpt):
 
 
 # stage 1 trains on the 6 image records (text-only ones cannot train the projector): 3 steps of 2;
-# stage 2 on all 8 records: 4 steps.
+# stage 2 on all 8 records: 4 steps; then 2 epochs of 2 steps (4 per step, accumulated over 2
+# batches), killed in the second epoch, where the sampler must give that epoch's order again.
+TWO_EPOCHS = ["--num_train_epochs", "2", "--global_batch_size", "4", "--per_device_train_batch_size", "2"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, weights, last", [("stage1", "mm_projector.safetensors", 3),
-                                                  ("stage2", "model.safetensors", 4)])
-def test_kill_and_resume_matches_uninterrupted_run(tmp_path, setup, stage, weights, last):
+@pytest.mark.parametrize("stage, weights, last, kill, extra", [
+    ("stage1", "mm_projector.safetensors", 3, 2, []),
+    ("stage2", "model.safetensors", 4, 2, []),
+    ("stage2", "model.safetensors", 4, 3, TWO_EPOCHS),
+])
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, setup, stage, weights, last, kill, extra):
     model_dir, data = setup
     common = ["--stage", stage, "--model_name_or_path", str(model_dir), "--data_path", str(data),
               "--global_batch_size", "2", "--per_device_train_batch_size", "1", "--save_steps", "1",
-              "--save_total_limit", "10", "--learning_rate", "1e-3"]
+              "--save_total_limit", "10", "--learning_rate", "1e-3", *extra]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert train(*common, "--output_dir", str(full)) == 0
-    assert (full / "checkpoint-2" / "train_config.yaml").is_file()  # the resolved config beside each checkpoint
-    shutil.copytree(full / "checkpoint-2", killed / "checkpoint-2")
+    assert (full / f"checkpoint-{kill}" / "train_config.yaml").is_file()  # the resolved config beside each checkpoint
+    shutil.copytree(full / f"checkpoint-{kill}", killed / f"checkpoint-{kill}")
     assert train(*common, "--output_dir", str(killed), "--resume_from_checkpoint", "auto") == 0
 
     # continues at the saved step, with the same losses (same data order, same weights)
     full_log = {x["step"]: x["loss"] for x in read_log(full) if "loss" in x}
     resumed_log = {x["step"]: x["loss"] for x in read_log(killed) if "loss" in x}
-    assert min(resumed_log) == 3 and max(resumed_log) == max(full_log) == last
+    assert min(resumed_log) == kill + 1 and max(resumed_log) == max(full_log) == last
     for step, loss in resumed_log.items():
         assert loss == pytest.approx(full_log[step], rel=1e-5, abs=1e-6), step
     # identical optimizer state at the next checkpoint and identical final weights
