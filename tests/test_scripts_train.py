@@ -1,5 +1,4 @@
 """The training stage scripts chained end to end on the tiny profile: stage 1 -> 1.5 -> 2."""
-import json
 import os
 import subprocess
 import sys
