@@ -110,12 +110,13 @@ def test_vlmevalkit_own_datasets_resolve_to_their_classes(setup):
 
 @pytest.mark.skipif(not HAVE_VLMEVAL, reason="VLMEvalKit (the `eval` extra, nvidia-vlmeval) is not installed")
 def test_vlmevalkit_runs_the_checkpoint_on_exported_tsvs(setup, monkeypatch, capsys):
-    from vlmeval.vlm.base import BaseModel
+    import torch
 
-    from sicog.evaluate.vlmeval_adapter import register
+    from sicog.evaluate.vlmeval_adapter import import_vlmeval, register
 
     monkeypatch.setenv("LMUData", str(setup["lmu"]))
-    assert issubclass(register(), BaseModel)
+    assert issubclass(register(), import_vlmeval("vlmeval.vlm.base").BaseModel)
+    assert torch.is_grad_enabled(), "importing VLMEvalKit must not switch autograd off for the process"
     work = setup["root"] / "vlmeval-out"
     limit = 4
     rc = main(["vlmeval", "--model-path", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),

@@ -14,6 +14,7 @@ API). VLMEvalKit is an optional extra: `pip install -e .[eval]`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -28,6 +29,21 @@ from sicog.data.records import write_json
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.prompts import multiple_choice_text, with_suffix
 from sicog.evaluate.settings import load_eval_config
+
+
+def import_vlmeval(name: str):
+    """Import a VLMEvalKit module without keeping its side effect on autograd.
+
+    `vlmeval.vlm` switches gradients off for the whole process at import; training or tests that
+    run later in the same process must not inherit that.
+    """
+    import torch
+
+    grad = torch.is_grad_enabled()
+    try:
+        return importlib.import_module(name)
+    finally:
+        torch.set_grad_enabled(grad)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +91,10 @@ class SicogVLM:
         if dataset is None:
             return None
         try:
-            from vlmeval.dataset import DATASET_TYPE
+            dataset_type = import_vlmeval("vlmeval.dataset").DATASET_TYPE
         except ImportError:
             return None
-        return VLMEVAL_TYPES.get(DATASET_TYPE(dataset, default="VQA"))
+        return VLMEVAL_TYPES.get(dataset_type(dataset, default="VQA"))
 
     def use_custom_prompt(self, dataset: str | None) -> bool:
         return self.question_type(dataset) is not None
@@ -117,11 +133,11 @@ class SicogVLM:
 
 def register() -> type:
     """Make `SicogVLM` a VLMEvalKit `BaseModel` and expose it as `vlmeval.vlm.SicogVLM`."""
-    import vlmeval.vlm
-    from vlmeval.vlm.base import BaseModel
+    vlm = import_vlmeval("vlmeval.vlm")
+    base_model = import_vlmeval("vlmeval.vlm.base").BaseModel
 
-    cls = type("SicogVLM", (SicogVLM, BaseModel), {"__module__": __name__, "__doc__": SicogVLM.__doc__})
-    vlmeval.vlm.SicogVLM = cls
+    cls = type("SicogVLM", (SicogVLM, base_model), {"__module__": __name__, "__doc__": SicogVLM.__doc__})
+    vlm.SicogVLM = cls
     return cls
 
 
@@ -139,9 +155,8 @@ def dataset_entries(datasets: list[str], manifest: dict | None) -> tuple[dict, d
             data[d] = {"class": exported[d]["class"], "dataset": d}
             types[d] = exported[d]["type"]
             continue
-        from vlmeval.dataset import DATASET_CLASSES
-
-        cls = next((c for c in DATASET_CLASSES if d in c.supported_datasets()), None)
+        dataset_classes = import_vlmeval("vlmeval.dataset").DATASET_CLASSES
+        cls = next((c for c in dataset_classes if d in c.supported_datasets()), None)
         if cls is None:
             unknown.append(d)
         else:
@@ -192,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import vlmeval.run
+        vlmeval_run = import_vlmeval("vlmeval.run")
     except ImportError as e:
         print(f"VLMEvalKit is not installed ({e}); install the eval extra: pip install -e '.[eval]'", file=sys.stderr)
         return 2
@@ -221,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--first-n", str(args.limit)]
     saved, sys.argv = sys.argv, argv
     try:
-        vlmeval.run.main()
+        vlmeval_run.main()
     finally:
         sys.argv = saved
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun VLMEvalKit scores on rank 0 only

@@ -100,6 +100,21 @@ def _reset_rejects(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; under torchrun, ranks that finished leave the process group together before exiting.
+
+    (A rank that raised exits at once, so that torchrun stops the others instead of a barrier
+    waiting on them.)
+    """
+    import torch.distributed as dist
+
+    rc = _train(args)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return rc
+
+
+def _train(args: argparse.Namespace) -> int:
     from transformers import TrainingArguments, set_seed
 
     from sicog.data.collator import TrainCollator
