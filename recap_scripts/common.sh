@@ -1,19 +1,7 @@
 # Shared by recap_inference.sh and reasoning_inference.sh: variable checks, the launch, the merge.
 # Sourced, not run. Every check names the variable it rejects.
 
-die() { echo "error: $*" >&2; exit 2; }
-
-need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
-need_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] || die "$1='${!1:-}' is not a non-negative integer"; }
-need_pos_int() { need_int "$1"; [ "${!1}" -ge 1 ] || die "$1='${!1}' must be >= 1"; }
-need_float() { [[ "${!1:-}" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || die "$1='${!1:-}' is not a non-negative number"; }
-need_dir() { need_set "$1" "$2"; [ -d "${!1}" ] || die "$1='${!1}' is not a folder${2:+ ($2)}"; }
-need_choice() {
-    local name=$1; shift
-    local v
-    for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
-    die "$name='${!name:-}' must be one of: $*"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
 
 # Profile defaults: tiny = the mini world (WORLD_DIR, default runs/world) and the stage-0 models the
 # training scripts write under ./checkpoints; paper = model, data and image paths must be given.

@@ -61,7 +61,7 @@ def test_reasoning_script_chunk_split_and_augment(root):
 
 @pytest.mark.parametrize("env, message", [
     ({"MODEL_PATH": "/nonexistent/model"}, "MODEL_PATH='/nonexistent/model' is not a folder"),
-    ({"TEMPERATURE": "hot"}, "TEMPERATURE='hot' is not a non-negative number"),
+    ({"TEMPERATURE": "hot"}, "TEMPERATURE='hot' must be a non-negative number"),
     ({"TOP_P": "1.5"}, "TOP_P='1.5' must be in (0, 1]"),
     ({"PROMPT": "cot-default"}, "PROMPT='cot-default' must be one of: cod-default default cod-conv"),
     ({"AUGMENT_METHODS": "mask,blur"}, "AUGMENT_METHODS: unknown method 'blur'"),

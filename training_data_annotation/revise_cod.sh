@@ -23,7 +23,7 @@
 # --max-attempts 8). Rerunning resumes: ids already annotated or failed are skipped.
 set -euo pipefail
 
-die() { echo "revise_cod.sh: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 4 && $1 != --* ]]; do positional+=("$1"); shift; done

@@ -13,7 +13,7 @@
 #                      OUTPUT_ROOT/world);  PYTHON (default python3)
 set -euo pipefail
 
-die() { echo "revise_cot.sh: $*" >&2; exit 2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 3 && $1 != --* ]]; do positional+=("$1"); shift; done

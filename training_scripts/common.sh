@@ -16,19 +16,7 @@
 #   PYTHON            the interpreter with sicog installed                            [python3]
 # Extra arguments to a stage script are passed on to `sicog train` (e.g. --max_steps 10).
 
-die() { echo "error: $*" >&2; exit 2; }
-need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
-need_pos_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] && [ "${!1}" -ge 1 ] || die "$1='${!1:-}' must be a positive integer"; }
-need_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] || die "$1='${!1:-}' must be a non-negative integer"; }
-need_float() {
-    [[ "${!1:-}" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || die "$1='${!1:-}' must be a positive number"
-}
-need_dir() { need_set "$1" "$2"; [ -d "${!1}" ] || die "$1='${!1}' is not a folder${2:+ ($2)}"; }
-need_choice() {
-    local name=$1 v; shift
-    for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
-    die "$name='${!name:-}' must be one of: $*"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -78,7 +66,7 @@ train_common() {
 
 # add_lr_batch LR_VAR BATCH_VAR: optional learning rate and per-device batch overrides.
 add_lr_batch() {
-    if [ -n "${!1:-}" ]; then need_float "$1"; TRAIN_ARGS+=(--learning_rate "${!1}"); fi
+    if [ -n "${!1:-}" ]; then need_pos_float "$1"; TRAIN_ARGS+=(--learning_rate "${!1}"); fi
     if [ -n "${!2:-}" ]; then need_pos_int "$2"; TRAIN_ARGS+=(--per_device_train_batch_size "${!2}"); fi
 }
 

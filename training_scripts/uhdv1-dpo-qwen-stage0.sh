@@ -23,8 +23,7 @@ need_dir PREV_STAGE_CHECKPOINT "the model to start from and the frozen reference
 TRAIN_ARGS+=(--model_name_or_path "$PREV_STAGE_CHECKPOINT")
 add_lr_batch FINETUNE_LEARNING_RATE FINETUNE_BATCH
 if [ -n "${DPO_BETA:-}" ]; then
-    need_float DPO_BETA
-    awk "BEGIN{exit !($DPO_BETA > 0)}" || die "DPO_BETA='$DPO_BETA' must be > 0"
+    need_pos_float DPO_BETA
     TRAIN_ARGS+=(--dpo_beta "$DPO_BETA")
 fi
 if [ -n "${DPO_SFT_WEIGHT:-}" ]; then need_float DPO_SFT_WEIGHT; TRAIN_ARGS+=(--dpo_sft_weight "$DPO_SFT_WEIGHT"); fi

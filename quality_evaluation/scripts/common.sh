@@ -1,17 +1,7 @@
 # Shared by recaption_quality_eval.sh and reasoning_quality_eval.sh: variable checks and the launch.
 # Sourced, not run. Every check names the variable it rejects.
 
-die() { echo "$(basename "$0"): $*" >&2; exit 2; }
-
-need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
-need_int() { [[ "${!1:-}" =~ ^[0-9]+$ ]] || die "$1='${!1:-}' is not a non-negative integer"; }
-need_pos_int() { need_int "$1"; [ "${!1}" -ge 1 ] || die "$1='${!1}' must be >= 1"; }
-need_choice() {
-    local name=$1; shift
-    local v
-    for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
-    die "$name='${!name:-}' must be one of: $*"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../../training_scripts/checks.sh"
 
 # curate_defaults TASK: TASK is recaption or reasoning. The tiny profile reads the candidates the
 # recap scripts write under OUTPUT_ROOT; the paper profile needs every path given.
