@@ -42,6 +42,9 @@ def test_verdict_and_table_say_what_happened():
     assert verdict(rows).startswith("SICOG does not separate from the baseline")
     table = markdown_table(["QA overall"], rows)
     assert "| SICOG | 3 | 40.5 ± 1.0 |" in table
+    one_seed = [dict(r, seeds=1, **{"QA overall std": 0.0}) for r in rows]
+    one_seed[1]["QA overall"] = 0.45
+    assert "cannot say that either is better" in verdict(one_seed)
 
 
 def test_unknown_rows_and_failed_steps_are_clear(tmp_path):
