@@ -27,10 +27,10 @@ curate_defaults() {
     if [ "$SICOG_PROFILE" = tiny ]; then
         if [ "$task" = recaption ]; then
             RAW_DATASET=${RAW_DATASET:-$OUTPUT_ROOT/recap-cod/captions.jsonl}
-            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-$OUTPUT_ROOT/stage0-perception}
+            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-checkpoints/stage0-perception}
         else
             RAW_DATASET=${RAW_DATASET:-$OUTPUT_ROOT/reasoning-cot/reasoning.jsonl}
-            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-$OUTPUT_ROOT/stage0-reasoning}
+            MODEL_NAME_OR_PATH=${MODEL_NAME_OR_PATH:-checkpoints/stage0-reasoning}
         fi
         OUTPUT_DIR=${OUTPUT_DIR:-$OUTPUT_ROOT/curation/$task}
     else

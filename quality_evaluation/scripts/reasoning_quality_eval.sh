@@ -3,7 +3,7 @@
 #
 #   RAW_DATASET                 candidates file (tiny default: OUTPUT_ROOT/reasoning-cot/reasoning.jsonl)
 #   MODEL_NAME_OR_PATH          the model that generated them, recorded in the summary
-#                               (tiny default: OUTPUT_ROOT/stage0-reasoning)
+#                               (tiny default: checkpoints/stage0-reasoning, as training_scripts write it)
 #   ENCODER_MODEL_NAME_OR_PATH  local sentence-transformers folder (default: the packaged
 #                               all-MiniLM-L6-v2; required with SICOG_PROFILE=paper, e.g. NV-Embed-v2)
 #   TRUST_REMOTE_CODE           1 to run the encoder folder's own code (NV-Embed-v2 needs it); default 0
