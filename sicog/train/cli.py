@@ -122,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
     from sicog.data.mixture import load_data
     from sicog.train.artefacts import read_projector_meta
     from sicog.train.config import resolve_config
-    from sicog.train.flops import llm_shape, measure_matmul_peak, training_flops_per_token
+    from sicog.train.flops import run_flops
     from sicog.train.loading import load_for_stage
     from sicog.train.stages import freeze, get_stage
     from sicog.train.trainer import SicogTrainer, resolve_resume
@@ -180,16 +180,7 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     dataset = SupervisedDataset(samples, processor, RejectLog(rejects_path))
 
-    n_params, n_layers, hidden = llm_shape(model.language_model)
-    lengths = dataset.lengths
-    flops_per_token = training_flops_per_token(n_params, n_layers, hidden,
-                                               sum(x * x for x in lengths) / sum(lengths))
-    if cfg.peak_tflops:
-        peak = cfg.peak_tflops * 1e12
-    else:
-        dtype = torch.bfloat16 if targs.bf16 and targs.device.type == "cuda" else torch.float32
-        peak = measure_matmul_peak(targs.device, dtype)
-        logger.info("measured matmul peak: %.2f TFLOP/s per device (%s)", peak / 1e12, dtype)
+    flops_per_token, peak = run_flops(model, dataset.lengths, cfg.peak_tflops, targs.device, targs.bf16)
     trainer = SicogTrainer(
         model=model, args=targs, train_dataset=dataset, data_collator=TrainCollator(processor),
         processing_class=processor, run_config=cfg, stage=stage, flops_per_token=flops_per_token,

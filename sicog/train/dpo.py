@@ -197,7 +197,7 @@ def run_dpo(cfg, targs, stage, model, processor, rejects_path: Path, resume: str
 
     from sicog.data.dataset import RejectLog
     from sicog.train.dpo_data import PreferenceCollator, PreferenceDataset, prepare_pairs
-    from sicog.train.flops import llm_shape, measure_matmul_peak, training_flops_per_token
+    from sicog.train.flops import run_flops
 
     if cfg.dpo_beta <= 0 or cfg.dpo_sft_weight < 0:
         logger.error("dpo_beta must be > 0 and dpo_sft_weight >= 0 (got %s and %s)", cfg.dpo_beta, cfg.dpo_sft_weight)
@@ -232,17 +232,9 @@ def run_dpo(cfg, targs, stage, model, processor, rejects_path: Path, resume: str
             torch.cuda.empty_cache()
         logger.info("reference log-probs precomputed for %d pairs; the reference copy is released", len(pairs))
 
-    n_params, n_layers, hidden = llm_shape(model.language_model)
-    lengths = dataset.lengths
-    flops_per_token = training_flops_per_token(n_params, n_layers, hidden, sum(x * x for x in lengths) / sum(lengths))
+    flops_per_token, peak = run_flops(model, dataset.lengths, cfg.peak_tflops, targs.device, targs.bf16)
     if ref_model is not None:
         flops_per_token *= 4 / 3  # plus the reference forward (a third of forward + backward)
-    if cfg.peak_tflops:
-        peak = cfg.peak_tflops * 1e12
-    else:
-        dtype = torch.bfloat16 if targs.bf16 and targs.device.type == "cuda" else torch.float32
-        peak = measure_matmul_peak(targs.device, dtype)
-        logger.info("measured matmul peak: %.2f TFLOP/s per device (%s)", peak / 1e12, dtype)
     logger.info("dpo: beta %s, sft weight %s, %d pairs", cfg.dpo_beta, cfg.dpo_sft_weight, len(pairs))
     trainer = DpoTrainer(
         model=model, args=targs, train_dataset=dataset, data_collator=collator, processing_class=processor,

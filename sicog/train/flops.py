@@ -59,3 +59,22 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> 
     if peak_flops <= 0:
         raise ValueError("peak FLOP/s must be positive")
     return tokens_per_second * flops_per_token / peak_flops
+
+
+def run_flops(model: torch.nn.Module, lengths: list[int], peak_tflops: float | None, device: torch.device,
+              bf16: bool) -> tuple[float, float]:
+    """(training FLOPs per token of the language model at the data's mean sequence length, per-device peak FLOP/s).
+
+    The peak is `peak_tflops` when given, else measured on `device` in the training dtype.
+    """
+    import logging
+
+    n_params, n_layers, hidden = llm_shape(model.language_model)
+    flops_per_token = training_flops_per_token(n_params, n_layers, hidden, sum(x * x for x in lengths) / sum(lengths))
+    if peak_tflops:
+        return flops_per_token, peak_tflops * 1e12
+    dtype = torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+    peak = measure_matmul_peak(device, dtype)
+    logging.getLogger(__name__).info("measured matmul peak: %.2f TFLOP/s per device (%s)", peak / 1e12, dtype)
+    return flops_per_token, peak
+
