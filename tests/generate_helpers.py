@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -74,3 +75,27 @@ def merged(out: Path) -> dict[str, list[str]]:
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+# Subprocess runs of `sicog generate` that last long enough to be killed or sharded mid-way.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+SLOW = ("--batch-size", "1", "--max-new-tokens", "24", "--min-new-tokens", "24")
+
+
+def merge(data: Path, out: Path) -> list[dict]:
+    """Merge the shards of OUT (asserting success) and return the merged records."""
+    from sicog.cli import main
+    from sicog.generate.shard import shard_glob
+
+    assert main(["merge-candidates", "--inputs", str(data), "--shards", shard_glob(out), "--out", str(out)]) == 0
+    return merged(out)
+
+
+def reference_run(root: Path) -> tuple[Path, Path, list[dict]]:
+    """(model, inputs, merged candidates) of one uninterrupted single-process run under `root`."""
+    from sicog.cli import main
+
+    model, data = save_tiny_model(root / "model"), make_inputs(root / "data")
+    ref = root / "ref" / "cands.jsonl"
+    assert main(gen_args(model, data, ref, *SLOW)) == 0
+    return model, data, merge(data, ref)

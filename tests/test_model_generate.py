@@ -1,16 +1,9 @@
 import pytest
 import torch
-from PIL import Image
 
+from model_helpers import Q, image
 from sicog.model.build import build_random_tiny
 
-Q = [{"from": "human", "value": "<image>\nWhat colour is the square?"}]
-
-
-def image(w, h, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    arr = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
-    return Image.fromarray(arr)
 
 
 @pytest.fixture(scope="module")
