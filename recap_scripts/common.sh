@@ -50,12 +50,7 @@ check_common() {
     need_pos_int MAX_NEW_TOKENS
     need_pos_int BATCH_SIZE
     need_int SEED
-    need_pos_int NNODES
-    need_pos_int NPROC_PER_NODE
-    need_int NODE_RANK
-    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
-    need_set MASTER_ADDR
-    need_pos_int MASTER_PORT
+    check_layout
     local m
     for m in ${AUGMENT_METHODS//,/ }; do
         case "$m" in gaussian_blur|color_jitter|mirror_rotation|mask) ;;
@@ -98,13 +93,7 @@ run_generation() {
         --batch-size "$BATCH_SIZE" --augment "$AUGMENT_METHODS" "${CHUNK_ARGS[@]}")
     mkdir -p "$(dirname "$out")"
     echo "[$task] profile=$SICOG_PROFILE model=$MODEL_PATH data=$DATA_FILE -> $out (nodes=$NNODES x $NPROC_PER_NODE)"
-    if [ "$NNODES" -eq 1 ] && [ "$NPROC_PER_NODE" -eq 1 ]; then
-        "$PYTHON" -m sicog "${args[@]}"
-    else
-        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
-            --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-            -m sicog "${args[@]}"
-    fi
+    run_sicog "${args[@]}"
     if [ "$NODE_RANK" -eq 0 ]; then
         # Other nodes may still be writing their shards: wait for their ids (MERGE_WAIT seconds).
         local wait=${MERGE_WAIT:-$([ "$NNODES" -gt 1 ] && echo 7200 || echo 0)}

@@ -19,3 +19,25 @@ need_choice() {
     for v in "$@"; do [ "${!name:-}" = "$v" ] && return 0; done
     die "$name='${!name:-}' must be one of: $*"
 }
+
+# check_layout: the torchrun layout NNODES NPROC_PER_NODE NODE_RANK MASTER_ADDR MASTER_PORT (defaults
+# are the caller's).
+check_layout() {
+    need_pos_int NNODES; need_pos_int NPROC_PER_NODE; need_int NODE_RANK
+    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
+    need_set MASTER_ADDR; need_pos_int MASTER_PORT
+}
+
+# run_sicog [--torchrun] ARGS...: `$PYTHON -m sicog ARGS` in this process for a one-process layout,
+# else (or with --torchrun) through torch.distributed.run with the checked layout.
+run_sicog() {
+    local force=0
+    if [ "${1:-}" = --torchrun ]; then force=1; shift; fi
+    if [ "$force" = 0 ] && [ "$((NNODES * NPROC_PER_NODE))" -eq 1 ]; then
+        "$PYTHON" -m sicog "$@"
+    else
+        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
+            --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+            -m sicog "$@"
+    fi
+}

@@ -35,9 +35,7 @@ train_common() {
     NNODES=${NNODES:-1}; NPROC_PER_NODE=${NPROC_PER_NODE:-1}; NODE_RANK=${NODE_RANK:-0}
     MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}; MASTER_PORT=${MASTER_PORT:-29500}
     PYTHON=${PYTHON:-python3}
-    need_pos_int NNODES; need_pos_int NPROC_PER_NODE; need_int NODE_RANK; need_pos_int MASTER_PORT
-    need_set MASTER_ADDR
-    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
+    check_layout
 
     if [ -z "${DATA_PATH:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -n "$default_data" ]; then
         DATA_PATH=$WORLD_DIR/$default_data
@@ -72,11 +70,9 @@ add_lr_batch() {
 
 # launch [extra sicog train args...]: plain python for one process, torchrun otherwise (and for DeepSpeed).
 launch() {
-    local world=$((NNODES * NPROC_PER_NODE))
-    if [ "$world" -eq 1 ] && [ "$ZERO" = none ]; then
-        exec "$PYTHON" -m sicog train "${TRAIN_ARGS[@]}" "$@"
+    if [ "$ZERO" = none ]; then
+        run_sicog train "${TRAIN_ARGS[@]}" "$@"
+    else
+        run_sicog --torchrun train "${TRAIN_ARGS[@]}" "$@"
     fi
-    exec "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
-        --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-        -m sicog train "${TRAIN_ARGS[@]}" "$@"
 }

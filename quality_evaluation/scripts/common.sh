@@ -54,12 +54,7 @@ check_curate() {
     need_pos_int MIN_CANDIDATES
     need_choice TRUST_REMOTE_CODE 0 1
     need_choice ENCODER_DTYPE auto float32 bfloat16 float16
-    need_pos_int NNODES
-    need_pos_int NPROC_PER_NODE
-    need_int NODE_RANK
-    [ "$NODE_RANK" -lt "$NNODES" ] || die "NODE_RANK=$NODE_RANK must be < NNODES=$NNODES"
-    need_set MASTER_ADDR
-    need_pos_int MASTER_PORT
+    check_layout
     command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable"
 }
 
@@ -72,10 +67,5 @@ run_curate() {
     [ "$TRUST_REMOTE_CODE" = 0 ] || args+=(--trust-remote-code)
     args+=("$@")
     echo "[curate] profile=$SICOG_PROFILE candidates=$RAW_DATASET method=$METHOD thresholds=$THRESHOLDS -> $OUTPUT_DIR (nodes=$NNODES x $NPROC_PER_NODE)"
-    if [ "$NNODES" -eq 1 ] && [ "$NPROC_PER_NODE" -eq 1 ]; then
-        exec "$PYTHON" -m sicog "${args[@]}"
-    fi
-    exec "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
-        --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
-        -m sicog "${args[@]}"
+    run_sicog "${args[@]}"
 }
