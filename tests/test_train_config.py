@@ -126,3 +126,16 @@ def test_attention_choice_falls_back_to_sdpa():
     flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
     assert choose_attn_implementation("auto") == ("flash_attention_2" if flash else "sdpa")
     assert choose_attn_implementation("eager") == "eager"
+
+
+def test_part_learning_rate_errors(tmp_path):
+    with pytest.raises(ValueError, match="mm_vision_tower_lr must be positive"):
+        resolve_config({**BASE, "stage": "stage2", "mm_vision_tower_lr": 0})
+    with pytest.raises(ValueError, match="mm_projector_lr must be a number"):
+        resolve_config({**BASE, "stage": "stage2", "mm_projector_lr": "fast"})
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}, "zero_optimization": {"stage": 2}}')
+    with pytest.raises(ValueError, match="defines its own `optimizer`"):
+        resolve_config({**BASE, "stage": "stage2", "mm_vision_tower_lr": 1e-5, "deepspeed": str(ds)})
+    ok = resolve_config({**BASE, "stage": "stage2", "mm_vision_tower_lr": "2e-5"})
+    assert ok.mm_vision_tower_lr == 2e-5 and ok.mm_projector_lr is None

@@ -87,3 +87,31 @@ def test_stage1_loads_without_slicing(tmp_path):
         _, processor = load_for_stage(cfg, get_stage(stage))
         grids[stage] = processor.encode(conv, image=wide)["images"].grid
     assert grids["stage1"] is None and grids["stage2"] is not None
+
+
+def test_part_learning_rates(tmp_path):
+    """--mm_vision_tower_lr gives the vision tower its own learning rate; the other parts keep the run's."""
+    import yaml
+
+    from sicog.model import SicogForConditionalGeneration
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    data = make_world(tmp_path / "world", n_image=4, n_text=0, sizes=((112, 112),))
+    out = tmp_path / "stage2"
+    assert train("--stage", "stage2", "--model_name_or_path", str(model_dir), "--data_path", str(data),
+                 "--output_dir", str(out), "--global_batch_size", "4", "--per_device_train_batch_size", "4",
+                 "--max_steps", "2", "--learning_rate", "1e-2", "--warmup_steps", "0", "--lr_scheduler_type",
+                 "constant", "--mm_vision_tower_lr", "1e-9", "--save_steps", "2") == 0
+    before = SicogForConditionalGeneration.from_pretrained(model_dir)
+    after = SicogForConditionalGeneration.from_pretrained(out)
+
+    def largest_change(part):
+        old = getattr(before, part).state_dict()
+        return max((v - old[k]).abs().max().item() for k, v in getattr(after, part).state_dict().items())
+
+    # Adam moves each weight by about the learning rate per step
+    assert largest_change("vision_tower") < 1e-8
+    assert largest_change("language_model") > 1e-3 and largest_change("projector") > 1e-3
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["mm_vision_tower_lr"] == 1e-9
+    groups = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=False)["param_groups"]
+    assert sorted({g["lr"] for g in groups}) == [1e-9, 1e-2]

@@ -40,6 +40,8 @@ OWN_ARGUMENTS: list[tuple[str, dict]] = [
                                         help="modality-length grouped batches (true/false)")),
     ("--mega_batch_mult", dict(type=int, help="mega-batch size in per-step batches for length grouping")),
     ("--peak_tflops", dict(type=float, help="peak TFLOP/s per device for MFU (default: measured)")),
+    ("--mm_vision_tower_lr", dict(type=float, help="learning rate of the vision tower (default: --learning_rate)")),
+    ("--mm_projector_lr", dict(type=float, help="learning rate of the projector (default: --learning_rate)")),
     ("--warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
     ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
     ("--dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),

@@ -39,6 +39,9 @@ class TrainConfig:
     mega_batch_mult: int = 8
     peak_tflops: float | None = None  # per device; measured at start when not given
     attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
+    # per-part learning rates (None: the run's learning_rate); the parts as in sicog.train.stages
+    mm_vision_tower_lr: float | None = None
+    mm_projector_lr: float | None = None
     dpo_beta: float = 0.1  # dpo stage: sigmoid DPO temperature
     dpo_sft_weight: float = 1.0  # dpo stage: weight of the NLL term on the chosen answer
     dpo_precompute_ref: bool = False  # dpo stage: reference log-probs computed once before training
@@ -94,6 +97,29 @@ def derive_accumulation(global_batch: int, per_device: int, world_size: int) -> 
     return global_batch // per_step
 
 
+PART_LR_FIELDS = {"vision_tower": "mm_vision_tower_lr", "projector": "mm_projector_lr"}
+
+
+def _check_part_learning_rates(own: dict[str, Any], training: dict[str, Any]) -> None:
+    """Per-part learning rates are positive numbers, and need the optimizer the Trainer builds."""
+    given = [key for key in PART_LR_FIELDS.values() if own.get(key) is not None]
+    for key in given:
+        try:
+            own[key] = float(own[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {own[key]!r}") from None
+        if not own[key] > 0:
+            raise ValueError(f"{key} must be positive, got {own[key]}")
+    ds = training.get("deepspeed")
+    if given and ds:
+        import json
+
+        ds_config = ds if isinstance(ds, dict) else json.loads(Path(ds).read_text())
+        if "optimizer" in ds_config:
+            raise ValueError(f"{', '.join(given)} need the optimizer built by the Trainer, but the DeepSpeed config "
+                             "defines its own `optimizer`; remove that block or drop the per-part learning rates")
+
+
 def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> TrainConfig:
     """Build the run's TrainConfig from the layers described in the module docstring.
 
@@ -140,6 +166,7 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
             raise ValueError(f"missing required setting {required!r}")
     if not training.get("output_dir"):
         raise ValueError("missing required setting 'output_dir'")
+    _check_part_learning_rates(own, training)
 
     world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     per_device = int(training.get("per_device_train_batch_size", 8))

@@ -26,8 +26,8 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from sicog.data.sampler import ModalityLengthGroupedSampler
 from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
-from sicog.train.config import TrainConfig
-from sicog.train.stages import Stage
+from sicog.train.config import PART_LR_FIELDS, TrainConfig
+from sicog.train.stages import Stage, numel, part_params
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,35 @@ class SicogTrainer(Trainer):
                 logs["mfu"] = round(tps * self.flops_per_token / self.peak_flops, 6)
             self._last_log = (now, tokens)
         super().log(logs, start_time)
+
+    # --- optimizer ----------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the vision tower and projector at their own learning rates when set.
+
+        Groups are keyed by (part learning rate, weight decay); the scheduler scales every group's
+        learning rate alike, so the ratios hold over the whole schedule.
+        """
+        part_lrs = {part: getattr(self.run_config, key) for part, key in PART_LR_FIELDS.items()
+                    if getattr(self.run_config, key) is not None}
+        if not part_lrs or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        owner = {id(p): part for part, params in part_params(self.accelerator.unwrap_model(opt_model)).items()
+                 for p in params}
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, p in opt_model.named_parameters():
+            if not p.requires_grad:
+                continue
+            lr = part_lrs.get(owner.get(id(p)), self.args.learning_rate)
+            wd = self.args.weight_decay if name in decay else 0.0
+            groups.setdefault((lr, wd), []).append(p)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(
+            [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()], **optimizer_kwargs)
+        for (lr, wd), ps in groups.items():
+            logger.info("optimizer group: lr %g, weight decay %g, %s parameters", lr, wd, f"{sum(numel(p) for p in ps):,}")
+        return self.optimizer
 
     # --- saving and loading -----------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
