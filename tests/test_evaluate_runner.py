@@ -186,3 +186,44 @@ def test_long_side_setting_reaches_the_processor(setup):
     image = Image.new("RGB", (336, 224), (200, 30, 30))
     prompt = "<image>\nWhat is in the image?"
     assert len(small.encode(prompt, image)["input_ids"]) < len(own.encode(prompt, image)["input_ids"])
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50])
+def test_shuffled_images_is_a_derangement(n):
+    from sicog.evaluate.runner import shuffled_images
+
+    records = [(f"r{i}", {"image": f"images/{i:03d}.png"}) for i in range(n)] * 2  # repeats share one image
+    mapping = shuffled_images(records)
+    assert sorted(mapping) == sorted(mapping.values()) == sorted({r["image"] for _, r in records})
+    assert all(src != dst for src, dst in mapping.items())
+    with pytest.raises(ValueError, match="at least 2 distinct images"):
+        shuffled_images(records[:1])
+
+
+def test_shuffled_images_control(setup, monkeypatch):
+    """--images shuffled shows each record another record's image and scores it against its own gold."""
+    shown = []
+    real = GreedyGenerator.load_image
+
+    def spy(self, path):
+        shown.append(Path(path).relative_to(setup["world"]).as_posix())
+        return real(self, path)
+
+    monkeypatch.setattr(GreedyGenerator, "load_image", spy)
+    out = setup["root"] / "run-shuffled"
+    limit = 12
+    rc = main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
+               "--limit", str(limit), "--eval-config", str(setup["cfg"]), "--device", "cpu", "--benchmarks", "qa",
+               "--images", "shuffled"])
+    assert rc == 0
+    records = read_records(setup["world"] / "data/eval/qa.jsonl")[:limit]
+    assert len(shown) == limit and all(s != r["image"] for s, r in zip(shown, records))
+    preds = {p["id"]: p for p in _lines(out / "predictions/qa.jsonl")}
+    for r in records:
+        if r["id"] in preds:  # scored against the record's own answer, with the record's own image named
+            assert preds[r["id"]]["gold"] == r["answer"] and preds[r["id"]]["image"] == r["image"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["images"] == "shuffled" and "images=shuffled" in (out / "summary.txt").read_text()
+    with pytest.raises(ValueError, match="another run"):  # a folder holds one image mode
+        main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
+              "--limit", str(limit), "--eval-config", str(setup["cfg"]), "--device", "cpu", "--benchmarks", "qa"])

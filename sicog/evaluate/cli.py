@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-config", default="v1", help="pinned settings: a version in configs/eval or a YAML path")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", default="true", choices=["true", "shuffled"],
+                        help="shuffled: the blind control, each record shown another record's image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     processor = SicogProcessor.from_pretrained(model_dir)
     log.info("evaluating %s on %s/%s with eval config %s (%s)", model_dir, args.world, args.split, cfg.version, device)
     result = evaluate(model, processor, args.world, args.out, cfg, split=args.split, benchmarks=benchmarks,
-                      limit=args.limit, model_name=str(model_dir.resolve()), device=device)
+                      limit=args.limit, model_name=str(model_dir.resolve()), device=device,
+                      images=args.images)
     print((Path(args.out) / "summary.txt").read_text().strip())
     return 0 if any(e["evaluated"] for e in result["benchmarks"].values()) else 1

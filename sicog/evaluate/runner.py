@@ -8,6 +8,10 @@ Layout of an evaluation folder (`--out`):
     scores.json                per benchmark: counts, skips by reason, the world's scores
     summary.txt                one line
 
+`images="shuffled"` is the blind control: every record is shown the image of another record of
+the same benchmark (a fixed derangement over the distinct images) and scored against its own gold.
+A model that reads the image drops towards chance; one that answers from the text alone does not.
+
 Predictions are appended (and flushed) per batch, so a killed run resumes where it stopped: done
 and rejected ids are skipped. Delete a rejects file to retry its records.
 """
@@ -48,6 +52,7 @@ def _check_run_identity(out: Path, identity: dict) -> None:
     path = out / "run.json"
     if path.exists():
         previous = json.loads(path.read_text())
+        previous.setdefault("images", "true")  # folders written before the blind control existed
         diff = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
         if diff:
             raise ValueError(
@@ -57,8 +62,20 @@ def _check_run_identity(out: Path, identity: dict) -> None:
         write_json(path, identity)
 
 
+IMAGE_MODES = ("true", "shuffled")
+
+
+def shuffled_images(records: list[tuple[str, dict]]) -> dict[str, str]:
+    """{image: another image} over the records' distinct images: each sent half-way round the sorted list."""
+    images = sorted({r["image"] for _, r in records if r.get("image")})
+    if len(images) < 2:
+        raise ValueError(f"shuffled images need at least 2 distinct images, found {len(images)}")
+    shift = len(images) // 2
+    return {im: images[(i + shift) % len(images)] for i, im in enumerate(images)}
+
+
 def _predict_benchmark(gen: GreedyGenerator, world: Path, out: Path, benchmark: str,
-                       records: list[tuple[str, dict]]) -> None:
+                       records: list[tuple[str, dict]], image_map: dict[str, str] | None = None) -> None:
     cfg = gen.cfg
     with JsonlAppender(out / "predictions" / f"{benchmark}.jsonl") as preds, \
             JsonlAppender(out / "rejects" / f"{benchmark}.jsonl") as rejects:
@@ -86,7 +103,8 @@ def _predict_benchmark(gen: GreedyGenerator, world: Path, out: Path, benchmark: 
                 prompt = eval_prompt(rec, benchmark, cfg)
                 if not rec.get("image"):
                     raise RecordError("missing image", "record has no image field")
-                item = gen.encode(prompt, gen.load_image(world / rec["image"]))
+                shown = image_map[rec["image"]] if image_map is not None else rec["image"]
+                item = gen.encode(prompt, gen.load_image(world / shown))
             except ValueError as e:  # RecordError, or a malformed record (bad options, no question)
                 reason, detail = (e.category, e.detail) if isinstance(e, RecordError) else ("bad record", str(e))
                 rejects.write({"id": rid, "reason": reason, "detail": detail, "version": cfg.version})
@@ -128,27 +146,31 @@ def evaluate(
     limit: int | None = None,
     model_name: str = "in-memory",
     device: str | None = None,
+    images: str = "true",
 ) -> dict:
     """Run, resume and score; returns the scores dict also written to `out/scores.json`."""
     world, out = Path(world), Path(out)
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}")
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
     files = {b: benchmark_file(world, split, b) for b in benchmarks}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"benchmark files not found: {missing} (is --world a built world?)")
     out.mkdir(parents=True, exist_ok=True)
     _check_run_identity(out, {"model": model_name, "world": str(world.resolve()), "split": split,
-                              "version": cfg.version})
+                              "version": cfg.version, "images": images})
     gen = GreedyGenerator(model, processor, cfg, device=device)
     result = {"version": cfg.version, "split": split, "model": model_name, "world": str(world),
-              "limit": limit, "long_side": gen.long_side, "benchmarks": {}}
+              "limit": limit, "images": images, "long_side": gen.long_side, "benchmarks": {}}
     for benchmark in benchmarks:
         records, repeated = _keyed_records(read_records(files[benchmark]), benchmark)
         if limit is not None:
             records = records[:limit]
-        _predict_benchmark(gen, world, out, benchmark, records)
+        image_map = shuffled_images(records) if images == "shuffled" else None
+        _predict_benchmark(gen, world, out, benchmark, records, image_map)
         by_id = dict(records)
         predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in by_id]
         rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in by_id]
@@ -179,7 +201,8 @@ def _fmt(x) -> str:
 
 def summary_line(result: dict) -> str:
     """One line: version, split, model, each benchmark's headline scores, and the skip count."""
-    parts = [f"[eval {result['version']}] split={result['split']} model={result['model']}"]
+    shown = "" if result.get("images", "true") == "true" else f" images={result['images']}"
+    parts = [f"[eval {result['version']}] split={result['split']}{shown} model={result['model']}"]
     skipped = 0
     for benchmark, entry in result["benchmarks"].items():
         headline = entry["scores"].get("headline", {})
