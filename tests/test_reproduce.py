@@ -74,6 +74,11 @@ def test_micro_cycle_runs_and_resumes(tmp_path):
     for row in ("baseline", "sicog", "no_curation"):
         scores = json.loads((out / "eval" / f"{row}-s0" / "scores.json").read_text())
         assert set(scores["benchmarks"]) == {"qa", "pope", "captions"}
+    # The headline pair also ran the blind control: QA and POPE with shuffled images.
+    for row in ("baseline", "sicog"):
+        blind = json.loads((out / "eval" / f"{row}-s0-shuffled" / "scores.json").read_text())
+        assert blind["images"] == "shuffled" and set(blind["benchmarks"]) == {"qa", "pope"}
+    assert "## Blind control" in md and "| baseline |" in md
     # Stage 1.5 trained on what curation kept: the curated files feed the mixture.
     mixture = (out / "mixtures" / "stage1_5-sicog-s0.yaml").read_text()
     assert "curated_tau0.jsonl" in mixture

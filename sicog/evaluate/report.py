@@ -100,6 +100,35 @@ def verdict(rows: list[dict]) -> str:
     return f"SICOG {word} the baseline on overall QA accuracy: {numbers}; largest seed std {100 * noise:.1f}; {s['seeds']} seeds)."
 
 
+def blind_control(result: dict) -> list[dict]:
+    """QA overall and POPE F1 with each model's own images and with shuffled images (first seed)."""
+    seed = result["seeds"][0]
+    rows = []
+    for name, folder in result.get("blind", {}).items():
+        true = row_metrics(json.loads((result["evals"][(name, seed)] / "scores.json").read_text()))
+        shuffled = row_metrics(json.loads((folder / "scores.json").read_text()))
+        row = {"variant": name}
+        for c in ("QA overall", "POPE F1"):
+            if c in true and c in shuffled:
+                row[c], row[f"{c} shuffled"] = true[c], shuffled[c]
+        rows.append(row)
+    return rows
+
+
+def blind_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Blind control: does the model read the image?", "",
+             "The same model and questions, each shown another record's image (`sicog evaluate --images shuffled`). "
+             "A model that reads the image falls towards chance; equal scores mean it answers from the text alone.",
+             "", "| Model | QA overall: own images | shuffled | POPE F1: own images | shuffled |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{100 * r[c]:.1f}" if c in r else "n/a"
+                 for c in ("QA overall", "QA overall shuffled", "POPE F1", "POPE F1 shuffled")]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def costs(cycle) -> list[dict]:
     """Wall time of every step, plus training tokens where the stage reported them."""
     out = []
@@ -192,6 +221,7 @@ def write_report(result: dict) -> str:
     columns, rows = results_rows(result)
     table = markdown_table(columns, rows)
     diag = curation_diagnostics(cycle, seed=result["seeds"][0])
+    blind = blind_control(result)
     cost = costs(cycle)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -230,7 +260,8 @@ def write_report(result: dict) -> str:
     for kind, d in diag.items():
         lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
                                                f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
-    lines += ["", "## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
+    lines += [""] + blind_lines(blind)
+    lines += ["## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
     for c in cost:
         lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")
     md = "\n".join(lines) + "\n"
@@ -240,5 +271,5 @@ def write_report(result: dict) -> str:
     write_xlsx(out / "results.xlsx", {"results": rows, "diagnostics": [{"kind": k, **{x: y for x, y in d.items()
                                                                                        if x not in _LISTS}}
                                                                           for k, d in diag.items()],
-                                      "costs": cost})
+                                      "blind_control": blind, "costs": cost})
     return md

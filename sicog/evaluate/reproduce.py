@@ -14,7 +14,8 @@ resumes. The steps, per training seed (SPEC section 1):
  4. N candidates for the image pool and the question pool (`sicog generate`, `merge-candidates`),
     curated by self-consistency (`sicog curate`);
  5. stage 1.5 from the stage-1 model on the curated data, then stage 2: the SICOG model;
- 6. every model evaluated (`sicog evaluate`); table, curation diagnostics, costs and plots.
+ 6. every model evaluated (`sicog evaluate`), the headline pair also with shuffled images (the blind
+    control: does the model read the image?); table, curation diagnostics, costs and plots.
 
 Sizes live in configs/experiments/reproduce.yaml; the variants (table rows) in
 sicog/evaluate/variants.py.
@@ -232,8 +233,11 @@ class Cycle:
         done[(v.name, seed)] = model
         return model
 
-    def evaluate(self, name: str, model: Path) -> Path:
+    def evaluate(self, name: str, model: Path, blind: bool = False) -> Path:
+        """`sicog evaluate`; `blind`: the shuffled-image control on QA and POPE (captions cost the most)."""
         args = ["evaluate", "--model", model, "--world", self.world, "--out", self.run.folder(name)]
+        if blind:
+            args += ["--images", "shuffled", "--benchmarks", "qa,pope"]
         if self.plan.get("eval_limit"):
             args += ["--limit", self.plan["eval_limit"]]
         return self.run.sicog(name, args)
@@ -251,13 +255,16 @@ def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[i
     seed_data = cycle.annotations()
     done: dict = {}
     evals: dict = {}
+    blind: dict = {}
     for v in variants:
         # The headline pair runs over every seed; the other rows over the first.
         for seed in (seeds if v.name in ("baseline", "sicog") else seeds[:1]):
             model = cycle.variant_model(v, seed, base, seed_data, done)
             evals[(v.name, seed)] = cycle.evaluate(f"eval/{v.name}-s{seed}", model)
+            if v.name in ("baseline", "sicog") and seed == seeds[0]:
+                blind[v.name] = cycle.evaluate(f"eval/{v.name}-s{seed}-shuffled", model, blind=True)
     log.info("cycle finished in %.1fs", time.time() - started)
-    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals}
+    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals, "blind": blind}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

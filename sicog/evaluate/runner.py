@@ -167,9 +167,9 @@ def evaluate(
               "limit": limit, "images": images, "long_side": gen.long_side, "benchmarks": {}}
     for benchmark in benchmarks:
         records, repeated = _keyed_records(read_records(files[benchmark]), benchmark)
+        image_map = shuffled_images(records) if images == "shuffled" else None  # over the whole benchmark
         if limit is not None:
             records = records[:limit]
-        image_map = shuffled_images(records) if images == "shuffled" else None
         _predict_benchmark(gen, world, out, benchmark, records, image_map)
         by_id = dict(records)
         predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in by_id]
