@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from sicog.evaluate.diagnostics import auroc, score_diagnostics
-from sicog.evaluate.report import markdown_table, verdict
+from sicog.evaluate.report import markdown_table, reproduce_command, verdict
 from sicog.evaluate.steps import StepFailed, StepRunner
 from sicog.evaluate.variants import get_variants
 
@@ -45,6 +45,15 @@ def test_verdict_and_table_say_what_happened():
     one_seed = [dict(r, seeds=1, **{"QA overall std": 0.0}) for r in rows]
     one_seed[1]["QA overall"] = 0.45
     assert "cannot say that either is better" in verdict(one_seed)
+
+
+def test_report_names_the_command_that_reruns_it(tmp_path):
+    class Cycle:
+        out, size, plan = tmp_path / "run", "mini", {"rows": ["baseline", "sicog"], "seeds": [0]}
+    plain = {"cycle": Cycle, "variants": get_variants(["baseline", "sicog"]), "seeds": [0]}
+    assert reproduce_command(plain) == f"sicog reproduce --out {tmp_path / 'run'} --size mini"
+    wider = {"cycle": Cycle, "variants": get_variants(["sicog", "dd"]), "seeds": [0, 1, 2]}
+    assert reproduce_command(wider).endswith("--size mini --rows baseline,sicog,dd --seeds 0,1,2")
 
 
 def test_unknown_rows_and_failed_steps_are_clear(tmp_path):

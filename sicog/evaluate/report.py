@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sicog.data.records import atomic_write_text, read_records, write_json
 from sicog.evaluate.diagnostics import curation_diagnostics
+from sicog.evaluate.variants import get_variants
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,18 @@ def plot_training_curves(path: Path, cycle, names: list[str]) -> None:
     plt.close(fig)
 
 
+def reproduce_command(result: dict) -> str:
+    """The command line that reruns this report: rows and seeds only where they differ from the plan."""
+    cycle = result["cycle"]
+    command = f"sicog reproduce --out {cycle.out} --size {cycle.size}"
+    rows = [v.name for v in result["variants"]]
+    if rows != [v.name for v in get_variants(cycle.plan["rows"])]:
+        command += " --rows " + ",".join(rows)
+    if list(result["seeds"]) != list(cycle.plan["seeds"]):
+        command += " --seeds " + ",".join(str(s) for s in result["seeds"])
+    return command
+
+
 def write_report(result: dict) -> str:
     cycle = result["cycle"]
     out: Path = cycle.out
@@ -236,7 +249,7 @@ def write_report(result: dict) -> str:
     lines = [
         f"# SICOG on the mini world ({cycle.size})",
         "",
-        f"Command: `sicog reproduce --out {out} --size {cycle.size}`; steps' total wall time {total / 60:.1f} min.",
+        f"Command: `{reproduce_command(result)}`; steps' total wall time {total / 60:.1f} min.",
         "",
         table,
         "",
