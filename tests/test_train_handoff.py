@@ -115,3 +115,26 @@ def test_part_learning_rates(tmp_path):
     assert yaml.safe_load((out / "train_config.yaml").read_text())["mm_vision_tower_lr"] == 1e-9
     groups = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=False)["param_groups"]
     assert sorted({g["lr"] for g in groups}) == [1e-9, 1e-2]
+
+
+def test_run_inside_the_warmup_is_flagged(tmp_path, caplog):
+    """A one-step stage with a warm-up runs that step at learning rate 0: the log says so, and it is true."""
+    from sicog.model import SicogForConditionalGeneration
+
+    model_dir = save_tiny_model(tmp_path / "model")
+    data = make_world(tmp_path / "world", n_image=4, n_text=0, sizes=((112, 112),))
+    before = SicogForConditionalGeneration.from_pretrained(model_dir).language_model.state_dict()
+
+    def one_step(name, warmup):
+        out = tmp_path / name
+        caplog.clear()
+        assert train("--stage", "stage2", "--model_name_or_path", str(model_dir), "--data_path", str(data),
+                     "--output_dir", str(out), "--global_batch_size", "4", "--per_device_train_batch_size", "4",
+                     "--num_train_epochs", "1", "--learning_rate", "1e-2", "--warmup_ratio", warmup) == 0
+        after = SicogForConditionalGeneration.from_pretrained(out).language_model.state_dict()
+        moved = max((v - before[k]).abs().max().item() for k, v in after.items())
+        return moved, "fall inside the 1-step warm-up" in caplog.text
+
+    assert one_step("warm", "0.03") == (0.0, True)
+    moved, warned = one_step("cold", "0")
+    assert moved > 1e-3 and not warned

@@ -56,6 +56,23 @@ class ThroughputClockCallback(TrainerCallback):
         self.trainer._last_log = (time.perf_counter(), state.num_input_tokens_seen)
 
 
+class ShortRunWarningCallback(TrainerCallback):
+    """Warns when every optimizer step falls inside the warm-up.
+
+    The warm-up starts at learning rate 0, so a run that is all warm-up barely moves the weights;
+    a one-step run (a stage-1.5 mixture of a few curated samples) leaves them unchanged.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        warmup = args.get_warmup_steps(state.max_steps)
+        if state.max_steps and state.max_steps <= warmup:
+            logger.warning(
+                "all %d optimizer step(s) fall inside the %d-step warm-up, which starts at learning rate 0: "
+                "the model %s. Give the stage more data or epochs, or set --warmup_ratio 0.",
+                state.max_steps, warmup,
+                "is left unchanged" if state.max_steps == 1 else "never trains at its full learning rate")
+
+
 class InputGradHookCallback(TrainerCallback):
     """Removes the input-embedding `requires_grad` hook that enabling activation checkpointing adds.
 
@@ -104,6 +121,7 @@ class SicogTrainer(Trainer):
         self.add_callback(JsonlLogCallback())
         self.add_callback(ThroughputClockCallback(self))
         self.add_callback(InputGradHookCallback())
+        self.add_callback(ShortRunWarningCallback())
         self.grouped_sampler = None
         if run_config.group_by_modality_length:
             ds = self.train_dataset
