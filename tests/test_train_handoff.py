@@ -24,7 +24,8 @@ def test_stage1_projector_handoff_to_stage1_5(tmp_path):
     assert (out1 / "train_config.yaml").is_file()
     log = read_log(out1)
     assert [x["step"] for x in log if "loss" in x] == [1, 2]  # 8 image records; the 2 text-only are dropped
-    assert all(x["tokens_per_s"] > 0 and 0 < x["mfu"] < 1 for x in log if "loss" in x)
+    # MFU over a measured CPU peak can exceed 1 on a step timed under load: only its sign is stable
+    assert all(x["tokens_per_s"] > 0 and x["mfu"] > 0 for x in log if "loss" in x)
 
     saved = load_file(str(out1 / "mm_projector.safetensors"))
     base = SicogForConditionalGeneration.from_pretrained(model_dir)
