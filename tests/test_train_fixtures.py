@@ -51,6 +51,12 @@ def make_world(root: Path, n_image: int = 12, n_text: int = 6, seed: int = 0,
     return data
 
 
+def largest_change(before: torch.nn.Module, after: torch.nn.Module) -> float:
+    """The largest absolute change of any weight between two copies of a module."""
+    old = before.state_dict()
+    return max((v - old[k]).abs().max().item() for k, v in after.state_dict().items())
+
+
 def train(*args: str) -> int:
     """Run `sicog train` in-process with the given flags."""
     from sicog.cli import main
