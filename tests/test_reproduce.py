@@ -88,6 +88,12 @@ def test_micro_cycle_runs_and_resumes(tmp_path):
         blind = json.loads((out / "eval" / f"{row}-s0-shuffled" / "scores.json").read_text())
         assert blind["images"] == "shuffled" and set(blind["benchmarks"]) == {"qa", "pope"}
     assert "## Blind control" in md and "| baseline |" in md
+    # ... and `sicog probe`: the perception gates of both, in the report.
+    for row in ("baseline", "sicog"):
+        probe = json.loads((out / "probe" / f"{row}-s0" / "probe.json").read_text())
+        assert {"tower", "connector"} <= set(probe["probes"]) and probe["answers"]["split"] == "eval"
+        assert probe["gates"]
+    assert "## Perception gates" in md and "| object_shape |" in md and "answer accuracy, own - shuffled" in md
     # Stage 1.5 trained on what curation kept: the curated files feed the mixture.
     mixture = (out / "mixtures" / "stage1_5-sicog-s0.yaml").read_text()
     assert "curated_tau0.jsonl" in mixture

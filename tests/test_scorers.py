@@ -18,7 +18,7 @@ def obj(colour, shape, size="medium", label=None):
 
 
 SCENE = {"width": 112, "height": 112, "background": "gray",
-         "objects": [obj("red", "circle", "large", "K"), obj("blue", "square", "small"), obj("green", "star")]}
+         "objects": [obj("red", "circle", "large", "K"), obj("blue", "square", "small"), obj("green", "triangle")]}
 
 
 def cot(answer: str) -> str:
@@ -89,25 +89,25 @@ def test_pope_metrics_overall_and_per_variant():
 
 def test_caption_parser_reads_objects_sizes_labels_and_counts():
     p = parse_caption("Three objects: a large red circle marked with the letter K, two blue squares "
-                      "and a medium-sized green star.")
+                      "and a medium-sized green triangle.")
     assert p["count"] == 3
     assert p["objects"] == {"red circle": {"size": "large", "label": "K"},
                             "blue square": {"size": None, "label": None},
-                            "green star": {"size": "medium", "label": None}}
+                            "green triangle": {"size": "medium", "label": None}}
 
 
 def test_judge_caption_right_partial_hallucinated_and_wrong_attribute():
     right = ("This image shows three objects. There is a large red circle marked with the letter K, "
-             "a small blue square and a green star.")
+             "a small blue square and a green triangle.")
     j = judge_caption(format_steps(COD_HEADINGS, ["a", "b", "c", "d", right]), SCENE)  # CoD: judged on step 5
     assert j["correct"] and j["recall"] == 1.0 and j["precision"] == 1.0 and j["hallucination_rate"] == 0.0
-    partial = judge_caption("A red circle and a purple hexagon.", SCENE)
+    partial = judge_caption("A red circle and a purple cross.", SCENE)
     assert not partial["correct"] and partial["recall"] == pytest.approx(1 / 3)
     assert partial["precision"] == 0.5 and partial["hallucination_rate"] == 0.5
-    assert partial["hallucinated"] == ["purple hexagon"] and set(partial["missed"]) == {"blue square", "green star"}
-    wrong_label = judge_caption("A red circle with the letter B, a blue square and a green star.", SCENE)
+    assert partial["hallucinated"] == ["purple cross"] and set(partial["missed"]) == {"blue square", "green triangle"}
+    wrong_label = judge_caption("A red circle with the letter B, a blue square and a green triangle.", SCENE)
     assert not wrong_label["correct"] and wrong_label["recall"] == 1.0 and wrong_label["attribute_errors"]
-    wrong_count = judge_caption("Four objects: a red circle, a blue square and a green star.", SCENE)
+    wrong_count = judge_caption("Four objects: a red circle, a blue square and a green triangle.", SCENE)
     assert wrong_count["count_ok"] is False and not wrong_count["correct"]
     nothing = judge_caption("A picture.", SCENE)
     assert nothing["recall"] == 0.0 and nothing["precision"] == 1.0 and nothing["hallucination_rate"] == 0.0
@@ -115,8 +115,8 @@ def test_judge_caption_right_partial_hallucinated_and_wrong_attribute():
 
 def test_caption_scores_and_the_file_helpers(tmp_path):
     records = [{"id": "a", "scene": SCENE, "scene_id": "s1"}, {"id": "b", "scene": SCENE, "scene_id": "s1"}]
-    preds = [{"id": "a", "prediction": "A large red circle with the letter K, a blue square and a green star."},
-             {"id": "b", "prediction": "A red circle and a pink cross."}]
+    preds = [{"id": "a", "prediction": "A large red circle with the letter K, a blue square and a green triangle."},
+             {"id": "b", "prediction": "A red circle and a yellow cross."}]
     s = score_captions(records, preds)
     assert s["accuracy"] == 0.5 and s["recall"] == pytest.approx((1 + 1 / 3) / 2)
     assert s["chair_i"] == pytest.approx(1 / 5) and s["chair_s"] == 0.5

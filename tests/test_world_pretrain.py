@@ -21,7 +21,7 @@ def pretrained(tmp_path_factory):
     try:
         rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
                          "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
-                         "--lm-block", "64"])
+                         "--lm-block", "64", "--instruct-steps", "8"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -59,6 +59,11 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
         assert sum(losses[-3:]) / 3 < losses[0], (part, losses)
     lm = report["lm"]
     assert lm["perplexity_after"] < lm["perplexity_before"]
+    instruct = lm["instruct"]
+    assert instruct["steps"] == 8 and len(instruct["losses"]) == 8 and instruct["conversations"] > 0
+    for key in ("in_context_accuracy_before", "in_context_accuracy_after"):
+        assert 0.0 <= instruct[key] <= 1.0
+    assert report["clip"]["shape_loss"] == 1.0
     for key in ("retrieval_before", "retrieval_after"):
         r = report["clip"][key]
         assert 0.0 <= r["image_to_text"] <= 1.0 and r["n"] >= 2 and r["chance"] == 1 / r["n"]
@@ -67,3 +72,48 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
 def test_missing_world_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the world first"):
         sicog_main(["world", "pretrain", "--world", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1"])
+
+
+def test_patch_labels_name_the_shape_under_each_patch(pretrained):
+    from sicog.world.pretrain import patch_labels
+    from sicog.world.vocab import SHAPES
+
+    world = pretrained / "world"
+    records = [json.loads(line) for line in (world / "data/clip_pretrain.jsonl").read_text().splitlines()][:6]
+    labels = patch_labels(world, records, side=112, patch=14)
+    assert labels.shape == (6, 64)
+    for rec, row in zip(records, labels):
+        scene = json.loads((world / rec["image"]).with_suffix(".json").read_text())
+        for obj in scene["objects"]:
+            col = int(obj["center"][0] / scene["width"] * 8)
+            row_i = int(obj["center"][1] / scene["height"] * 8)
+            # the object's centre lies inside every shape, so its patch carries the object's shape
+            assert row[row_i * 8 + col] == 1 + SHAPES.index(obj["shape"]), (scene["id"], obj)
+        assert set(row.tolist()) <= {0} | {1 + SHAPES.index(o["shape"]) for o in scene["objects"]}
+        assert (row == 0).any()  # some background in every scene
+
+
+def test_in_context_accuracy_counts_whole_answers():
+    import torch
+
+    from sicog.world.pretrain import in_context_accuracy
+
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    labels = torch.tensor([[-100, -100, 3, 4, -100, 6]])   # two answers: [3, 4] and [6]
+
+    class Echo(torch.nn.Module):
+        """Predicts at position i the token at i + 1, except where told to be wrong."""
+        def __init__(self, wrong=()):
+            super().__init__()
+            self.wrong = set(wrong)
+
+        def forward(self, input_ids, attention_mask):
+            logits = torch.zeros(1, 6, 10)
+            for i in range(5):
+                logits[0, i, 9 if i in self.wrong else int(input_ids[0, i + 1])] = 1.0
+            return type("Out", (), {"logits": logits})()
+
+    mask = torch.ones_like(ids)
+    assert in_context_accuracy(Echo(), ids, mask, labels) == 1.0
+    assert in_context_accuracy(Echo(wrong={2}), ids, mask, labels) == 0.5   # one token of the first answer
+    assert in_context_accuracy(Echo(wrong={1, 4}), ids, mask, labels) == 0.0

@@ -130,6 +130,22 @@ def blind_lines(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def probe_lines(result: dict) -> list[str]:
+    """The `sicog probe` tables of the headline models (first seed), gates included."""
+    from sicog.evaluate.probe import format_table
+
+    probes = result.get("probes") or {}
+    if not probes:
+        return []
+    lines = ["## Perception gates: what the image features carry, and whether the answers use them", "",
+             "`sicog probe` on the eval split (first seed): linear probes of the vision tower and the connector "
+             "(fit on `align` images, tested on `sft` images), and the teacher-forced answers with each record's "
+             "own image and with another record's image.", ""]
+    for name, path in probes.items():
+        lines += [f"### {name}", "", format_table(json.loads(Path(path).read_text())), ""]
+    return lines
+
+
 def costs(cycle) -> list[dict]:
     """Wall time of every step, plus training tokens where the stage reported them."""
     out = []
@@ -274,6 +290,7 @@ def write_report(result: dict) -> str:
         lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
                                                f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
     lines += [""] + blind_lines(blind)
+    lines += probe_lines(result)
     lines += ["## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
     for c in cost:
         lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")
@@ -284,5 +301,7 @@ def write_report(result: dict) -> str:
     write_xlsx(out / "results.xlsx", {"results": rows, "diagnostics": [{"kind": k, **{x: y for x, y in d.items()
                                                                                        if x not in _LISTS}}
                                                                           for k, d in diag.items()],
-                                      "blind_control": blind, "costs": cost})
+                                      "blind_control": blind, "costs": cost,
+                                      "gates": [{"model": name, **g} for name, path in (result.get("probes") or {}).items()
+                                                for g in json.loads(Path(path).read_text())["gates"]]})
     return md

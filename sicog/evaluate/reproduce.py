@@ -15,7 +15,9 @@ resumes. The steps, per training seed (SPEC section 1):
     curated by self-consistency (`sicog curate`);
  5. stage 1.5 from the stage-1 model on the curated data, then stage 2: the SICOG model;
  6. every model evaluated (`sicog evaluate`), the headline pair also with shuffled images (the blind
-    control: does the model read the image?); table, curation diagnostics, costs and plots.
+    control: does the model read the image?) and through `sicog probe` (what tower and connector
+    carry, and the teacher-forced answers with own and shuffled images); table, perception gates,
+    curation diagnostics, costs and plots.
 
 Sizes live in configs/experiments/reproduce.yaml; the variants (table rows) in
 sicog/evaluate/variants.py.
@@ -242,6 +244,15 @@ class Cycle:
             args += ["--limit", self.plan["eval_limit"]]
         return self.run.sicog(name, args)
 
+    def probe(self, name: str, model: Path) -> Path:
+        """`sicog probe` on the eval split: linear probes of tower and connector, own-vs-shuffled answers."""
+        folder = self.run.folder(name)
+        args = ["probe", "--model", model, "--world", self.world, "--split", "eval", "--out", folder / "probe.json"]
+        if self.plan.get("eval_limit"):
+            args += ["--limit", self.plan["eval_limit"]]
+        self.run.sicog(name, args)
+        return folder / "probe.json"
+
 
 def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[int] | None = None) -> dict:
     """Run (or resume) the cycle; returns {(variant, seed): evaluation folder} and the cycle."""
@@ -256,6 +267,7 @@ def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[i
     done: dict = {}
     evals: dict = {}
     blind: dict = {}
+    probes: dict = {}
     for v in variants:
         # The headline pair runs over every seed; the other rows over the first.
         for seed in (seeds if v.name in ("baseline", "sicog") else seeds[:1]):
@@ -263,8 +275,9 @@ def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[i
             evals[(v.name, seed)] = cycle.evaluate(f"eval/{v.name}-s{seed}", model)
             if v.name in ("baseline", "sicog") and seed == seeds[0]:
                 blind[v.name] = cycle.evaluate(f"eval/{v.name}-s{seed}-shuffled", model, blind=True)
+                probes[v.name] = cycle.probe(f"probe/{v.name}-s{seed}", model)
     log.info("cycle finished in %.1fs", time.time() - started)
-    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals, "blind": blind}
+    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals, "blind": blind, "probes": probes}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

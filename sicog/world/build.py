@@ -5,6 +5,7 @@ Layout of the output folder (all paths in records are relative to it):
     images/<split>/<id>.png, images/<split>/<id>.json   rendered scenes and their scene graphs
     world.jsonl                                          every scene graph, its split, its questions
     data/clip_pretrain.jsonl, data/lm_text.txt           unimodal pre-training (small CLIP, small LM)
+    data/lm_chat.jsonl                                   the small LM's instruction phase (text only)
     data/align.jsonl                                     stage 1: noisy web-style alt-text
     data/cod_seed.jsonl, dd_seed.jsonl, cod_seed_raw.jsonl       stage 0 perception seed
     data/cot_seed.jsonl, cot_short_seed.jsonl, llava_cot_seed.json  stage 0 reasoning seed
@@ -142,7 +143,8 @@ class WorldWriter:
             rng = text_rng(self.seed, scene["id"], "clip")
             records.append({"id": scene["id"], "image": scene["image"], "caption": T.clip_caption(scene, rng)})
             q = Q.make_question(scene, rng, rng.choice(Q.SKILLS), mc=rng.random() < MC_RATE)
-            kinds = rng.sample(["describe", "cod", "cot", "qa", "chat"], k=2)
+            exists = Q.existence_question(scene, rng)
+            kinds = rng.sample(["describe", "cod", "cot", "chat", "chat-exists"], k=2)
             for kind in kinds:
                 if kind == "describe":
                     docs.append(T.describe(scene))
@@ -150,14 +152,32 @@ class WorldWriter:
                     docs.append(f"{rng.choice(T.CAPTION_QUESTIONS)}{COD_ANNOTATION_SUFFIX}\n\n{T.cod_caption(scene)}")
                 elif kind == "cot":
                     docs.append(f"{to_step_by_step_question(Q.short_prompt(q))}\n\n{Q.cot_answer(q)}")
-                elif kind == "qa":
-                    docs.append(f"Question: {Q.short_prompt(q)}\nAnswer: {q['answer']}")
                 else:
-                    docs.append(chatml(f"{T.describe(scene)}\n{Q.short_prompt(q)}", q["answer"]))
+                    # a question answered from a description in the context: the in-context lookup
+                    # that a VLM reuses once its image tokens read like the description
+                    asked = q if kind == "chat" else exists
+                    docs.append(chatml(f"{T.describe(scene)}\n{Q.short_prompt(asked)}", asked["answer"]))
         self.jsonl("data/clip_pretrain.jsonl", records)
         atomic_write_text(self.out / "data/lm_text.txt", "".join(f"{d}\n{ENDOFTEXT}\n" for d in docs))
         self.counts["data/lm_text.txt"] = len(docs)
         return docs
+
+    def lm_chat(self) -> None:
+        """Text-only conversations for the tiny LLM's instruction phase (it stands in for an -Instruct
+        model): a scene's description, then six questions about it answered from the description."""
+        recs = []
+        for scene in self.scenes["clip"]:
+            rng = text_rng(self.seed, scene["id"], "lm-chat")
+            qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(4)], MC_RATE)
+            for _ in range(2):
+                qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
+            turns = []
+            for k, q in enumerate(qs):
+                text = Q.short_prompt(q)
+                turns.append(human(f"{T.describe(scene)}\n{text}" if k == 0 else text, image=False))
+                turns.append(gpt(q["answer"]))
+            recs.append({"id": f"{scene['id']}-chat", "conversations": turns})
+        self.jsonl("data/lm_chat.jsonl", recs)
 
     def align(self) -> None:
         recs = []
@@ -197,19 +217,21 @@ class WorldWriter:
         self.counts["data/llava_cot_seed.json"] = len(tagged)
 
     def sft(self) -> None:
+        """Instruction data: a few detailed descriptions, the rest several short questions per image.
+
+        Each image's conversation holds one existence question (yes or no, half each, like the POPE
+        probes) and 2-4 questions of the benchmark skills, so that one epoch gives the model several
+        thousand short perception answers at the cost of one image encoding per conversation.
+        """
         recs = []
         for scene in self.scenes["sft"]:
             rng = text_rng(self.seed, scene["id"], "sft")
             base = {"id": scene["id"], "image": scene["image"]}
-            r = rng.random()
-            if r < 0.15:
+            if rng.random() < 0.15:
                 turns = [human(rng.choice(T.DETAIL_QUESTIONS)), gpt(T.describe(scene))]
-            elif r < 0.27:
-                q = Q.existence_question(scene, rng)
-                turns = [human(Q.short_prompt(q)), gpt(q["answer"])]
             else:
-                n_turns = 1 if r < 0.8 else rng.choice((2, 3))
-                qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(n_turns)], MC_RATE)
+                qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(rng.choice((2, 3, 4)))], MC_RATE)
+                qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
                 turns = []
                 for k, q in enumerate(qs):
                     turns.append(human(Q.short_prompt(q), image=k == 0))
@@ -353,6 +375,7 @@ def build_world(out: str | Path, size: str = "micro", seed: int = 0) -> dict:
     prepare_out(out)
     writer.render()
     docs = writer.clip_and_lm()
+    writer.lm_chat()
     writer.align()
     writer.cod_seed()
     writer.cot_seed()

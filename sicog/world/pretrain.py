@@ -1,15 +1,20 @@
 """`sicog world pretrain`: the tiny tier's unimodal parts, trained on the world.
 
-The paper starts from a pretrained CLIP and a pretrained LLM; the tiny tier starts from these:
+The paper starts from a pretrained CLIP and a pretrained -Instruct LLM; the tiny tier starts from these:
 
 - a small CLIP (vision tower from `configs/tiers/tiny.yaml`, a small text tower) trained with CLIP's
-  contrastive loss on `data/clip_pretrain.jsonl`, its vision tower saved as `OUT/clip/`
-  (CLIPVisionModel + CLIPImageProcessor);
+  contrastive loss on `data/clip_pretrain.jsonl`, plus a per-patch shape loss on the layer the VLM
+  reads (`PatchShapeLoss`: what web-scale pre-training gives a real CLIP and this world's
+  contrastive batches do not), its vision tower saved as `OUT/clip/` (CLIPVisionModel +
+  CLIPImageProcessor);
 - a small Qwen2ForCausalLM (text config from the tier, vocabulary from the world's tokenizer) trained
-  on `data/lm_text.txt`, saved with the tokenizer as `OUT/llm/`.
+  on `data/lm_text.txt`, then instruction-tuned on `data/lm_chat.jsonl` (questions answered from a
+  description in the context, loss on the answers: `instruct_lm`), saved with the tokenizer as
+  `OUT/llm/`.
 
 `OUT/pretrain_report.json` holds the losses, the CLIP's zero-shot image-text retrieval accuracy on
-held-out images and the LM's held-out perplexity, each before and after training.
+held-out images, the LM's held-out perplexity and its in-context answer accuracy, each before and
+after training.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from tqdm import tqdm
 from sicog.data.records import read_records, write_json
 from sicog.model.tiers import load_tier
 from sicog.world.tokenizer import ENDOFTEXT, IM_END
+from sicog.world.vocab import SHAPES
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # the statistics CLIP image pr
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_TEXT = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                  max_position_embeddings=64)
-DEFAULT_STEPS = {"clip": 300, "lm": 300}
+DEFAULT_STEPS = {"clip": 300, "lm": 300, "instruct": 300}
 HELD_OUT_IMAGES = 64
 HELD_OUT_DOCS = 0.05
 
@@ -42,20 +48,24 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def _train_loop(model, batches, steps: int, lr: float, desc: str) -> list[float]:
+def _train_loop(model, batches, steps: int, lr: float, desc: str, loss_fn=None, extra=None) -> list[float]:
+    """AdamW with warm-up and cosine decay; `loss_fn(model, batch)` (default: the model's own loss)
+    and the parameters of `extra`, a module trained alongside (e.g. an auxiliary head)."""
     import torch
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     losses = []
     model.train()
     bar = tqdm(range(steps), desc=desc, unit="step")
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr)
-        loss = model(**next(batches)).loss
+        batch = next(batches)
+        loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(round(float(loss.detach()), 5))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -103,6 +113,72 @@ def _texts(tokenizer, captions: list[str], max_len: int):
     return ids, mask
 
 
+def patch_labels(world: Path, records: list[dict], side: int, patch: int):
+    """[N, (side/patch)^2] class of each patch of the square-resized image: 0 for background, else
+    1 + the index in SHAPES of the object under the patch centre (from the scene graph beside the image)."""
+    import json
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    from sicog.world.render import shape_polygon
+
+    cells = side // patch
+    out = torch.zeros(len(records), cells * cells, dtype=torch.long)
+    for i, rec in enumerate(records):
+        scene = json.loads((world / rec["image"]).with_suffix(".json").read_text())
+        mask = Image.new("L", (scene["width"], scene["height"]), 0)
+        draw = ImageDraw.Draw(mask)
+        for obj in scene["objects"]:
+            value = 1 + SHAPES.index(obj["shape"])
+            poly = shape_polygon(obj["shape"], obj["bbox"])
+            if poly is None:
+                draw.ellipse(obj["bbox"], fill=value)
+            else:
+                draw.polygon([(round(x), round(y)) for x, y in poly], fill=value)
+        for r in range(cells):
+            for c in range(cells):
+                x = min(scene["width"] - 1, int((c + 0.5) * patch * scene["width"] / side))
+                y = min(scene["height"] - 1, int((r + 0.5) * patch * scene["height"] / side))
+                out[i, r * cells + c] = mask.getpixel((x, y))
+    return out
+
+
+class PatchShapeLoss:
+    """CLIP's contrastive loss plus a per-patch shape loss on the tower's feature layer.
+
+    In the mini world the background and the set of colours tell the images of a batch apart, so
+    CLIP's loss alone leaves the tower blind to shape (a linear probe finds shape no better than in
+    a random tower; shape-swapped hard-negative captions did not change that). A linear head on the
+    patch tokens of the layer the VLM reads (`vision_feature_layer`) predicts, for every patch, the
+    shape of the object under it: a stand-in for what web-scale pre-training gives a real CLIP. The
+    head is discarded; only the tower is saved. Stages 1 to 2 never see these labels.
+    """
+
+    def __init__(self, hidden: int, feature_layer: int, weight: float):
+        import torch
+
+        self.head = torch.nn.Linear(hidden, 1 + len(SHAPES))
+        self.feature_layer, self.weight = feature_layer, weight
+
+    def __call__(self, model, batch):
+        import torch
+        import torch.nn.functional as F
+
+        vision = model.vision_model(pixel_values=batch["pixel_values"], output_hidden_states=True)
+        text = model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        img = F.normalize(model.visual_projection(vision.pooler_output), dim=-1)
+        txt = F.normalize(model.text_projection(text.pooler_output), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        target = torch.arange(len(logits), device=logits.device)
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        if self.weight:
+            patches = vision.hidden_states[self.feature_layer][:, 1:]
+            shape_logits = self.head(patches)
+            loss = loss + self.weight * F.cross_entropy(shape_logits.flatten(0, 1), batch["patch_labels"].flatten())
+        return loss
+
+
 def clip_retrieval(model, images, ids, mask) -> dict:
     """Zero-shot top-1 accuracy of matching each image to its caption among all held-out captions, and back."""
     import torch
@@ -119,7 +195,8 @@ def clip_retrieval(model, images, ids, mask) -> dict:
     }
 
 
-def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int, lr: float, seed: int,
+                  shape_loss: float = 1.0) -> dict:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionModel
 
@@ -144,6 +221,8 @@ def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int
 
     gen = torch.Generator().manual_seed(seed)
     bs = min(batch_size, len(train))
+    loss_fn = PatchShapeLoss(tier["vision"]["hidden_size"], tier["model"]["vision_feature_layer"], shape_loss)
+    labels = patch_labels(world, train, side, tier["vision"]["patch_size"]) if shape_loss else None
 
     def batches():
         while True:
@@ -152,11 +231,13 @@ def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int
                     continue
                 m = mask[idx]
                 width = int(m.sum(1).max())
-                yield {"input_ids": ids[idx, :width], "attention_mask": m[:, :width],
-                       "pixel_values": _pixels(images[idx]), "return_loss": True}
+                batch = {"input_ids": ids[idx, :width], "attention_mask": m[:, :width], "pixel_values": _pixels(images[idx])}
+                if labels is not None:
+                    batch["patch_labels"] = labels[idx]
+                yield batch
 
     t0 = time.time()
-    losses = _train_loop(model, batches(), steps, lr, "pretrain CLIP")
+    losses = _train_loop(model, batches(), steps, lr, "pretrain CLIP", loss_fn, extra=loss_fn.head)
     seconds = time.time() - t0
     after = clip_retrieval(model, held_images, held_ids, held_mask)
 
@@ -170,7 +251,8 @@ def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int
     ).save_pretrained(out / "clip")
     log.info("CLIP retrieval (image->text) %.3f -> %.3f on %d held-out images",
              before["image_to_text"], after["image_to_text"], after["n"])
-    return {"steps": steps, "batch_size": bs, "lr": lr, "train_images": len(train), "seconds": round(seconds, 1),
+    return {"steps": steps, "batch_size": bs, "lr": lr, "shape_loss": shape_loss,
+            "train_images": len(train), "seconds": round(seconds, 1),
             "losses": losses, "retrieval_before": before, "retrieval_after": after}
 
 
@@ -200,7 +282,8 @@ def perplexity(model, blocks, batch_size: int = 8) -> float:
     return math.exp(total / count)
 
 
-def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, block: int, lr: float, seed: int) -> dict:
+def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, block: int, lr: float, seed: int,
+                instruct_steps: int = 0, instruct_batch: int = 16) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -233,6 +316,8 @@ def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, 
     losses = _train_loop(model, batches(), steps, lr, "pretrain LM")
     seconds = time.time() - t0
     ppl_after = perplexity(model, held_blocks)
+    instruct = instruct_lm(world, model, tokenizer, instruct_steps, instruct_batch, lr, seed) if instruct_steps else None
+    model.eval()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
     model.save_pretrained(out / "llm")
@@ -240,28 +325,107 @@ def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, 
     log.info("LM held-out perplexity %.2f -> %.2f", ppl_before, ppl_after)
     return {"steps": steps, "batch_size": bs, "block": block, "lr": lr, "train_tokens": int(train_blocks.numel()),
             "seconds": round(seconds, 1), "tokens_per_second": round(steps * bs * block / max(seconds, 1e-9), 1),
-            "losses": losses, "perplexity_before": ppl_before, "perplexity_after": ppl_after}
+            "losses": losses, "perplexity_before": ppl_before, "perplexity_after": ppl_after, "instruct": instruct}
+
+
+def _chat_tensors(tokenizer, records: list[dict], max_len: int):
+    """Padded ids and answer-only labels of text-only conversations (the VLM's chat template)."""
+    import torch
+
+    from sicog.data.template import IGNORE_INDEX, encode_chat
+
+    rows = [encode_chat(tokenizer, r["conversations"], "assistant") for r in records]
+    rows = [(ids[:max_len], labels[:max_len]) for ids, labels in rows]
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (a, b) in enumerate(rows):
+        ids[i, : len(a)], labels[i, : len(b)], mask[i, : len(a)] = torch.tensor(a), torch.tensor(b), 1
+    return ids, mask, labels
+
+
+def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float:
+    """Fraction of answers (runs of supervised tokens) whose every token is the model's argmax."""
+    import torch
+
+    right = total = 0
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            sl = slice(start, start + batch_size)
+            logits = model(input_ids=ids[sl], attention_mask=mask[sl]).logits[:, :-1]
+            target = labels[sl, 1:]
+            hit = (logits.argmax(-1) == target) | (target < 0)
+            for row_hit, row_target in zip(hit, target):
+                supervised = (row_target >= 0).tolist()
+                ok, inside = True, False
+                for h, sup in zip(row_hit.tolist(), supervised):
+                    if sup:
+                        ok, inside = ok and h, True
+                    elif inside:
+                        right, total, ok, inside = right + ok, total + 1, True, False
+                if inside:
+                    right, total = right + ok, total + 1
+    return right / max(total, 1)
+
+
+def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+    """The instruction phase: questions answered from a description in the context, loss on the answers.
+
+    Plain LM training on the world's text leaves the tiny LM unable to look up an attribute in its
+    context (it answers existence questions about a description at chance): the answers are a
+    sliver of its loss. A real -Instruct LLM arrives with that skill, and a VLM reuses it once its
+    image tokens read like a description; this phase gives it to the tiny LM.
+    """
+    import torch
+
+    records = read_records(world / "data/lm_chat.jsonl")
+    n_held = max(1, min(100, len(records) // 10))
+    train_ids, train_mask, train_labels = _chat_tensors(tokenizer, records[:-n_held], 512)
+    held = _chat_tensors(tokenizer, records[-n_held:], 512)
+    before = in_context_accuracy(model, *held)
+    gen = torch.Generator().manual_seed(seed + 2)
+    bs = min(batch_size, len(train_ids))
+
+    def batches():
+        while True:
+            for idx in torch.randperm(len(train_ids), generator=gen).split(bs):
+                if len(idx) == bs:
+                    m = train_mask[idx]
+                    width = int(m.sum(1).max())
+                    yield {"input_ids": train_ids[idx, :width], "attention_mask": m[:, :width],
+                           "labels": train_labels[idx, :width]}
+
+    t0 = time.time()
+    losses = _train_loop(model, batches(), steps, lr, "instruct LM")
+    after = in_context_accuracy(model, *held)
+    log.info("LM in-context answer accuracy %.3f -> %.3f on %d held-out conversations", before, after, n_held)
+    return {"steps": steps, "batch_size": bs, "lr": lr, "conversations": len(train_ids),
+            "seconds": round(time.time() - t0, 1), "losses": losses,
+            "in_context_accuracy_before": before, "in_context_accuracy_after": after}
 
 
 def pretrain(world: str | Path, out: str | Path, clip_steps: int = DEFAULT_STEPS["clip"],
              lm_steps: int = DEFAULT_STEPS["lm"], clip_batch: int = 64, lm_batch: int = 8, lm_block: int = 256,
-             clip_lr: float = 1e-3, lm_lr: float = 1e-3, seed: int = 0) -> dict:
+             clip_lr: float = 1e-3, lm_lr: float = 1e-3, seed: int = 0, shape_loss: float = 1.0,
+             instruct_steps: int = DEFAULT_STEPS["instruct"]) -> dict:
     """Train and save both parts; returns the report also written to `out/pretrain_report.json`."""
     from transformers import AutoTokenizer
 
     world, out = Path(world), Path(out)
-    for need in ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt"):
+    for need in ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt") + (("data/lm_chat.jsonl",) if instruct_steps else ()):
         if not (world / need).exists():
             raise FileNotFoundError(f"{world / need} is missing; build the world first (`sicog world build`)")
-    if clip_steps < 1 or lm_steps < 1:
-        raise ValueError("--clip-steps and --lm-steps must be at least 1")
+    if clip_steps < 1 or lm_steps < 1 or instruct_steps < 0:
+        raise ValueError("--clip-steps and --lm-steps must be at least 1, --instruct-steps at least 0")
     tokenizer = AutoTokenizer.from_pretrained(str(world / "tokenizer"))
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "world": str(world),
         "seed": seed,
-        "clip": pretrain_clip(world, out, tokenizer, clip_steps, clip_batch, clip_lr, seed),
-        "lm": pretrain_lm(world, out, tokenizer, lm_steps, lm_batch, lm_block, lm_lr, seed),
+        "clip": pretrain_clip(world, out, tokenizer, clip_steps, clip_batch, clip_lr, seed, shape_loss),
+        "lm": pretrain_lm(world, out, tokenizer, lm_steps, lm_batch, lm_block, lm_lr, seed, instruct_steps),
     }
     write_json(out / "pretrain_report.json", report)
     return report
@@ -273,24 +437,33 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps for both parts (overridden by the two below)")
     parser.add_argument("--clip-steps", type=int, default=None, help=f"default {DEFAULT_STEPS['clip']}")
     parser.add_argument("--lm-steps", type=int, default=None, help=f"default {DEFAULT_STEPS['lm']}")
+    parser.add_argument("--instruct-steps", type=int, default=None,
+                        help=f"the LM's instruction phase on data/lm_chat.jsonl (0: none); default {DEFAULT_STEPS['instruct']}")
     parser.add_argument("--clip-batch", type=int, default=64)
     parser.add_argument("--lm-batch", type=int, default=8)
     parser.add_argument("--lm-block", type=int, default=256, help="tokens per LM training sequence")
     parser.add_argument("--clip-lr", type=float, default=1e-3)
     parser.add_argument("--lm-lr", type=float, default=1e-3)
+    parser.add_argument("--shape-loss", type=float, default=1.0,
+                        help="weight of the per-patch shape loss beside CLIP's (0: CLIP's loss alone)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
     clip_steps = args.clip_steps or args.steps or DEFAULT_STEPS["clip"]
     lm_steps = args.lm_steps or args.steps or DEFAULT_STEPS["lm"]
+    instruct_steps = args.instruct_steps if args.instruct_steps is not None else (args.steps or DEFAULT_STEPS["instruct"])
     report = pretrain(args.world, args.out, clip_steps, lm_steps, args.clip_batch, args.lm_batch, args.lm_block,
-                      args.clip_lr, args.lm_lr, args.seed)
+                      args.clip_lr, args.lm_lr, args.seed, args.shape_loss, instruct_steps)
     c, m = report["clip"], report["lm"]
     print(f"CLIP: loss {c['losses'][0]:.3f} -> {c['losses'][-1]:.3f}, zero-shot image->text retrieval "
           f"{c['retrieval_before']['image_to_text']:.3f} -> {c['retrieval_after']['image_to_text']:.3f} "
           f"(n={c['retrieval_after']['n']}), {c['seconds']}s")
     print(f"LM:   loss {m['losses'][0]:.3f} -> {m['losses'][-1]:.3f}, held-out perplexity "
           f"{m['perplexity_before']:.2f} -> {m['perplexity_after']:.2f}, {m['seconds']}s")
+    if m["instruct"]:
+        i = m["instruct"]
+        print(f"LM instruction phase: {i['steps']} steps, answers from a description in the context "
+              f"{i['in_context_accuracy_before']:.3f} -> {i['in_context_accuracy_after']:.3f} (held out), {i['seconds']}s")
     print(f"saved {Path(args.out) / 'clip'} and {Path(args.out) / 'llm'}")
     return 0

@@ -7,7 +7,6 @@ written with fixed compression and no metadata, so the same scene always gives t
 from __future__ import annotations
 
 import io
-import math
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -24,13 +23,6 @@ def _font():
     return _FONT
 
 
-def _regular(cx: float, cy: float, r: float, n: int, start_deg: float) -> list[tuple[float, float]]:
-    return [
-        (cx + r * math.cos(math.radians(start_deg + 360 * k / n)), cy + r * math.sin(math.radians(start_deg + 360 * k / n)))
-        for k in range(n)
-    ]
-
-
 def shape_polygon(shape: str, box: list[int]) -> list[tuple[float, float]] | None:
     """Polygon vertices of `shape` inside `box`; None for the circle (drawn as an ellipse)."""
     x0, y0, x1, y1 = box
@@ -43,16 +35,6 @@ def shape_polygon(shape: str, box: list[int]) -> list[tuple[float, float]] | Non
         return [(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)]
     if shape == "triangle":
         return [(cx, y0), (x1, y1 - r * 0.2), (x0, y1 - r * 0.2)]
-    if shape == "diamond":
-        return [(cx, y0), (x1, cy), (cx, y1), (x0, cy)]
-    if shape == "pentagon":
-        return _regular(cx, cy + r * 0.05, r, 5, -90)
-    if shape == "hexagon":
-        return _regular(cx, cy, r, 6, 0)
-    if shape == "star":
-        outer = _regular(cx, cy + r * 0.1, r, 5, -90)
-        inner = _regular(cx, cy + r * 0.1, r * 0.45, 5, -90 + 36)
-        return [p for pair in zip(outer, inner) for p in pair]
     if shape == "cross":
         t = r * 0.36
         return [
@@ -72,7 +54,7 @@ def _draw_label(img: Image.Image, text: str, box: list[int], colour: str) -> Non
     left, top, right, bottom = font.getbbox(text)
     glyph = Image.new("L", (right - left, bottom - top), 0)
     ImageDraw.Draw(glyph).text((-left, -top), text, fill=255, font=font)
-    scale = max(1, (box[2] - box[0]) // 26)
+    scale = max(1, (box[2] - box[0]) // 20)
     if scale > 1:
         glyph = glyph.resize((glyph.width * scale, glyph.height * scale), Image.Resampling.NEAREST)
     cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2

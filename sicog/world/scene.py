@@ -58,7 +58,7 @@ def sample_scene(seed: int, split: str, index: int) -> dict:
     rng = scene_rng(seed, split, index)
     width, height = sample_image_size(rng)
     background = rng.choice(sorted(BACKGROUNDS))
-    n_objects = rng.choices((1, 2, 3, 4, 5, 6), weights=(1, 3, 4, 4, 3, 2))[0]
+    n_objects = rng.choices((1, 2, 3, 4), weights=(2, 3, 3, 2))[0]
     scale = math.sqrt(width * height)
     used: set[tuple[str, str]] = set()
     objects: list[dict] = []
