@@ -13,8 +13,8 @@ def tiny():
 
 def test_greedy_generate_same_with_and_without_cache(tiny):
     model, proc = tiny
-    g = proc.collate([proc.encode(Q, image(60, 40), add_generation_prompt=True, for_generation=True)], "left")
-    assert g["images"][0].grid is not None  # sliced after the eval-time long-side resize
+    g = proc.collate([proc.encode(Q, image(240, 160), add_generation_prompt=True, for_generation=True)], "left")
+    assert g["images"][0].grid is not None  # large enough to be sliced
     kw = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
               max_new_tokens=4, do_sample=False, eos_token_id=None)
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_generate_never_emits_the_image_token(tiny):
         logits[..., image_id] = 1e4
         return logits
 
-    g = proc.collate([proc.encode(Q, image(60, 40), add_generation_prompt=True, for_generation=True)], "left")
+    g = proc.collate([proc.encode(Q, image(240, 160), add_generation_prompt=True, for_generation=True)], "left")
     handle = model.language_model.lm_head.register_forward_hook(favour_image)
     try:
         with torch.no_grad():
