@@ -82,15 +82,17 @@ def object_labels(scenes: list[dict]) -> dict[str, torch.Tensor]:
             "object_colour": torch.tensor([colours.index(o["colour"]) for o in objs])}
 
 
-def centre_cells(scenes: list[dict], grid: int) -> torch.Tensor:
-    """Per object, the row-major index of the grid x grid cell holding its centre (square resize)."""
-    cells = []
-    for s in scenes:
+def object_features(feats: torch.Tensor, scenes: list[dict], grid: int) -> torch.Tensor:
+    """Per object (scene order, then object order), the feature of the row-major grid x grid cell
+    holding its centre (square resize): `feats` [N images, grid*grid, C] -> [N objects, C]."""
+    image, cell = [], []
+    for i, s in enumerate(scenes):
         for o in s["objects"]:
             col = min(grid - 1, int(o["center"][0] / s["width"] * grid))
             row = min(grid - 1, int(o["center"][1] / s["height"] * grid))
-            cells.append(row * grid + col)
-    return torch.tensor(cells)
+            image.append(i)
+            cell.append(row * grid + col)
+    return feats[torch.tensor(image), torch.tensor(cell)]
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -203,9 +205,7 @@ def probe_part(train: torch.Tensor, test: torch.Tensor, train_scenes: list[dict]
         pred = predict(gte)
         result[target] = balanced_accuracy(pred, yte[target]) if multilabel else float((pred == yte[target]).float().mean())
     otr, ote = object_labels(train_scenes), object_labels(test_scenes)
-    ctr, cte = centre_cells(train_scenes, grid), centre_cells(test_scenes, grid)
-    ltr = train[torch.repeat_interleave(torch.arange(len(train_scenes)), torch.tensor([len(s["objects"]) for s in train_scenes])), ctr]
-    lte = test[torch.repeat_interleave(torch.arange(len(test_scenes)), torch.tensor([len(s["objects"]) for s in test_scenes])), cte]
+    ltr, lte = object_features(train, train_scenes, grid), object_features(test, test_scenes, grid)
     for target in ("object_shape", "object_colour"):
         predict = fit_linear(ltr, otr[target], multilabel=False)
         result[target] = float((predict(lte) == ote[target]).float().mean())

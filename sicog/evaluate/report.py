@@ -130,19 +130,18 @@ def blind_lines(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def probe_lines(result: dict) -> list[str]:
+def probe_lines(probes: dict[str, dict]) -> list[str]:
     """The `sicog probe` tables of the headline models (first seed), gates included."""
     from sicog.evaluate.probe import format_table
 
-    probes = result.get("probes") or {}
     if not probes:
         return []
     lines = ["## Perception gates: what the image features carry, and whether the answers use them", "",
              "`sicog probe` on the eval split (first seed): linear probes of the vision tower and the connector "
              "(fit on `align` images, tested on `sft` images), and the teacher-forced answers with each record's "
              "own image and with another record's image.", ""]
-    for name, path in probes.items():
-        lines += [f"### {name}", "", format_table(json.loads(Path(path).read_text())), ""]
+    for name, probe in probes.items():
+        lines += [f"### {name}", "", format_table(probe), ""]
     return lines
 
 
@@ -251,6 +250,7 @@ def write_report(result: dict) -> str:
     table = markdown_table(columns, rows)
     diag = curation_diagnostics(cycle, seed=result["seeds"][0])
     blind = blind_control(result)
+    probes = {name: json.loads(Path(path).read_text()) for name, path in (result.get("probes") or {}).items()}
     cost = costs(cycle)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -290,7 +290,7 @@ def write_report(result: dict) -> str:
         lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
                                                f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
     lines += [""] + blind_lines(blind)
-    lines += probe_lines(result)
+    lines += probe_lines(probes)
     lines += ["## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
     for c in cost:
         lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")
@@ -302,6 +302,6 @@ def write_report(result: dict) -> str:
                                                                                        if x not in _LISTS}}
                                                                           for k, d in diag.items()],
                                       "blind_control": blind, "costs": cost,
-                                      "gates": [{"model": name, **g} for name, path in (result.get("probes") or {}).items()
-                                                for g in json.loads(Path(path).read_text())["gates"]]})
+                                      "gates": [{"model": name, **g} for name, probe in probes.items()
+                                                for g in probe["gates"]]})
     return md

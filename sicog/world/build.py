@@ -89,6 +89,28 @@ def unique_questions(scene: dict, rng: random.Random, skills: list[str], mc_rate
     return out
 
 
+def perception_questions(scene: dict, rng: random.Random, n_skills: int, n_existence: int) -> list[dict]:
+    """`n_skills` questions of random skills, no two alike, with `n_existence` existence questions
+    (yes or no, half each) inserted at random places."""
+    qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(n_skills)], MC_RATE)
+    for _ in range(n_existence):
+        qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
+    return qs
+
+
+def qa_turns(questions: list[dict], image: bool, context: str = "") -> list[dict]:
+    """A conversation of short answers; the first question carries `<image>` (when `image`) and,
+    before it, `context` on its own line."""
+    turns = []
+    for k, q in enumerate(questions):
+        text = Q.short_prompt(q)
+        if k == 0 and context:
+            text = f"{context}\n{text}"
+        turns.append(human(text, image=image and k == 0))
+        turns.append(gpt(q["answer"]))
+    return turns
+
+
 def qa_record(qid: str, scene: dict, q: dict) -> dict:
     rec = {"id": qid, "image": scene["image"], "question": f"{IMAGE_TOKEN}\n{Q.short_prompt(q)}",
            "answer": q["answer"], "skill": q["skill"], "type": q["type"]}
@@ -168,15 +190,9 @@ class WorldWriter:
         recs = []
         for scene in self.scenes["clip"]:
             rng = text_rng(self.seed, scene["id"], "lm-chat")
-            qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(4)], MC_RATE)
-            for _ in range(2):
-                qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
-            turns = []
-            for k, q in enumerate(qs):
-                text = Q.short_prompt(q)
-                turns.append(human(f"{T.describe(scene)}\n{text}" if k == 0 else text, image=False))
-                turns.append(gpt(q["answer"]))
-            recs.append({"id": f"{scene['id']}-chat", "conversations": turns})
+            qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
+            recs.append({"id": f"{scene['id']}-chat",
+                         "conversations": qa_turns(qs, image=False, context=T.describe(scene))})
         self.jsonl("data/lm_chat.jsonl", recs)
 
     def align(self) -> None:
@@ -230,12 +246,8 @@ class WorldWriter:
             if rng.random() < 0.15:
                 turns = [human(rng.choice(T.DETAIL_QUESTIONS)), gpt(T.describe(scene))]
             else:
-                qs = unique_questions(scene, rng, [rng.choice(Q.SKILLS) for _ in range(rng.choice((2, 3, 4)))], MC_RATE)
-                qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
-                turns = []
-                for k, q in enumerate(qs):
-                    turns.append(human(Q.short_prompt(q), image=k == 0))
-                    turns.append(gpt(q["answer"]))
+                turns = qa_turns(perception_questions(scene, rng, n_skills=rng.choice((2, 3, 4)), n_existence=1),
+                                 image=True)
             recs.append({**base, "conversations": turns})
         pairs = Q.text_only_questions()
         for i in range(self.n["sft_text"]):

@@ -121,7 +121,7 @@ def patch_labels(world: Path, records: list[dict], side: int, patch: int):
     import torch
     from PIL import Image, ImageDraw
 
-    from sicog.world.render import shape_polygon
+    from sicog.world.render import draw_shape
 
     cells = side // patch
     out = torch.zeros(len(records), cells * cells, dtype=torch.long)
@@ -130,12 +130,7 @@ def patch_labels(world: Path, records: list[dict], side: int, patch: int):
         mask = Image.new("L", (scene["width"], scene["height"]), 0)
         draw = ImageDraw.Draw(mask)
         for obj in scene["objects"]:
-            value = 1 + SHAPES.index(obj["shape"])
-            poly = shape_polygon(obj["shape"], obj["bbox"])
-            if poly is None:
-                draw.ellipse(obj["bbox"], fill=value)
-            else:
-                draw.polygon([(round(x), round(y)) for x, y in poly], fill=value)
+            draw_shape(draw, obj, 1 + SHAPES.index(obj["shape"]))
         for r in range(cells):
             for c in range(cells):
                 x = min(scene["width"] - 1, int((c + 0.5) * patch * scene["width"] / side))
@@ -356,17 +351,15 @@ def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float
             sl = slice(start, start + batch_size)
             logits = model(input_ids=ids[sl], attention_mask=mask[sl]).logits[:, :-1]
             target = labels[sl, 1:]
-            hit = (logits.argmax(-1) == target) | (target < 0)
+            hit = logits.argmax(-1) == target
             for row_hit, row_target in zip(hit, target):
-                supervised = (row_target >= 0).tolist()
-                ok, inside = True, False
-                for h, sup in zip(row_hit.tolist(), supervised):
-                    if sup:
-                        ok, inside = ok and h, True
-                    elif inside:
-                        right, total, ok, inside = right + ok, total + 1, True, False
-                if inside:
-                    right, total = right + ok, total + 1
+                supervised = row_target >= 0
+                # an answer starts at a supervised position whose predecessor is not supervised
+                starts = supervised & ~torch.cat([supervised.new_zeros(1), supervised[:-1]])
+                answer = starts.cumsum(0)
+                for k in range(1, int(answer.max()) + 1):   # none when nothing is supervised
+                    right += bool(row_hit[supervised & (answer == k)].all())
+                    total += 1
     return right / max(total, 1)
 
 

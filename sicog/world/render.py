@@ -62,16 +62,20 @@ def _draw_label(img: Image.Image, text: str, box: list[int], colour: str) -> Non
     img.paste(ink, (cx - glyph.width // 2, cy - glyph.height // 2), glyph)
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, obj: dict, fill) -> None:
+    """Fill the object's shape (no label) with `fill`: an RGB colour, or a class id on an "L" mask."""
+    poly = shape_polygon(obj["shape"], obj["bbox"])
+    if poly is None:
+        draw.ellipse(obj["bbox"], fill=fill)
+    else:
+        draw.polygon([(round(x), round(y)) for x, y in poly], fill=fill)
+
+
 def render_scene(scene: dict) -> Image.Image:
     img = Image.new("RGB", (scene["width"], scene["height"]), BACKGROUNDS[scene["background"]])
     draw = ImageDraw.Draw(img)
     for obj in scene["objects"]:
-        fill = COLOURS[obj["colour"]]
-        poly = shape_polygon(obj["shape"], obj["bbox"])
-        if poly is None:
-            draw.ellipse(obj["bbox"], fill=fill)
-        else:
-            draw.polygon([(round(x), round(y)) for x, y in poly], fill=fill)
+        draw_shape(draw, obj, COLOURS[obj["colour"]])
         if obj["label"]:
             _draw_label(img, obj["label"], obj["bbox"], obj["colour"])
     return img
