@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("sicog.model.build", "assemble a fresh SICOG model from a CLIP folder and an LLM folder"),
+    "import-checkpoint": ("sicog.model.authors", "convert a checkpoint saved by the authors' code into our format"),
     "train": ("sicog.train.cli", "train any stage (stage0, stage1, stage1_5, stage2, dpo)"),
     "generate": ("sicog.generate.cli", "generate N candidate captions or answers per input"),
     "merge-candidates": ("sicog.generate.merge", "merge per-rank candidate shards into one checked file"),

@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from sicog.model.build import build_random_tiny
-from sicog.model.resampler import SpatialResampler, roi_shape, sincos_2d
+from sicog.model.resampler import SpatialResampler, key_positions, sincos_table
 
 
 @pytest.fixture(scope="module")
 def resampler():
     torch.manual_seed(0)
-    r = SpatialResampler(query_grid=4, embed_dim=64, kv_dim=48, num_heads=2, ref_grid=8, roi_points=(2, 4))
+    r = SpatialResampler(query_grid=4, embed_dim=64, kv_dim=48, num_heads=2)
     torch.nn.init.normal_(r.query, std=0.5)
     return r.eval()
 
@@ -43,20 +43,14 @@ def test_maps_in_a_batch_are_independent(resampler):
     torch.testing.assert_close(both[1:], one, rtol=1e-5, atol=1e-6)
 
 
-def test_roi_shape_follows_aspect():
-    assert roi_shape(24, 24, 12, 6, 12) == (6, 6)
-    assert roi_shape(24, 48, 12, 6, 12) == (6, 12)
-    assert roi_shape(48, 24, 12, 6, 12) == (12, 6)
-    assert roi_shape(10, 1000, 12, 6, 12) == (6, 12)   # capped
-
-
-def test_key_positions_interpolate_the_reference_grid():
-    ref = sincos_2d(8, 8, 32)
-    torch.testing.assert_close(sincos_2d(8, 8, 32, ref=8), ref)
-    # a 16x16 map spans the same range: its corners lie just outside the reference's corners
-    big = sincos_2d(16, 16, 32, ref=8).view(16, 16, 32)
-    assert big.shape == (16, 16, 32)
-    assert not torch.allclose(big[0, 0], ref[0])
+def test_key_positions_resize_the_query_table():
+    table = sincos_table(4, 32).view(4, 4, 32)
+    # at the table's own size the bicubic resize is the identity
+    torch.testing.assert_close(key_positions(4, 32, 4, 4), table)
+    big = key_positions(4, 32, 8, 12)
+    assert big.shape == (8, 12, 32)
+    # a row of the map keeps the row half (second half) constant along it
+    torch.testing.assert_close(big[3, 0, 16:], big[3, 11, 16:])
 
 
 def test_vision_features_equal_clip_hidden_state():

@@ -98,6 +98,17 @@ def build_random_tiny(seed: int = 0, tokenizer=None, projector_type: str = "resa
     return model, SicogProcessor.from_config(config, tokenizer)
 
 
+def add_special_tokens(tok):
+    """Adds the ChatML tokens and `<image>` the tokenizer lacks (in place) and a pad token if unset."""
+    missing = [t for t in SPECIAL_TOKENS[1:] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        log.info("added special tokens %s to the tokenizer", missing)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def load_vision_tower(path: str | Path, dtype=None) -> CLIPVisionModel:
     cfg = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     if cfg.model_type not in VISION_TYPES:
@@ -118,13 +129,7 @@ def build_model(vision: str | Path, llm: str | Path, tier: str = "tiny", tokeniz
     """A fresh SICOG model (pretrained vision tower and LLM, new projector) and its processor."""
     tier_cfg = load_tier(tier)
     torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]   # auto: as stored in each checkpoint
-    tok = AutoTokenizer.from_pretrained(str(tokenizer or llm), trust_remote_code=False)
-    missing = [t for t in SPECIAL_TOKENS[1:] if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
-    if missing:
-        tok.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-        log.info("added special tokens %s to the tokenizer", missing)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    tok = add_special_tokens(AutoTokenizer.from_pretrained(str(tokenizer or llm), trust_remote_code=False))
 
     vision_tower = load_vision_tower(vision, torch_dtype)
     language_model = load_llm(llm, torch_dtype)

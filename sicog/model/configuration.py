@@ -26,9 +26,6 @@ class SicogConfig(PreTrainedConfig):
             (12 at paper scale).
         resampler_head_dim: head width of the resampler's cross-attention;
             heads = text hidden size / resampler_head_dim.
-        roi_points_min, roi_points_max: each key-map window is ROI-aligned to a grid whose short
-            side has roi_points_min points and whose long side follows the window's aspect ratio,
-            capped at roi_points_max.
         vision_feature_layer: CLIP hidden state used as image features (-2: second-to-last).
         eval_long_side: the long side images are resized to before slicing at generation and
             evaluation (the authors use 1024 there but not in training); None disables it.
@@ -68,8 +65,6 @@ class SicogConfig(PreTrainedConfig):
     max_slices: int = 7
     query_grid: int = 12
     resampler_head_dim: int = 128
-    roi_points_min: int = 6
-    roi_points_max: int = 12
     vision_feature_layer: int = -2
     eval_long_side: int | None = 1024
     image_token_id: int | None = None

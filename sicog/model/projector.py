@@ -31,6 +31,4 @@ def build_projector(config) -> nn.Module:
         embed_dim=d,
         kv_dim=kv_dim,
         num_heads=d // config.resampler_head_dim,
-        ref_grid=config.image_scale // config.patch_size,
-        roi_points=(config.roi_points_min, config.roi_points_max),
     )
