@@ -101,3 +101,48 @@ def test_fit_area_rejects_empty():
         fit_area(0, 10, 336, 14)
     with pytest.raises(ValueError):
         slice_geometry(10, 0, **PAPER)
+
+
+def _authors_refine(width, height, grid, scale, patch):
+    """The refine size as the authors compute it (issue 14), written out independently.
+
+    Returns None where a rescaled cell side falls below one patch (a cell aspect beyond
+    (scale/patch)^2 : 1, 576:1 at paper scale): our documented exception.
+    """
+    cols, rows = grid
+    cell_w = max(width // cols * cols, cols) / cols
+    cell_h = max(height // rows * rows, rows) / rows
+    r = cell_w / cell_h
+    h = int(scale / math.sqrt(r))
+    w = int(h * r)
+    if min(w, h) < patch:
+        return None
+    return w // patch * patch * cols, h // patch * patch * rows
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.tuples(st.integers(1, 6000), st.integers(1, 6000)), st.sampled_from([PAPER, TINY]))
+def test_refine_size_is_the_authors_formula(size, p):
+    geo = slice_geometry(*size, **p)
+    if geo.grid is not None:
+        expected = _authors_refine(*size, geo.grid, p["scale"], p["patch"])
+        assert expected is None or geo.refine_size == expected
+
+
+def test_refine_size_over_ordinary_sizes():
+    # every size from 340 to 3000 pixels per side in steps of 37 (4,624 images), none extreme
+    checked = 0
+    for w in range(340, 3000, 37):
+        for h in range(340, 3000, 37):
+            geo = slice_geometry(w, h, **PAPER)
+            if geo.grid is not None:
+                assert geo.refine_size == _authors_refine(w, h, geo.grid, 336, 14), (w, h)
+                checked += 1
+    assert checked > 4000
+
+
+def test_wide_example_slices_like_the_authors():
+    # 2794x741: 6x1 grid; 2794 floored to 2790 gives 465-pixel cells -> 266x420 slices (not 252x420)
+    geo = slice_geometry(2794, 741, **PAPER)
+    assert geo.grid == (6, 1)
+    assert geo.slice_size == (266, 420)

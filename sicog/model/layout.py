@@ -4,7 +4,10 @@ Resampler mode (LLaVA-UHD v1), with Q = query_grid:
 - without slices: the Q*Q overview tokens;
 - with a (cols, rows) grid: the slice tokens in raster order over the whole image
   (rows*Q token rows of cols*Q tokens), a row separator after each token row, one overview
-  separator, then the Q*Q overview tokens.
+  separator, then the Q*Q overview tokens. As in the authors' code (whose released weights
+  depend on it, so it holds at every tier), the separator before the overview is the first of
+  their per-cell separators: the overview separator when the grid has 2 or more columns, the row
+  separator when it has one column (1x2, 1x3).
 
 MLP mode (the low-resolution LLaVA variant): one token per patch of the square image_scale image.
 
@@ -84,5 +87,5 @@ class ImageLayout:
         cols, rows = grid
         q = self.query_grid
         row = [image_id] * (cols * q) + [row_id]
-        ids = row * (rows * q) + [overview_id] + [image_id] * (q * q)
-        return ids
+        before_overview = overview_id if cols > 1 else row_id
+        return row * (rows * q) + [before_overview] + [image_id] * (q * q)

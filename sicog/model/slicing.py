@@ -12,7 +12,10 @@ Rules, with `scale` = 336, `patch` = 14 and `max_slices` = 7 at paper scale:
   `max_slices`; every factorisation [cols, rows] of each (cols ascending); the grid minimising
   |log(W/H) - log(cols/rows)| (the first one wins ties). The overview is the image resized to area
   ~scale^2; the slices come from resizing the image so that every cell has area ~scale^2 (cell
-  sides multiples of `patch`) and cutting it row-major.
+  sides multiples of `patch`) and cutting it row-major. The cell size is the authors' exactly:
+  each image side floored to a multiple of its grid count, divided by it, rescaled to area
+  scale^2 at the cell's own aspect r with `h = int(scale / sqrt(r))`, `w = int(h * r)`, then each
+  side floored to a multiple of `patch` (`refine_size`).
 
 Every side is a multiple of `patch` and at least `patch`. For aspect ratios beyond
 (scale/patch)^2 : 1 (e.g. 1x4000) the short side is clamped to `patch`; the long side is then
@@ -91,9 +94,19 @@ def slice_geometry(width: int, height: int, max_slices: int, scale: int, patch: 
     multiple = min(math.ceil(ratio), max_slices)
     if multiple <= 1:
         return SliceGeometry(overview, None, None)
-    cols, rows = best_grid(width, height, multiple, max_slices)
-    cell_w, cell_h = fit_area(width / cols, height / rows, scale, patch)
-    return SliceGeometry(overview, (cols, rows), (cell_w * cols, cell_h * rows))
+    grid = best_grid(width, height, multiple, max_slices)
+    return SliceGeometry(overview, grid, refine_size(width, height, grid, scale, patch))
+
+
+def refine_size(width: int, height: int, grid: tuple[int, int], scale: int, patch: int) -> tuple[int, int]:
+    """(width, height) of the image the (cols, rows) grid of slices is cut from.
+
+    Each side is first floored to a multiple of its grid count (at least the count), so the cell
+    is a whole number of pixels before it is rescaled to area ~scale^2.
+    """
+    cols, rows = grid
+    cell_w, cell_h = fit_area(_snap(width, cols) // cols, _snap(height, rows) // rows, scale, patch)
+    return cell_w * cols, cell_h * rows
 
 
 def long_side_size(width: int, height: int, long_side: int) -> tuple[int, int]:
