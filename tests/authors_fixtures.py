@@ -8,8 +8,8 @@ AUTHORS = Path(__file__).parent / "fixtures" / "authors"
 
 
 def load_json(rel: str):
-    return json.loads((AUTHORS / rel).read_text())
+    return json.loads((AUTHORS / rel).read_text(encoding="utf-8"))
 
 
 def load_jsonl(rel: str) -> list[dict]:
-    return [json.loads(line) for line in (AUTHORS / rel).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in (AUTHORS / rel).read_text(encoding="utf-8").split("\n") if line.strip()]

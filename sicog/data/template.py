@@ -16,6 +16,10 @@ Label modes:
 - "assistant": only each assistant turn's content and its closing `<|im_end|>`.
 In both modes the `<image>` token (and, after expansion, every image and separator position) is
 -100.
+
+Before rendering, turns are prepared as the authors' data path does (`prepare_turns`): a
+conversation that starts with an assistant turn loses that turn, and a turn whose single
+`<image>` is not at its start gets it moved there, followed by `\n` (LLaVA-665K style records).
 """
 from __future__ import annotations
 
@@ -50,12 +54,33 @@ def validate_conversations(conversations, add_generation_prompt: bool = False) -
         raise ValueError("add_generation_prompt needs conversations that end with a human turn")
 
 
+def prepare_turns(conversations) -> list[dict]:
+    """The turns as rendered: a leading assistant turn dropped, a lone `<image>` moved to the turn's start.
+
+    A turn with one `<image>` elsewhere becomes `<image>\n` + the rest with the marker removed and
+    the ends stripped (inner whitespace is kept). Other turns are returned unchanged.
+    """
+    turns = list(conversations)
+    if turns and turns[0]["from"] != "human":
+        turns = turns[1:]
+        if not turns:
+            raise ValueError("the conversation has only an assistant turn")
+    out = []
+    for turn in turns:
+        value = turn["value"]
+        if value.count(IMAGE) == 1 and not value.startswith(IMAGE):
+            turn = {**turn, "value": f"{IMAGE}\n{value.replace(IMAGE, '').strip()}".strip()}
+        out.append(turn)
+    return out
+
+
 def render(conversations, mask_mode: str = "authors", add_generation_prompt: bool = False,
            system: str = SYSTEM_PROMPT) -> RenderedChat:
     """The ChatML text and the character spans that are supervised (before the special-token rule)."""
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
     validate_conversations(conversations, add_generation_prompt)
+    conversations = prepare_turns(conversations)
     parts = [f"{IM_START}system\n{system}{IM_END}\n"]
     length = len(parts[0])
     spans: list[tuple[int, int]] = []
