@@ -136,7 +136,8 @@ def to_step_by_step_question(question: str) -> str:
 
 
 def strip_image_token(text: str) -> str:
-    return text.replace(IMAGE_TOKEN + "\n", "").replace(IMAGE_TOKEN, "").strip()
+    """The text without `<image>`, ends stripped (inner whitespace kept, as the authors' scripts do)."""
+    return text.replace(IMAGE_TOKEN, "").strip()
 
 
 def first_human_turn(record: dict) -> str | None:
@@ -150,7 +151,7 @@ def generation_prompt(record: dict, task: str, prompt: str) -> str:
     """The user turn (with its leading `<image>\\n`) used to generate for `record`.
 
     task "caption": prompts `cod-default`, `default`, `cod-conv`; task "reasoning": `cot-default`,
-    `default`. Raises ValueError with the reason when the record cannot give a prompt.
+    `default`. The strings equal the authors' scripts' (pinned by tests/test_authors_prompts.py). Raises ValueError with the reason when the record cannot give a prompt.
     """
     if task == "caption":
         if prompt in CAPTION_PROMPTS:
@@ -170,7 +171,8 @@ def generation_prompt(record: dict, task: str, prompt: str) -> str:
         if prompt == "cot-default":
             body = question
         elif prompt == "default":
-            body = re.sub(r"\s+", " ", question.replace(STEP_BY_STEP_PHRASE, "")).strip()
+            # only the phrase goes: option lines and the space before the phrase stay as they are
+            body = question.replace(STEP_BY_STEP_PHRASE, "")
         else:
             raise ValueError(f"unknown reasoning prompt {prompt!r}; use cot-default or default")
     else:
