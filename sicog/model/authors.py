@@ -7,7 +7,7 @@ names and ours:
 | theirs | ours |
 |---|---|
 | `model.embed_tokens.*`, `model.layers.N.*`, `model.norm.*`, `lm_head.*` | `language_model.model.*`, `language_model.lm_head.*` |
-| `model.vision_tower.vision_tower.vision_model.*` | `vision_tower.vision_model.*` |
+| `model.vision_tower.vision_tower.vision_model.*` | `vision_tower.*` (transformers 5 names) |
 | `model.mm_projector.{query, kv_proj, ln_q, ln_kv, ln_post}` | `projector.*` (same names) |
 | `model.mm_projector.attn.in_proj_{weight,bias}` | split in three: `projector.{q,k,v}_proj.*` |
 | `model.mm_projector.attn.out_proj.*` | `projector.out_proj.*` |
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, Qwen2Config
 
 from .build import _set_generation_ids, _set_special_ids, add_special_tokens
@@ -54,7 +55,7 @@ POS_EMBED_TOLERANCE = 1e-6
 # buffers older transformers versions saved; they are recomputed, never loaded
 IGNORED_SUFFIXES = ("embeddings.position_ids", "rotary_emb.inv_freq")
 _PREFIXES = (
-    ("model.vision_tower.vision_tower.vision_model.", "vision_tower.vision_model."),
+    ("model.vision_tower.vision_tower.vision_model.", "vision_tower."),
     ("model.mm_projector.", "projector."),
     ("model.", "language_model.model."),
     ("lm_head.", "language_model.lm_head."),
@@ -200,34 +201,49 @@ def sicog_config(theirs: dict, vision: CLIPVisionConfig, tensors: dict[str, torc
     )
 
 
-def build_imported(config: SicogConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None):
-    """The model with their tensors loaded (strict: every parameter must come from the checkpoint)."""
+def write_imported(config: SicogConfig, tensors: dict[str, torch.Tensor], out_dir: str | Path,
+                   dtype: torch.dtype | None = None) -> list[dict]:
+    """Writes their tensors under our names (`model.safetensors`) and our config to `out_dir`.
+
+    Strict: every parameter of our model must come from the checkpoint and every tensor must map
+    to one. Returns the report rows. Load the result with `SicogForConditionalGeneration.from_pretrained`.
+    """
     mapped, rows = map_state(tensors, config.text_config.tie_word_embeddings)
-    if dtype is not None:
-        mapped = {k: v.to(dtype) for k, v in mapped.items()}
     with torch.device("meta"):
-        model = SicogForConditionalGeneration(config)
-    expected = set(model.state_dict())
+        ours = SicogForConditionalGeneration(config).state_dict()
     if config.text_config.tie_word_embeddings:
-        expected.discard("language_model.lm_head.weight")
-    missing = sorted(expected - set(mapped))
-    unknown = sorted(set(mapped) - expected)
+        ours.pop("language_model.lm_head.weight", None)
+    missing = sorted(set(ours) - set(mapped))
+    unknown = sorted(set(mapped) - set(ours))
     if missing or unknown:
-        raise CheckpointImportError(f"tensors missing from the checkpoint: {missing[:20]}; not in our model: {unknown[:20]}")
-    ours = model.state_dict()
+        raise CheckpointImportError(f"tensors missing from the checkpoint: {missing[:20]}; "
+                                    f"not in our model: {unknown[:20]}")
     bad = [f"{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in mapped.items() if v.shape != ours[k].shape]
     if bad:
         raise CheckpointImportError(f"shape mismatches: {bad[:20]}")
-    model.load_state_dict(mapped, strict=False, assign=True)
-    if config.text_config.tie_word_embeddings:
-        model.language_model.lm_head.weight = model.language_model.model.embed_tokens.weight
-    model.config.dtype = next(iter(mapped.values())).dtype
-    model.eval()
-    return model, rows
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = dtype or mapped["language_model.model.embed_tokens.weight"].dtype
+    config.dtype = dtype
+    config.save_pretrained(str(out))
+    save_file({k: v.to(dtype).contiguous() for k, v in mapped.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    return rows
+
+
+def load_imported(out_dir: str | Path) -> SicogForConditionalGeneration:
+    """The model written by `write_imported`, loaded back strictly (nothing missing or unused)."""
+    model, info = SicogForConditionalGeneration.from_pretrained(str(out_dir), output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        raise CheckpointImportError(f"the imported checkpoint does not load cleanly: {problems}")
+    _set_generation_ids(model)
+    return model.eval()
 
 
 def import_authors(in_dir: str | Path, out_dir: str | Path, vision_config: str | Path | None = None,
-                   max_slices: int = MAX_SLICES, dtype: str = "auto") -> dict:
+                   max_slices: int = MAX_SLICES, dtype: str = "auto",
+                   separator_token_ids: list[int] | None = None) -> dict:
     """Converts their checkpoint folder into a SICOG model + processor folder; returns the report."""
     src, out = Path(in_dir), Path(out_dir)
     cfg_file = src / "config.json"
@@ -240,17 +256,21 @@ def import_authors(in_dir: str | Path, out_dir: str | Path, vision_config: str |
     if len(tok) > rows_available:
         raise CheckpointImportError(f"the tokenizer has {len(tok)} tokens with <image> but the embeddings only "
                            f"{rows_available} rows; the importer does not resize embeddings")
+    seps = list(separator_token_ids or SEPARATOR_IDS)
+    if max(seps) >= rows_available or min(seps) < 0:
+        raise CheckpointImportError(f"separator ids {seps} do not fit the {rows_available}-row embeddings")
     config = sicog_config(theirs, vision_config_from(theirs, vision_config), tensors,
-                          tok.convert_tokens_to_ids("<image>"), max_slices)
+                          tok.convert_tokens_to_ids("<image>"), max_slices, seps)
     _set_special_ids(config.text_config, tok)
-    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-    model, rows = build_imported(config, tensors, torch_dtype)
-    _set_generation_ids(model)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    SicogProcessor.from_config(config, tok).save_pretrained(str(out))
+    n_tensors = len(tensors)
+    rows = write_imported(config, tensors, out, None if dtype == "auto" else getattr(torch, dtype))
+    del tensors
+    model = load_imported(out)                      # checks that it loads back cleanly
+    model.config.save_pretrained(str(out))
+    model.generation_config.save_pretrained(str(out))
+    SicogProcessor.from_config(model.config, tok).save_pretrained(str(out))
     report = {
-        "from": "authors", "source": str(src), "tensors": len(tensors), "mapped": rows,
+        "from": "authors", "source": str(src), "tensors": n_tensors, "mapped": rows,
         "settings": {"separator_token_ids": config.separator_token_ids, "query_grid": config.query_grid,
                      "vision_feature_layer": config.vision_feature_layer, "max_slices": config.max_slices,
                      "image_scale": config.image_scale, "image_token_id": config.image_token_id,
@@ -258,7 +278,7 @@ def import_authors(in_dir: str | Path, out_dir: str | Path, vision_config: str |
                      "dtype": str(model.config.dtype).removeprefix("torch.")},
     }
     (out / "import_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("imported %d tensors from %s into %s (report: import_report.json)", len(tensors), src, out)
+    log.info("imported %d tensors from %s into %s (report: import_report.json)", n_tensors, src, out)
     return report
 
 
@@ -272,12 +292,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-slices", type=int, default=MAX_SLICES)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights dtype (auto: as stored)")
+    parser.add_argument("--separator-token-ids", type=int, nargs=2, default=None, metavar=("ROW", "OVERVIEW"),
+                        help="separator ids their weights were trained with (default: 13 29892)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import_authors(args.in_dir, args.out, args.vision_config, args.max_slices, args.dtype)
-    except CheckpointImportError as e:
+        import_authors(args.in_dir, args.out, args.vision_config, args.max_slices, args.dtype,
+                       args.separator_token_ids)
+    except (CheckpointImportError, OSError) as e:
         log.error("import failed: %s", e)
         return 1
     return 0
