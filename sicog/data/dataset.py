@@ -6,12 +6,18 @@ image expansion within `model_max_length`. A record that fails is dropped, count
 to the rejects file with the reason; it is never truncated and never replaced by another record.
 An image whose header reads but whose pixels do not decode is found when its batch is built: the
 dataset returns None for it, the collator leaves it out, and it is recorded the same way.
+
+Six-slice augmentation (`regrid_prob`, on in the paper profile): as in the authors' training
+script, a fraction of the images that would not give 6 slices are resized to the area of 6 slices
+before slicing. Which images is decided once per record from the seed and the record id, so the
+lengths checked here are the lengths trained on, and a resumed run picks the same images.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,7 @@ from tqdm import tqdm
 
 from sicog.data.mixture import DataEntry
 from sicog.data.records import dumps, record_id
+from sicog.model.slicing import regrid_size
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class Sample:
     image_path: Path | None
     length: int
     entry: DataEntry
+    regrid_to: tuple[int, int] | None = None      # resize the image to this size first (six-slice augmentation)
 
     @property
     def has_image(self) -> bool:
@@ -79,8 +87,22 @@ def image_size_from_header(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def _check_record(entry: DataEntry, processor, model_max_length: int,
-                  require_image: bool) -> tuple[list[dict], Path | None, int]:
+REGRID_SLICES = 6
+
+
+def _regrid(processor, size: tuple[int, int], rid: str, regrid_prob: float, seed: int) -> tuple[int, int] | None:
+    """The size to resize this record's image to, or None (the image keeps its size)."""
+    if regrid_prob <= 0 or random.Random(f"{seed}:{rid}").random() >= regrid_prob:
+        return None
+    lay = processor.layout
+    if lay.grid(size) is not None and lay.grid(size)[0] * lay.grid(size)[1] == REGRID_SLICES:
+        return None
+    return regrid_size(*size, REGRID_SLICES, lay.image_scale)
+
+
+def _check_record(entry: DataEntry, processor, model_max_length: int, require_image: bool,
+                  rid: str = "", regrid_prob: float = 0.0,
+                  seed: int = 0) -> tuple[list[dict], Path | None, int, tuple[int, int] | None]:
     rec = entry.record
     conv = rec.get("conversations")
     if not isinstance(conv, list) or not conv:
@@ -97,32 +119,41 @@ def _check_record(entry: DataEntry, processor, model_max_length: int,
                          "cannot train")
     path = entry.image_root / image if image else None
     size = image_size_from_header(path) if path else None
+    regrid_to = _regrid(processor, size, rid, regrid_prob, seed) if size else None
+    size = regrid_to or size
     try:
         length = processor.num_tokens(conv, image_size=size)
     except ValueError as e:
         raise ValueError(f"unencodable: {e}") from None
     if length > model_max_length:
         raise ValueError(f"too long: {length} tokens after image expansion > model_max_length {model_max_length}")
-    return conv, path, length
+    return conv, path, length, regrid_to
 
 
 def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: int,
                     rejects: RejectLog | None = None, progress: bool = True,
-                    require_image: bool = False) -> list[Sample]:
+                    require_image: bool = False, regrid_prob: float = 0.0, seed: int = 0) -> list[Sample]:
     """Check every entry (see the module docstring); returns the usable samples in input order.
 
     `require_image` drops text-only records (for projector-only stages, which they cannot train).
+    `regrid_prob`: the fraction of images given the six-slice augmentation (decided by `seed`).
     """
+    if not 0 <= regrid_prob <= 1:
+        raise ValueError(f"regrid_prob must be in [0, 1], got {regrid_prob}")
+    if regrid_prob and (processor.layout.projector_type != "resampler" or processor.layout.max_slices < REGRID_SLICES):
+        raise ValueError(f"regrid_prob needs a slicing layout with max_slices >= {REGRID_SLICES} "
+                         f"(this one: {processor.layout.projector_type}, max_slices {processor.layout.max_slices})")
     rejects = rejects or RejectLog(None)
     samples: list[Sample] = []
     for i, entry in enumerate(tqdm(entries, desc="checking records", disable=not progress, mininterval=5)):
         rid = record_id(entry.record, i)
         try:
-            conv, path, length = _check_record(entry, processor, model_max_length, require_image)
+            conv, path, length, regrid_to = _check_record(entry, processor, model_max_length, require_image,
+                                                          rid, regrid_prob, seed)
         except ValueError as e:
             rejects.add(entry, rid, str(e), "prepare")
             continue
-        samples.append(Sample(rid, conv, path, length, entry))
+        samples.append(Sample(rid, conv, path, length, entry, regrid_to))
     dropped = len(entries) - len(samples)
     if dropped:
         logger.warning("dropped %d of %d records: %s%s", dropped, len(entries),
@@ -130,6 +161,10 @@ def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: i
                        f" (details in {rejects.path})" if rejects.path else "")
     logger.info("%d training samples: %d with an image, %d text-only", len(samples),
                 sum(s.has_image for s in samples), sum(not s.has_image for s in samples))
+    if regrid_prob:
+        logger.info("six-slice augmentation: %d of %d images resized to the area of %d slices (regrid_prob %g)",
+                    sum(s.regrid_to is not None for s in samples), sum(s.has_image for s in samples),
+                    REGRID_SLICES, regrid_prob)
     return samples
 
 
@@ -156,6 +191,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         s = self.samples[i]
         try:
             image = self.processor.load_image(s.image_path) if s.image_path else None
+            if image is not None and s.regrid_to is not None:
+                image = image.resize(s.regrid_to, Image.Resampling.BICUBIC)
             return self.processor.encode(s.conversations, image=image)
         except ValueError as e:
             logger.warning("skipping sample %s: %s", s.id, e)

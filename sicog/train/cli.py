@@ -176,7 +176,8 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main,
-                              require_image=stage.projector_only)
+                              require_image=stage.projector_only, regrid_prob=cfg.regrid_prob,
+                              seed=targs.data_seed or targs.seed)
     if not samples:
         logger.error("no usable training records in %s (reasons in %s)", cfg.data_path, rejects_path)
         return 1

@@ -42,6 +42,9 @@ class TrainConfig:
     # per-part learning rates (None: the run's learning_rate); the parts as in sicog.train.stages
     mm_vision_tower_lr: float | None = None
     mm_projector_lr: float | None = None
+    # six-slice augmentation of the authors' train.py: this fraction of the training images that would
+    # not give 6 slices are resized to the area of 6 slices (0: off; the paper profile sets 0.1)
+    regrid_prob: float = 0.0
     dpo_beta: float = 0.1  # dpo stage: sigmoid DPO temperature
     dpo_sft_weight: float = 1.0  # dpo stage: weight of the NLL term on the chosen answer
     dpo_precompute_ref: bool = False  # dpo stage: reference log-probs computed once before training
