@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, TeacherRejected, Usage
 from sicog.annotate.media import image_data_url
-from sicog.annotate.prompts import cod_messages
+from sicog.annotate.prompts import CodRequest
 from sicog.data.formats import (
     COD_ANNOTATION_SUFFIX,
     COD_HEADINGS,
@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--price-input", type=float, default=DEFAULT_PRICE_INPUT, help="USD per 1M input tokens")
     parser.add_argument("--price-output", type=float, default=DEFAULT_PRICE_OUTPUT, help="USD per 1M output tokens")
     parser.add_argument("--seed", type=int, default=0, help="seed of the backoff jitter")
+    parser.add_argument("--system-prompt-file", default=None,
+                        help="UTF-8 file with the teacher's system prompt (default: this project's wording)")
+    parser.add_argument("--prefill-file", default=None,
+                        help="UTF-8 file with an assistant turn sent after the user turn (default: none)")
+    parser.add_argument("--user-template-file", default=None,
+                        help="UTF-8 file with the user text, {question} and {caption} filled in "
+                             "(default: 'Question: {question}\\n\\nOriginal description: {caption}')")
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,8 @@ def _failure(item: Item, reason: str, message: str, *, status_code=None, error_c
     }
 
 
-def annotate_item(item: Item, image_dir: Path, client: TeacherClient) -> tuple[str, dict]:
+def annotate_item(item: Item, image_dir: Path, client: TeacherClient,
+                  request: CodRequest | None = None) -> tuple[str, dict]:
     """("ok", progress line) or ("failed", failure line). Raises TeacherRejected on 401/403."""
     if item.image is None:
         return "failed", _failure(item, "no image", "the record has no image path")
@@ -178,7 +186,7 @@ def annotate_item(item: Item, image_dir: Path, client: TeacherClient) -> tuple[s
     except (OSError, ValueError) as e:
         return "failed", _failure(item, "unreadable image", f"{type(e).__name__}: {e}")
     try:
-        done = client.complete(cod_messages(item.question, item.caption, url), accept_cod)
+        done = client.complete((request or CodRequest()).messages(item.question, item.caption, url), accept_cod)
     except TeacherFailed as e:
         return "failed", _failure(item, e.error.reason, e.error.message, status_code=e.error.status_code,
                                   error_class=e.error.error_class, attempts=e.attempts, usage=e.usage)
@@ -239,7 +247,7 @@ class RunStats:
 
 
 def annotate_all(todo: list[Item], image_dir: Path, client: TeacherClient, progress: JsonlAppender,
-                 failures: JsonlAppender, concurrency: int) -> RunStats:
+                 failures: JsonlAppender, concurrency: int, request: CodRequest | None = None) -> RunStats:
     """Annotate `todo` with `concurrency` requests in flight, appending each outcome as it arrives.
 
     Only this thread writes; at most 2 x concurrency items are queued at a time. On 401/403 no new
@@ -256,7 +264,7 @@ def annotate_all(todo: list[Item], image_dir: Path, client: TeacherClient, progr
                 item = next(queue, None)
                 if item is None:
                     return
-                in_flight.add(pool.submit(annotate_item, item, image_dir, client))
+                in_flight.add(pool.submit(annotate_item, item, image_dir, client, request))
 
         try:
             fill()
@@ -328,6 +336,10 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
     image_dir = Path(args.image_dir)
     if not image_dir.is_dir():
         raise SystemExit(f"--image-dir is not a folder: {image_dir}")
+    try:
+        request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)
+    except ValueError as e:
+        raise SystemExit(f"teacher request: {e}") from None
     cod_dir, dd_dir = Path(args.output_cod_dir), Path(args.output_dd_dir)
     items = load_items(args.input)
     progress_path, failures_path = cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE
@@ -353,7 +365,7 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
         done = progress.done_ids | failures.done_ids
         todo = [item for item in items if item.id not in done]
         log.info("%d records, %d already done, %d to annotate", len(items), len(items) - len(todo), len(todo))
-        stats = annotate_all(todo, image_dir, client, progress, failures, args.concurrency)
+        stats = annotate_all(todo, image_dir, client, progress, failures, args.concurrency, request)
     wall = time.monotonic() - started
 
     cods, n_failed, total_usage = write_outputs(items, cod_dir, dd_dir)

@@ -1,6 +1,9 @@
 """The teacher's prompts for CoD annotation (SPEC section 2)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from sicog.data.formats import COD_HEADINGS
 
 
@@ -26,20 +29,74 @@ COD_SYSTEM_PROMPT = (
 )
 
 
+COD_USER_TEMPLATE = "Question: {question}\n\nOriginal description: {caption}"
+
+
+@dataclass(frozen=True)
+class CodRequest:
+    """What is sent to the teacher for one record, beside the image.
+
+    `system`: the system prompt; `prefill`: an assistant turn after the user turn (None: none);
+    `user_template`: the user text, with `{question}` (the question without `<image>`) and
+    `{caption}` (the original description). Defaults are this project's own wording; `from_files`
+    reads a user's (e.g. the paper's request, whose user text is
+    `Question: <image>\n{question}\n\nOriginal description: {caption}` after a long system prompt and
+    with an assistant prefill).
+    """
+
+    system: str = COD_SYSTEM_PROMPT
+    prefill: str | None = None
+    user_template: str = COD_USER_TEMPLATE
+
+    def __post_init__(self):
+        for field in ("{question}", "{caption}"):
+            if self.user_template.count(field) != 1:
+                raise ValueError(f"the user template must contain {field} exactly once")
+        if not self.system.strip():
+            raise ValueError("the system prompt is empty")
+        if self.prefill is not None and not self.prefill.strip():
+            raise ValueError("the prefill is empty")
+
+    @classmethod
+    def from_files(cls, system: str | Path | None = None, prefill: str | Path | None = None,
+                   user_template: str | Path | None = None) -> "CodRequest":
+        """Texts from UTF-8 files, read as written except for one final newline; None keeps the default."""
+        def read(path):
+            p = Path(path)
+            if not p.is_file():
+                raise ValueError(f"prompt file not found: {p}")
+            text = p.read_text(encoding="utf-8")
+            return text[:-1] if text.endswith("\n") else text
+
+        return cls(system=read(system) if system else COD_SYSTEM_PROMPT,
+                   prefill=read(prefill) if prefill else None,
+                   user_template=read(user_template) if user_template else COD_USER_TEMPLATE)
+
+    def user_text(self, question: str, caption: str) -> str:
+        return self.user_template.replace("{question}", question).replace("{caption}", caption)
+
+    def messages(self, question: str, caption: str, image_url: str) -> list[dict]:
+        """Chat-completions messages for one record; the image travels beside the text as a data URL."""
+        out = [
+            {"role": "system", "content": self.system},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": self.user_text(question, caption)},
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                ],
+            },
+        ]
+        if self.prefill is not None:
+            out.append({"role": "assistant", "content": self.prefill})
+        return out
+
+
 def cod_user_text(question: str, caption: str) -> str:
-    """The text part of the user turn; the image travels beside it as a data URL."""
-    return f"Question: {question}\n\nOriginal description: {caption}"
+    """The text part of the default user turn."""
+    return CodRequest().user_text(question, caption)
 
 
-def cod_messages(question: str, caption: str, image_url: str) -> list[dict]:
-    """Chat-completions messages for one record."""
-    return [
-        {"role": "system", "content": COD_SYSTEM_PROMPT},
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": cod_user_text(question, caption)},
-                {"type": "image_url", "image_url": {"url": image_url}},
-            ],
-        },
-    ]
+def cod_messages(question: str, caption: str, image_url: str, request: CodRequest | None = None) -> list[dict]:
+    """Chat-completions messages for one record (the default request unless one is given)."""
+    return (request or CodRequest()).messages(question, caption, image_url)
