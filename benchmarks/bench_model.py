@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import roi_align
 
 from sicog.model.build import build_random_tiny
-from sicog.model.resampler import roi_shape, sincos_2d
+from sicog.model.resampler import key_positions, pool_shape, sincos_table
 
 CAPTION = ("Step 1: The image shows a red circle to the left of a blue square on a white background. "
            "Step 5: A small green triangle is above a large yellow star. The letter A is printed on it. ") * 3
@@ -48,15 +48,15 @@ def reference_resampler(r, maps: torch.Tensor) -> torch.Tensor:
     _, h, w, _ = maps.shape
     q, d, nh = r.query_grid, r.embed_dim, r.num_heads
     x = r.ln_kv(r.kv_proj(maps))
-    pos = sincos_2d(h, w, d, ref=r.ref_grid).view(1, h, w, d)
-    ph, pw = roi_shape(h, w, q, *r.roi_points)
-    queries = r.ln_q(r.query) + sincos_2d(q, q, d)
+    pos = key_positions(q, d, h, w).view(1, h, w, d)
+    ph, pw = pool_shape(h, w)
+    queries = r.ln_q(r.query) + sincos_table(q, d)
     tokens = []
     for i in range(q):
         for j in range(q):
             box = torch.tensor([[0, j * w / q, i * h / q, (j + 1) * w / q, (i + 1) * h / q]])
-            v = roi_align(x.permute(0, 3, 1, 2), box, (ph, pw), 1.0, 2, True).flatten(2).transpose(1, 2)[0]
-            p = roi_align(pos.permute(0, 3, 1, 2), box, (ph, pw), 1.0, 2, True).flatten(2).transpose(1, 2)[0]
+            v = roi_align(x.permute(0, 3, 1, 2), box, (ph, pw), 1.0, -1, False).flatten(2).transpose(1, 2)[0]
+            p = roi_align(pos.permute(0, 3, 1, 2), box, (ph, pw), 1.0, -1, False).flatten(2).transpose(1, 2)[0]
             qh = r.q_proj(queries[i * q + j]).view(nh, 1, d // nh)
             kh = r.k_proj(v + p).view(-1, nh, d // nh).transpose(0, 1)
             vh = r.v_proj(v).view(-1, nh, d // nh).transpose(0, 1)
