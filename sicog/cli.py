@@ -3,13 +3,20 @@
 Each subcommand lives in the module that does the work; that module exposes
 `add_arguments(parser)` and `run(args) -> int | None`. Modules are imported only when their
 subcommand runs, so `sicog --help` is fast and one broken area does not break the others.
+
+A bad input (`sicog.data.checks.InputError`: a path, a value, a file's content) is printed as one
+line naming the argument, with exit status 2; `sicog --debug COMMAND ...` (or SICOG_DEBUG=1) shows
+its traceback too. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from sicog.data.checks import InputError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("sicog.model.build", "assemble a fresh SICOG model from a CLIP folder and an LLM folder"),
@@ -31,7 +38,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SICOG_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        argv, debug = argv[1:], True
     parser = argparse.ArgumentParser(prog="sicog", description="SICOG reference implementation")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of bad-input errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -45,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rc = module.run(args)
+    try:
+        rc = module.run(args)
+    except InputError as e:
+        if debug:
+            raise
+        logging.getLogger("sicog").debug("bad input", exc_info=True)
+        print(f"sicog {name}: error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

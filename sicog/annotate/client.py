@@ -12,7 +12,9 @@ from __future__ import annotations
 import email.utils
 import random
 import threading
+import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping
@@ -22,6 +24,33 @@ import openai
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 FATAL_STATUS = frozenset({401, 403})
 MESSAGE_LIMIT = 500
+
+# Query parameters of a base URL whose values are credentials (api-key, access_token, sig, ...).
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|sig|auth|cred", re.IGNORECASE)
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials a URL carries: user, password and secret-looking query values."""
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = [parts.username, parts.password]
+    found += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if _SECRET_PARAM.search(k)]
+    secrets = [s for s in found if s]
+    return secrets + [urllib.parse.quote(s, safe="") for s in secrets]
+
+
+def mask_url(url: str | None) -> str | None:
+    """`url` fit for a log line: its user, password and secret query values replaced by ***."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{k}=***" if _SECRET_PARAM.search(k) else f"{k}={urllib.parse.quote(v, safe='')}"
+                     for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -164,8 +193,10 @@ class TeacherClient:
         self._rng_lock = threading.Lock()
 
     def scrub(self, text: str) -> str:
-        """`text` with the API key masked, cut to a readable length."""
-        text = str(text).replace(self.api_key, "***")
+        """`text` with the API key and the base URL's credentials masked, cut to a readable length."""
+        text = str(text)
+        for secret in sorted({self.api_key, *url_secrets(self.base_url)}, key=len, reverse=True):
+            text = text.replace(secret, "***")
         return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "..."
 
     def complete(self, messages: list[dict], accept: Callable[[str], str]) -> Completion:

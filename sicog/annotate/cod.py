@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, TeacherRejected, Usage
+from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, TeacherRejected, Usage, mask_url
 from sicog.annotate.media import image_data_url
 from sicog.annotate.prompts import CodRequest
 from sicog.data.formats import (
@@ -50,7 +50,9 @@ from sicog.data.formats import (
     normalise_steps,
     strip_image_token,
 )
-from sicog.data.records import JsonlAppender, read_records, record_id, write_json, write_jsonl
+from sicog.data.checks import InputError, check_input_dir, check_output_dir, check_world
+from sicog.data.output_lock import OutputLock
+from sicog.data.records import JsonlAppender, read_input_records, read_records, record_id, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +225,13 @@ def _total_usage(lines: list[dict]) -> Usage:
 
 
 def load_items(path: str) -> list[Item]:
-    """The input's items; SystemExit with a clear message for an unreadable file or repeated ids."""
-    try:
-        records = read_records(path)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read --input: {e}") from None
+    """The input's items; InputError for a missing, unreadable or empty file, or repeated ids."""
+    records = read_input_records(path, "--input")
     items = [to_item(r, i) for i, r in enumerate(records)]
     first: dict[str, int] = {}
     for i, item in enumerate(items):
         if item.id in first:
-            raise SystemExit(f"{path}: id {item.id!r} appears at records {first[item.id]} and {i}; ids must be unique")
+            raise InputError(f"--input {path}: id {item.id!r} appears at records {first[item.id]} and {i}; ids must be unique")
         first[item.id] = i
     return items
 
@@ -315,9 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if args.world_teacher:
         from sicog.world.teacher import start_teacher
 
-        world = Path(args.world_teacher)
-        if not (world / "world.jsonl").is_file():
-            raise SystemExit(f"--world-teacher {world}: no world.jsonl (build one with `sicog world build`)")
+        world = check_world(args.world_teacher, "--world-teacher")
         server = start_teacher(world)
         log.info("serving the world teacher of %s at %s", world, server.url)
         try:
@@ -333,15 +330,24 @@ def run(args: argparse.Namespace) -> int:
 def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> int:
     if args.concurrency < 1:
         raise SystemExit("--concurrency must be at least 1")
-    image_dir = Path(args.image_dir)
-    if not image_dir.is_dir():
-        raise SystemExit(f"--image-dir is not a folder: {image_dir}")
+    image_dir = check_input_dir(args.image_dir, "--image-dir", "the folder the records' image paths are relative to")
     try:
         request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)
     except ValueError as e:
-        raise SystemExit(f"teacher request: {e}") from None
-    cod_dir, dd_dir = Path(args.output_cod_dir), Path(args.output_dd_dir)
+        raise InputError(f"teacher request: {e}") from None
     items = load_items(args.input)
+    cod_dir = check_output_dir(args.output_cod_dir, "--output-cod-dir")
+    dd_dir = check_output_dir(args.output_dd_dir, "--output-dd-dir")
+    # one writer per output: a second run would pay the API twice and write every id twice
+    with OutputLock(cod_dir, "--output-cod-dir"):
+        if dd_dir.resolve() == cod_dir.resolve():
+            return _annotate(args, base_url, api_key, items, image_dir, cod_dir, dd_dir, request)
+        with OutputLock(dd_dir, "--output-dd-dir"):
+            return _annotate(args, base_url, api_key, items, image_dir, cod_dir, dd_dir, request)
+
+
+def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, items: list[Item], image_dir: Path,
+              cod_dir: Path, dd_dir: Path, request: CodRequest) -> int:
     progress_path, failures_path = cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE
     if args.retry_failures:
         moved = _move_failures(failures_path, cod_dir / RETRIED_FILE, {item.id for item in items})
@@ -358,7 +364,7 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
     )
     for name in ("httpx", "httpx2"):  # one INFO line per request would bury the progress bar
         logging.getLogger(name).setLevel(logging.WARNING)
-    log.info("annotating with model %s at %s", args.model, client.base_url or "the OpenAI API")
+    log.info("annotating with model %s at %s", args.model, mask_url(client.base_url) or "the OpenAI API")
 
     started = time.monotonic()
     with JsonlAppender(progress_path) as progress, JsonlAppender(failures_path) as failures:
@@ -403,5 +409,9 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
     if stats.rejected is not None:
         log.error("the endpoint refused the request (%s); check OPENAI_API_KEY and the model name. "
                   "%d records are left for a rerun", stats.rejected, summary["pending"])
+        return 1
+    if not cods:
+        log.error("no record was annotated: all %d failed (reasons in %s); fix the cause and rerun with "
+                  "--retry-failures", n_failed, failures_path)
         return 1
     return 0

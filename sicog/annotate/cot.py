@@ -27,7 +27,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sicog.data.formats import COT_HEADINGS, COT_TAGS, format_steps, parse_steps, to_step_by_step_question
-from sicog.data.records import read_records, record_id, write_jsonl
+from sicog.data.checks import check_output_dir
+from sicog.data.output_lock import OutputLock
+from sicog.data.records import read_input_records, record_id, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +147,24 @@ def convert_records(records: list[dict]) -> tuple[list[dict], list[dict], list[d
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        records = read_records(args.input)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read --input: {e}") from None
+    records = read_input_records(args.input, "--input")
+    cot_dir = check_output_dir(args.output_cot_dir, "--output-cot-dir")
+    short_dir = check_output_dir(args.output_short_dir, "--output-short-dir")
+    with OutputLock(cot_dir, "--output-cot-dir"):
+        if short_dir.resolve() == cot_dir.resolve():
+            return _convert(records, cot_dir, short_dir)
+        with OutputLock(short_dir, "--output-short-dir"):
+            return _convert(records, cot_dir, short_dir)
+
+
+def _convert(records: list[dict], cot_dir: Path, short_dir: Path) -> int:
     long_out, short_out, rejects = convert_records(records)
-    cot_dir, short_dir = Path(args.output_cot_dir), Path(args.output_short_dir)
     write_jsonl(cot_dir / COT_FILE, long_out)
     write_jsonl(short_dir / SHORT_FILE, short_out)
     write_jsonl(cot_dir / REJECTS_FILE, rejects)
     log.info("converted %d of %d records (%d rejected, reasons in %s)", len(long_out), len(records),
              len(rejects), cot_dir / REJECTS_FILE)
-    if records and not long_out:
+    if not long_out:
         log.error("no record could be converted; see %s", cot_dir / REJECTS_FILE)
         return 1
     return 0

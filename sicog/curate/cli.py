@@ -46,6 +46,8 @@ from sicog.curate.select import (
     score_stats,
     training_record,
 )
+from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
+from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, write_json, write_jsonl
 
 log = logging.getLogger("sicog.curate")
@@ -58,6 +60,11 @@ def parse_thresholds(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"thresholds must be comma-separated numbers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one threshold")
+    outside = [v for v in values if not 0 < v <= 1]
+    if outside:
+        # a max score (mean cosine similarity of the best candidate, or its vote share) lies in [0, 1]:
+        # above 1 nothing is kept, at or below 0 everything is
+        raise argparse.ArgumentTypeError(f"thresholds must lie in (0, 1] (the range of a max score), got {outside}")
     return values
 
 
@@ -134,10 +141,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--min-candidates must be at least 1")
     if args.batch_size < 1 or args.chunk_size < 1:
         raise SystemExit("--batch-size and --chunk-size must be positive")
+    check_input_file(args.candidates, "--candidates")
+    if args.encoder and args.method == "embedding":
+        check_input_dir(args.encoder, "--encoder", "a local sentence-transformers model folder")
+    out = check_output_dir(args.out, "--out")
     rank, world = _init_distributed(args.dist_timeout_min)
-    out = Path(args.out)
     try:
-        return _curate(args, out, rank, world)
+        # one writer per output: each rank locks its own name, so a second job stops on every rank
+        with OutputLock(out, "--out", suffix="" if rank == 0 else f".rank{rank}"):
+            return _curate(args, out, rank, world)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -148,8 +160,10 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     try:
         items, rejects, generations = load_candidates(args.candidates, args.kind)
     except (OSError, ValueError) as e:  # missing file, or a JSON-list file that does not parse
-        raise SystemExit(f"sicog curate: {e}") from None
+        raise InputError(f"--candidates: {e}") from None
     lines_read = len(items) + len(rejects)
+    if not lines_read:
+        raise InputError(f"--candidates {args.candidates} holds no records (an empty file)")
     for r in rejects:
         r["stage"] = "input"
     scorable = []

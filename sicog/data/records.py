@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from sicog.data.checks import InputError, check_input_file
+
 
 def read_records(path: str | os.PathLike) -> list[dict]:
     """Records from a JSON list or a JSONL file (blank lines ignored). Raises ValueError naming the bad line."""
@@ -15,21 +17,30 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 def iter_records(path: str | os.PathLike) -> Iterator[dict]:
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not a data file")
     if not p.exists():
         raise FileNotFoundError(f"no such data file: {p}")
-    with p.open("r", encoding="utf-8") as f:
+    with p.open("rb") as f:
         head = f.read(1)
         while head and head.isspace():
             head = f.read(1)
         f.seek(0)
-        if head == "[":
-            data = json.load(f)
-            for i, rec in enumerate(data):
+        if head == b"[":
+            data = f.read()
+            try:
+                items = json.loads(_decode(data, p, 0))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(items, list):
+                raise ValueError(f"{p}: expected a JSON list of records")
+            for i, rec in enumerate(items):
                 if not isinstance(rec, dict):
                     raise ValueError(f"{p}: item {i} is not an object")
                 yield rec
             return
-        for lineno, line in enumerate(f, 1):
+        for lineno, raw in enumerate(f, 1):
+            line = _decode(raw, p, lineno)
             if not line.strip():
                 continue
             try:
@@ -39,6 +50,32 @@ def iter_records(path: str | os.PathLike) -> Iterator[dict]:
             if not isinstance(rec, dict):
                 raise ValueError(f"{p}:{lineno}: not a JSON object")
             yield rec
+
+
+def _decode(data: bytes, path: Path, lineno: int) -> str:
+    """UTF-8 text; ValueError naming the file and line (`lineno` 0: count it in `data`) when it is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = lineno or data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                         "convert the file to UTF-8") from None
+
+
+def read_input_records(path: str | os.PathLike, arg: str) -> list[dict]:
+    """The records of the input file given as `arg`.
+
+    InputError naming `arg` when the file is missing, a folder, not UTF-8, malformed or empty:
+    a stage run on no records would otherwise report a success that did nothing.
+    """
+    p = check_input_file(path, arg)
+    try:
+        records = read_records(p)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{arg}: {e}") from None
+    if not records:
+        raise InputError(f"{arg} {p} holds no records (an empty file)")
+    return records
 
 
 def record_id(record: dict, index: int | None = None) -> str:

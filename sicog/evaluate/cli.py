@@ -29,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from sicog.data.checks import InputError, check_output_dir, check_world
+    from sicog.data.output_lock import OutputLock
     from sicog.evaluate.runner import evaluate
-    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+    from sicog.model.folder import check_model_folder, load_model_folder
 
     benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
@@ -38,17 +40,21 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--benchmarks: unknown {unknown}; choose from {','.join(BENCHMARKS)}")
     if args.limit is not None and args.limit < 1:
         raise SystemExit("--limit must be >= 1")
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise SystemExit(f"--model: {model_dir} is not a checkpoint folder (no config.json)")
-    cfg = load_eval_config(args.eval_config)
-    torch.manual_seed(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = SicogForConditionalGeneration.from_pretrained(model_dir)
-    processor = SicogProcessor.from_pretrained(model_dir)
-    log.info("evaluating %s on %s/%s with eval config %s (%s)", model_dir, args.world, args.split, cfg.version, device)
-    result = evaluate(model, processor, args.world, args.out, cfg, split=args.split, benchmarks=benchmarks,
-                      limit=args.limit, model_name=str(model_dir.resolve()), device=device,
-                      images=args.images)
+    model_dir = check_model_folder(args.model, "--model")
+    check_world(args.world, "--world")
+    try:
+        cfg = load_eval_config(args.eval_config)
+    except ValueError as e:
+        raise InputError(f"--eval-config: {e}") from None
+    out = check_output_dir(args.out, "--out")
+    with OutputLock(out, "--out"):
+        torch.manual_seed(args.seed)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, processor = load_model_folder(model_dir, "--model")
+        log.info("evaluating %s on %s/%s with eval config %s (%s)", model_dir, args.world, args.split, cfg.version,
+                 device)
+        result = evaluate(model, processor, args.world, out, cfg, split=args.split, benchmarks=benchmarks,
+                          limit=args.limit, model_name=str(model_dir.resolve()), device=device,
+                          images=args.images)
     print((Path(args.out) / "summary.txt").read_text().strip())
     return 0 if any(e["evaluated"] for e in result["benchmarks"].values()) else 1

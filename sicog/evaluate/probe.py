@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from sicog.data.checks import check_world
 from sicog.data.records import read_records, write_json
 from sicog.evaluate.prompts import eval_prompt
 from sicog.evaluate.runner import benchmark_file, shuffled_images
@@ -354,12 +355,10 @@ def probe(world: str | Path, model_path: str | Path | None = None, vision_path: 
     t0 = time.time()
     result: dict = {"world": str(world)}
     if model_path is not None:
-        from sicog.model import SicogForConditionalGeneration, SicogProcessor
+        from sicog.model.folder import load_model_folder
 
-        if not (Path(model_path) / "config.json").is_file():
-            raise FileNotFoundError(f"--model: {model_path} is not a checkpoint folder (no config.json)")
-        model = SicogForConditionalGeneration.from_pretrained(model_path).to(device).eval()
-        processor = SicogProcessor.from_pretrained(model_path)
+        model, processor = load_model_folder(model_path, "--model")
+        model = model.to(device).eval()
         features = Features(model=model)
         result["model"] = str(model_path)
     else:
@@ -409,8 +408,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
-    if not (Path(args.world) / "world.jsonl").is_file():
-        raise SystemExit(f"--world: {args.world} is not a built world (no world.jsonl)")
+    check_world(args.world, "--world")
     try:
         result = probe(args.world, args.model, args.vision, train_split=args.train_split, test_split=args.test_split,
                        n_train=args.n_train, n_test=args.n_test, answer_split=args.split, answer_limit=args.limit,

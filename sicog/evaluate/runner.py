@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sicog.data.checks import InputError
 from sicog.data.records import JsonlAppender, atomic_write_text, iter_records, read_records, record_id, write_json
 from sicog.evaluate.generation import GreedyGenerator, RecordError
 from sicog.evaluate.prompts import eval_prompt, question_type
@@ -55,8 +56,8 @@ def _check_run_identity(out: Path, identity: dict) -> None:
         previous.setdefault("images", "true")  # folders written before the blind control existed
         diff = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
         if diff:
-            raise ValueError(
-                f"{out} holds an evaluation of another run ({diff}); use a new --out or delete that folder"
+            raise InputError(
+                f"--out {out} holds an evaluation of another run ({diff}); use a new --out or delete that folder"
             )
     else:
         write_json(path, identity)
@@ -158,7 +159,7 @@ def evaluate(
     files = {b: benchmark_file(world, split, b) for b in benchmarks}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"benchmark files not found: {missing} (is --world a built world?)")
+        raise InputError(f"--world {world}: benchmark files not found: {missing} (is it a built world?)")
     out.mkdir(parents=True, exist_ok=True)
     _check_run_identity(out, {"model": model_name, "world": str(world.resolve()), "split": split,
                               "version": cfg.version, "images": images})

@@ -63,7 +63,7 @@ class SicogVLM:
                  device: str | None = None):
         import torch
 
-        from sicog.model import SicogForConditionalGeneration, SicogProcessor
+        from sicog.model.folder import load_model_folder
 
         self.cfg = load_eval_config(eval_config)
         self.dataset_types = dict(dataset_types or {})
@@ -71,8 +71,7 @@ class SicogVLM:
         if bad:
             raise ValueError(f"dataset_types values must be one of {sorted(TOKEN_BUDGET)}: {bad}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = SicogForConditionalGeneration.from_pretrained(model_path)
-        processor = SicogProcessor.from_pretrained(model_path)
+        model, processor = load_model_folder(model_path, "model_path")
         self.generator = GreedyGenerator(model, processor, self.cfg, device=device)
         self.dump_image_func = None
         log.info("SicogVLM: %s on %s, eval config %s", model_path, device, self.cfg.version)

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sicog.data.records import JsonlAppender, read_records
+from sicog.data.checks import InputError, check_input_dir, check_output_file
+from sicog.data.output_lock import OutputLock
+from sicog.data.records import JsonlAppender, read_input_records
 from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine, SamplingSettings
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
@@ -95,7 +97,7 @@ def done_ids(out: str, expected_meta: dict) -> set[str]:
                     continue  # a partial last line from a killed writer; its id is redone
                 meta = {k: v for k, v in (rec.get("generation") or {}).items() if k != "augment"}
                 if "generation" in rec and meta != expected_meta:
-                    raise SystemExit(f"{path} was generated with other settings ({meta}) than this run "
+                    raise InputError(f"{path} was generated with other settings ({meta}) than this run "
                                      f"({expected_meta}); use another --out or delete the old shards")
                 if rec.get("id") is not None:
                     done.add(str(rec["id"]))
@@ -117,12 +119,10 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(path: str, device: torch.device, dtype: torch.dtype):
-    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+    from sicog.model.folder import load_model_folder
 
-    if not Path(path).is_dir():
-        raise SystemExit(f"--model {path}: not a folder")
-    model = SicogForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, SicogProcessor.from_pretrained(path)
+    model, processor = load_model_folder(path, "--model", dtype=dtype)
+    return model.to(device).eval(), processor
 
 
 def length_grouped(pool: list[Prepared], batch_size: int) -> list[list[Prepared]]:
@@ -159,11 +159,17 @@ def run(args) -> int:
             raise ValueError(f"--prompt {prompt_name!r} is not a {args.task} prompt; use one of {PROMPTS[args.task]}")
         if args.batch_size < 1 or args.length_window < 1 or args.prefetch < 0:
             raise ValueError("--batch-size and --length-window must be >= 1, --prefetch >= 0")
-        if not Path(args.image_folder).is_dir():
-            raise ValueError(f"--image-folder {args.image_folder}: not a folder")
-        records = read_records(args.data)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"sicog generate: {e}") from None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    check_input_dir(args.image_folder, "--image-folder", "the folder the records' image paths are relative to")
+    records = read_input_records(args.data, "--data")
+    check_output_file(args.out, "--out")
+    # one writer per shard: a second run with the same --out and rank stops here, naming the first
+    with OutputLock(args.out, "--out", folder=False, suffix=f".rank{info.rank}"):
+        return _generate(args, records, settings, augment, chunk, info, prompt_name)
+
+
+def _generate(args, records, settings, augment, chunk, info, prompt_name) -> int:
     meta = generation_meta(args, settings, prompt_name)
     jobs, duplicates = split_jobs(records)
     mine = my_jobs(jobs, info.rank, info.world_size, chunk)

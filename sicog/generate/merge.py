@@ -15,7 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sicog.data.records import read_records, write_jsonl
+from sicog.data.checks import InputError, check_output_file
+from sicog.data.output_lock import OutputLock
+from sicog.data.records import read_input_records, write_jsonl
 from sicog.generate.inputs import split_jobs
 from sicog.generate.shard import Chunk, rejects_path
 
@@ -112,7 +114,7 @@ def check(records: list[dict], chunk: Chunk, cands, rejects) -> tuple[list[dict]
 
 def merge(inputs: str, shards: str, out: str, rejects_out: str | None = None, chunk: Chunk = Chunk(),
           wait: float = 0.0, poll: float = 15.0) -> tuple[int, int]:
-    records = read_records(inputs)
+    records = read_input_records(inputs, "--inputs")
     deadline = time.monotonic() + wait
     while True:
         merged, rejects, missing = check(records, chunk, *collect(shards))
@@ -134,8 +136,14 @@ def merge(inputs: str, shards: str, out: str, rejects_out: str | None = None, ch
 
 
 def run(args) -> int:
-    try:
-        merge(args.inputs, args.shards, args.out, args.rejects_out, Chunk.parse(args.chunk), args.wait, args.poll)
-    except (MergeError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"sicog merge-candidates: {e}") from None
+    out = check_output_file(args.out, "--out")
+    if args.rejects_out:
+        check_output_file(args.rejects_out, "--rejects-out")
+    with OutputLock(out, "--out", folder=False):
+        try:
+            merge(args.inputs, args.shards, args.out, args.rejects_out, Chunk.parse(args.chunk), args.wait, args.poll)
+        except InputError:
+            raise
+        except (MergeError, ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"sicog merge-candidates: {e}") from None
     return 0

@@ -9,11 +9,13 @@ sicog.train.config). Besides the SICOG settings below, every HF TrainingArgument
 the global batch), --num_train_epochs, --output_dir, --deepspeed, --bf16,
 --gradient_checkpointing, --save_steps, --logging_steps, --seed, --resume_from_checkpoint PATH|auto,
 ...). Outputs in output_dir: the model (or, for stage1, mm_projector.safetensors + its config),
-train_config.yaml, train_log.jsonl, rejects.jsonl, train_summary.json, checkpoint-N folders.
+train_config.yaml, train_log.jsonl, rejects.jsonl, train_summary.json, checkpoint-N folders
+(each complete, see sicog.train.checkpoints). One run writes an output_dir at a time (a lock).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -117,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as held:
+        return _train_locked(args, held)
+
+
+def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from transformers import TrainingArguments, set_seed
 
     from sicog.data.collator import TrainCollator
@@ -127,7 +134,11 @@ def _train(args: argparse.Namespace) -> int:
     from sicog.train.flops import run_flops
     from sicog.train.loading import load_for_stage
     from sicog.train.stages import freeze, get_stage
-    from sicog.train.trainer import SicogTrainer, resolve_resume
+    from sicog.data.checks import InputError, check_input_file, check_output_dir
+    from sicog.data.output_lock import OutputLock
+    from sicog.model.folder import check_model_folder
+    from sicog.train.checkpoints import resolve_resume
+    from sicog.train.trainer import SicogTrainer
 
     overrides = vars(args)
     if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
@@ -140,27 +151,39 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as e:
         logger.error("%s", e)
         return 2
+    # bad paths stop here, in one line, before anything is built
+    check_output_dir(cfg.output_dir, "--output_dir", create=False)
+    check_model_folder(cfg.model_name_or_path, "--model_name_or_path")
+    check_input_file(cfg.data_path, "--data_path")
     stage = get_stage(cfg.stage)
     _default_training_settings(cfg.training, stage, cfg.world_size)
     training = dict(cfg.training)
     resume_arg = training.pop("resume_from_checkpoint", None)
     targs = TrainingArguments(**training)
     out = Path(targs.output_dir)
-    try:
-        resume = resolve_resume(resume_arg, str(out))
-    except ValueError as e:
-        logger.error("%s", e)
-        return 2
+    main = targs.process_index == 0
+    if main:  # one run per output_dir: a second one stops here, naming the first
+        held.enter_context(OutputLock(out, "--output_dir"))
+    with targs.main_process_first(desc="choosing the checkpoint to resume from"):
+        resume = resolve_resume(resume_arg, str(out), main=main)
     set_seed(targs.seed)
     logger.info("stage %s (%s), profile %s: global batch %d = %d per device x %d ranks x %d accumulation",
                 stage.name, stage.description, cfg.profile, cfg.global_batch_size,
                 targs.per_device_train_batch_size, cfg.world_size, targs.gradient_accumulation_steps)
 
+    entries = None
+    if stage.name != "dpo":  # read before the model is built: a bad or empty file stops at once
+        try:
+            entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
+        except (ValueError, FileNotFoundError) as e:
+            raise InputError(f"--data_path: {e}") from None
+        if not entries:
+            raise InputError(f"--data_path {cfg.data_path} holds no records (an empty file)")
+
     model, processor = load_for_stage(cfg, stage)
     freeze(model, stage)
 
     rejects_path = out / REJECTS_NAME
-    main = targs.process_index == 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
         _reset_rejects(rejects_path)
@@ -169,11 +192,6 @@ def _train(args: argparse.Namespace) -> int:
         from sicog.train.dpo import run_dpo
 
         return run_dpo(cfg, targs, stage, model, processor, rejects_path, resume, main)
-    try:
-        entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
-    except (ValueError, FileNotFoundError) as e:
-        logger.error("cannot read the training data: %s", e)
-        return 2
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main,
                               require_image=stage.projector_only, regrid_prob=cfg.regrid_prob,

@@ -25,14 +25,13 @@ def choose_attn_implementation(requested: str = "auto") -> str:
 
 def load_for_stage(cfg: TrainConfig, stage: Stage):
     """(model, processor) for `stage`: the model folder, then the LLM and projector when given."""
-    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+    from sicog.model.folder import load_model_folder
 
     attn = choose_attn_implementation(cfg.attn_implementation)
     # Parameters stay fp32 (the optimizer's master copy) unless DeepSpeed keeps its own.
     dtype = torch.bfloat16 if cfg.training.get("bf16") and cfg.training.get("deepspeed") else torch.float32
-    model = SicogForConditionalGeneration.from_pretrained(cfg.model_name_or_path, attn_implementation=attn,
-                                                          dtype=dtype)
-    processor = SicogProcessor.from_pretrained(cfg.model_name_or_path)
+    model, processor = load_model_folder(cfg.model_name_or_path, "--model_name_or_path",
+                                         attn_implementation=attn, dtype=dtype)
     logger.info("loaded the model from %s (attention: %s, dtype: %s)", cfg.model_name_or_path, attn, dtype)
     if cfg.llm_ckpt_dir:
         load_llm_weights(model, cfg.llm_ckpt_dir)

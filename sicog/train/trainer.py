@@ -7,13 +7,15 @@ this subclass only adds what SICOG needs:
 - a zero loss (through a one-token forward) for a batch whose samples all failed to load, so
   every rank keeps stepping;
 - projector-only stages save (and resume from) the `mm_projector.safetensors` artefact rather
-  than a full model; every saved folder gets the resolved run config beside it.
+  than a full model; every saved folder gets the resolved run config beside it;
+- checkpoints are staged and renamed when complete, with a completion marker
+  (`sicog.train.checkpoints`), so that a kill during a save never leaves a half checkpoint;
+- a resumed run rewrites the training log up to its checkpoint's step, so every step is logged once.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -21,11 +23,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, seed_worker
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from sicog.data.records import atomic_write_text
 from sicog.data.sampler import ModalityLengthGroupedSampler
 from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
+from sicog.train.checkpoints import STAGING, publish, write_marker
 from sicog.train.config import PART_LR_FIELDS, TrainConfig
 from sicog.train.stages import Stage, numel, part_params
 
@@ -35,7 +39,32 @@ TRAIN_LOG_NAME = "train_log.jsonl"
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Appends every log line (with its step) to `<output_dir>/train_log.jsonl` on the main process."""
+    """Appends every log line (with its step) to `<output_dir>/train_log.jsonl` on the main process.
+
+    At the start of training the log is cut back to the lines of the steps before the starting
+    step: a run resumed from checkpoint N drops the lines a killed run wrote after N (those steps
+    are trained and logged again), and a fresh start begins an empty log.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / TRAIN_LOG_NAME
+        if not state.is_world_process_zero or not path.exists():
+            return
+        kept, dropped = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1  # a line cut by a kill
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= state.global_step:
+                kept.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+            logger.info("%s: kept the %d lines up to step %d, dropped %d written after it by an earlier run",
+                        path.name, len(kept), state.global_step, dropped)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -198,6 +227,32 @@ class SicogTrainer(Trainer):
         return self.optimizer
 
     # --- saving and loading -----------------------------------------------------------------
+    _staging_dir: str | None = None
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written into the staging folder, marked complete, then renamed.
+
+        Every rank writes its part (DeepSpeed shards) into `.checkpoint-staging/checkpoint-N`; after a
+        barrier the saving process writes the completion marker and renames the folder into place,
+        then applies `save_total_limit` to the complete checkpoints.
+        """
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._staging_dir = str(run_dir / STAGING)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_marker(run_dir / STAGING / name, self.state.global_step)
+            publish(run_dir / STAGING / name, run_dir / name)
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
         if self.stage.projector_only:
@@ -221,18 +276,3 @@ class SicogTrainer(Trainer):
             load_projector_artefact(model if model is not None else self.model, ckpt)
             return
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-
-def resolve_resume(value: str | None, output_dir: str) -> str | None:
-    """`auto`: the last checkpoint in output_dir (or None: a fresh start); a path must exist."""
-    if not value:
-        return None
-    if value == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        logger.info("resume auto: %s", f"continuing from {last}" if last else "no checkpoint yet, starting fresh")
-        return last
-    if not os.path.isdir(value):
-        raise ValueError(f"resume_from_checkpoint: no such checkpoint folder {value}")
-    return value

@@ -1,0 +1,65 @@
+"""Saved SICOG model folders: checked before anything is built, then loaded.
+
+A folder without `config.json` would otherwise build a default-size model (gigabytes of memory
+before a shape mismatch), and a `config.json` of another `model_type` would load with a warning
+only. `check_model_folder` reads the few small files first and raises an `InputError` naming the
+argument and what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sicog.data.checks import InputError
+
+MODEL_TYPE = "sicog"  # SicogConfig.model_type (kept here so the check needs no torch import)
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER = ("tokenizer_config.json",)
+
+
+def check_model_folder(path: str | os.PathLike, arg: str) -> Path:
+    """The folder of a saved SICOG model (config, safetensors weights, tokenizer); InputError otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{arg} {p}: no such folder (a saved SICOG model)")
+    if not p.is_dir():
+        raise InputError(f"{arg} {p} is a file; give the folder of a saved SICOG model")
+    config = p / "config.json"
+    if not config.is_file():
+        raise InputError(f"{arg} {p} has no config.json: not a saved SICOG model "
+                         "(build one with `sicog build-model`, or give a training output folder)")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise InputError(f"{arg} {config}: not a readable model config ({e})") from None
+    if model_type != MODEL_TYPE:
+        raise InputError(f"{arg} {p} holds a model of type {model_type!r}, not a SICOG model "
+                         f"(model_type {MODEL_TYPE!r}); an LLM or CLIP folder is assembled into one "
+                         "with `sicog build-model`")
+    if not any((p / name).is_file() for name in WEIGHTS):
+        other = sorted(x.name for x in p.glob("*.bin")) or sorted(x.name for x in p.glob("*.pt"))
+        hint = f" (found {', '.join(other)}: only safetensors are loaded)" if other else ""
+        raise InputError(f"{arg} {p} has no weights: expected {' or '.join(WEIGHTS)}{hint}")
+    index = p / WEIGHTS[1]
+    if index.is_file() and not (p / WEIGHTS[0]).is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise InputError(f"{arg} {index}: not a readable weights index ({e})") from None
+        missing = [s for s in shards if not (p / s).is_file()]
+        if missing:
+            raise InputError(f"{arg} {p}: weight shards listed in {WEIGHTS[1]} are missing: {missing[:3]}")
+    missing = [name for name in TOKENIZER if not (p / name).is_file()]
+    if missing:
+        raise InputError(f"{arg} {p} has no tokenizer ({', '.join(missing)} missing); a saved SICOG model "
+                         "keeps its processor and tokenizer beside the weights")
+    return p
+
+
+def load_model_folder(path: str | os.PathLike, arg: str, **model_kwargs):
+    """(model, processor) of a checked SICOG model folder; `model_kwargs` go to from_pretrained."""
+    from sicog.model import SicogForConditionalGeneration, SicogProcessor
+
+    p = check_model_folder(path, arg)
+    return SicogForConditionalGeneration.from_pretrained(p, **model_kwargs), SicogProcessor.from_pretrained(p)
