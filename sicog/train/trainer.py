@@ -14,6 +14,7 @@ this subclass only adds what SICOG needs:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -250,6 +251,8 @@ class SicogTrainer(Trainer):
         if self.args.should_save:
             write_marker(run_dir / STAGING / name, self.state.global_step)
             publish(run_dir / STAGING / name, run_dir / name)
+            with contextlib.suppress(OSError):  # left only when not empty: another rank's leftover
+                (run_dir / STAGING).rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
 

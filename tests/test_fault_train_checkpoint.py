@@ -1,0 +1,103 @@
+"""Training survives a SIGKILL during a checkpoint save: the rerun with `auto` resumes from the newest
+complete checkpoint, logs each step once and ends with the weights of an uninterrupted run."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_train_fixtures import read_log, resume_world, train
+
+FAULT = Path(__file__).with_name("fault_inject.py")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return resume_world(tmp_path_factory.mktemp("fault"))
+
+
+def common(setup, out: Path) -> list[str]:
+    model_dir, data = setup
+    return ["train", "--stage", "stage2", "--model_name_or_path", str(model_dir), "--data_path", str(data),
+            "--global_batch_size", "2", "--per_device_train_batch_size", "1", "--max_steps", "6",
+            "--save_steps", "2", "--learning_rate", "1e-3", "--output_dir", str(out),
+            "--resume_from_checkpoint", "auto"]
+
+
+def run_killed(point: str, step: int, args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, str(FAULT), point, str(step), *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def full(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    assert train(*common(setup, out)[1:]) == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["checkpoint-save", "checkpoint-publish"])
+def test_kill_during_checkpoint_save_resumes_to_identical_weights(tmp_path, setup, full, point):
+    out = tmp_path / "run"
+    killed = run_killed(point, 4, common(setup, out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # a kill leaves no half checkpoint under its final name
+    assert not (out / "checkpoint-4").exists()
+    assert (out / "checkpoint-2" / "checkpoint_complete.json").is_file()
+
+    assert train(*common(setup, out)[1:]) == 0
+    # killed mid-save, steps 3-4 are redone from checkpoint-2; killed after the marker, the staged
+    # checkpoint-4 is complete and is published, and training continues from it
+    losses = {x["step"]: x["loss"] for x in read_log(full) if "loss" in x}
+    log = [x for x in read_log(out) if "loss" in x]
+    assert [x["step"] for x in log] == sorted(losses), "every step logged once"
+    for x in log:
+        assert x["loss"] == pytest.approx(losses[x["step"]], rel=1e-5, abs=1e-6)
+    assert_same_weights(full, out)
+    assert_same_weights(full / "checkpoint-6", out / "checkpoint-6")
+    assert not (out / ".checkpoint-staging").exists()
+    assert json.loads((out / "checkpoint-4" / "checkpoint_complete.json").read_text())["step"] == 4
+
+
+@pytest.mark.slow
+def test_auto_resume_skips_and_reports_an_incomplete_checkpoint(tmp_path, setup, full, caplog):
+    """The issue's reproduction: a checkpoint-N holding only config.json (a save cut short)."""
+    out = tmp_path / "run"
+    shutil.copytree(full / "checkpoint-4", out / "checkpoint-4")  # what a kill after step 4 leaves
+    (out / "checkpoint-9").mkdir()
+    (out / "checkpoint-9" / "config.json").write_text((out / "checkpoint-4" / "config.json").read_text())
+    args = common(setup, out)[1:]
+    caplog.set_level("INFO")
+    assert train(*args) == 0
+    text = caplog.text
+    assert "skipped" in text and "checkpoint-9" in text and "no checkpoint_complete.json" in text
+    assert "continuing from" in text and "checkpoint-4" in text
+    assert not (out / "checkpoint-9").exists()
+    assert [p.name.split("-20")[0] for p in (out / "incomplete-checkpoints").iterdir()] == ["checkpoint-9"]
+    assert [x["step"] for x in read_log(out) if "loss" in x] == [5, 6]
+    assert_same_weights(full, out)
+
+
+def test_explicit_resume_from_an_incomplete_checkpoint_is_refused(tmp_path, setup, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-3").mkdir(parents=True)
+    args = common(setup, out)[1:]
+    args[-1] = str(out / "checkpoint-3")
+    assert train(*args) == 2
+    err = capsys.readouterr().err
+    assert "--resume_from_checkpoint" in err and "not a complete checkpoint" in err and "Traceback" not in err
