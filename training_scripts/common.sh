@@ -36,6 +36,7 @@ train_common() {
     MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}; MASTER_PORT=${MASTER_PORT:-29500}
     PYTHON=${PYTHON:-python3}
     check_layout
+    command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable (the interpreter with sicog installed)"
 
     if [ -z "${DATA_PATH:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -n "$default_data" ]; then
         DATA_PATH=$WORLD_DIR/$default_data

@@ -1,0 +1,219 @@
+"""Every bad input stops with a non-zero exit and one line that names the argument or file: no
+traceback, no silent success. One table, each case run the way a user runs it (the `sicog` command
+in-process, the stage scripts through bash)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train_fixtures import make_world, save_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    model = save_tiny_model(root / "model")
+    data = make_world(root / "world", n_image=2, n_text=0, sizes=((112, 112),))
+    (root / "afile").write_text("x\n")
+    (root / "empty.jsonl").write_text("")
+    (root / "latin1.jsonl").write_bytes(b'{"id": "a"}\n{"id": "caf\xe9"}\n')
+    (root / "folder").mkdir()
+    (root / "world.jsonl").mkdir()  # a folder named like a data file
+    (root / "fakeworld").mkdir()
+    (root / "fakeworld" / "world.jsonl").write_text("{}\n")  # passes the world check, has no benchmarks
+    cands = [{"id": f"c{i}", "candidates": ["a red square", "a red square."], "image": "images/img0.png"}
+             for i in range(2)]
+    (root / "cands.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cands))
+    for name, change in (("noconfig", "delete"), ("llama", "llama"), ("noweights", "weights")):
+        bad = root / name
+        shutil.copytree(model, bad)
+        if change == "delete":
+            (bad / "config.json").unlink()
+        elif change == "llama":
+            cfg = json.loads((bad / "config.json").read_text())
+            (bad / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
+        else:
+            (bad / "model.safetensors").unlink()
+    return root, model, data
+
+
+def sicog(*argv: str) -> tuple[int, str]:
+    """Run `sicog ARGV` in-process: (exit status, what it printed to stderr or exited with)."""
+    import contextlib
+    import io
+
+    from sicog.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:  # argparse errors and the commands' own one-line exits
+            rc = e.code if isinstance(e.code, int) else 1
+            if isinstance(e.code, str):
+                err.write(e.code)
+    return rc, err.getvalue()
+
+
+def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], str]]:
+    images = str(data.parent)
+    gen = ["generate", "--model", str(model), "--image-folder", images, "--num-candidates", "2",
+           "--max-new-tokens", "4"]
+    train = ["train", "--stage", "stage2", "--global_batch_size", "2", "--per_device_train_batch_size", "1"]
+    evaluate = ["evaluate", "--model", str(model)]
+    curate = ["curate", "--method", "vote"]
+    return [
+        # (name, argv, what the message must name)
+        ("generate --out below a file", gen + ["--data", str(data), "--out", f"{root}/afile/c.jsonl"], "--out"),
+        ("generate --out is a folder", gen + ["--data", str(data), "--out", str(root / "folder")], "is a folder"),
+        ("generate --data is a folder", gen + ["--data", str(root / "folder"), "--out", f"{root}/g/c.jsonl"],
+         "--data"),
+        ("generate --data empty", gen + ["--data", str(root / "empty.jsonl"), "--out", f"{root}/g/c.jsonl"],
+         "holds no records"),
+        ("generate --data not UTF-8", gen + ["--data", str(root / "latin1.jsonl"), "--out", f"{root}/g/c.jsonl"],
+         "latin1.jsonl:2: not UTF-8"),
+        ("generate --data missing", gen + ["--data", str(root / "nope.jsonl"), "--out", f"{root}/g/c.jsonl"],
+         "no such file"),
+        ("generate --model without config.json",
+         ["generate", "--model", str(root / "noconfig"), "--image-folder", images, "--data", str(data),
+          "--out", f"{root}/g1/c.jsonl"], "has no config.json"),
+        ("generate --model of another type",
+         ["generate", "--model", str(root / "llama"), "--image-folder", images, "--data", str(data),
+          "--out", f"{root}/g2/c.jsonl"], "type 'llama'"),
+        ("generate --model without weights",
+         ["generate", "--model", str(root / "noweights"), "--image-folder", images, "--data", str(data),
+          "--out", f"{root}/g3/c.jsonl"], "has no weights"),
+        ("generate --image-folder missing", gen + ["--data", str(data), "--out", f"{root}/g/c.jsonl",
+                                                   "--image-folder", str(root / "nope")], "--image-folder"),
+        ("train --output_dir is a file", train + ["--model_name_or_path", str(model), "--data_path", str(data),
+                                                  "--output_dir", str(root / "afile")], "--output_dir"),
+        ("train --data_path is a folder", train + ["--model_name_or_path", str(model), "--data_path",
+                                                   str(root / "folder"), "--output_dir", f"{root}/t"], "--data_path"),
+        ("train --data_path empty", train + ["--model_name_or_path", str(model), "--data_path",
+                                             str(root / "empty.jsonl"), "--output_dir", f"{root}/t"],
+         "holds no records"),
+        ("train --model_name_or_path without config.json",
+         train + ["--model_name_or_path", str(root / "noconfig"), "--data_path", str(data), "--output_dir",
+                  f"{root}/t"], "has no config.json"),
+        ("train --model_name_or_path of another type",
+         train + ["--model_name_or_path", str(root / "llama"), "--data_path", str(data), "--output_dir",
+                  f"{root}/t"], "not a SICOG model"),
+        ("evaluate --out is a file", evaluate + ["--world", str(root / "fakeworld"), "--out", str(root / "afile")],
+         "--out"),
+        ("evaluate --world without benchmarks", evaluate + ["--world", str(root / "fakeworld"), "--out",
+                                                            f"{root}/e0"], "benchmark files not found"),
+        ("evaluate --world not a world", evaluate + ["--world", str(root / "folder"), "--out", f"{root}/e"],
+         "--world"),
+        ("evaluate --model without config.json",
+         ["evaluate", "--model", str(root / "noconfig"), "--world", str(root), "--out", f"{root}/e"],
+         "has no config.json"),
+        ("evaluate --eval-config unknown", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
+                                                       "--eval-config", "v999"], "--eval-config"),
+        ("curate --out is a file", curate + ["--candidates", str(root / "cands.jsonl"), "--out",
+                                             str(root / "afile")], "--out"),
+        ("curate --encoder missing", ["curate", "--candidates", str(root / "cands.jsonl"), "--out",
+                                      f"{root}/cu", "--encoder", str(root / "no-encoder")], "--encoder"),
+        ("curate --thresholds above 1", curate + ["--candidates", str(root / "cands.jsonl"), "--out",
+                                                  f"{root}/cu", "--thresholds", "0.8,1.5"], "(0, 1]"),
+        ("curate --thresholds 0", curate + ["--candidates", str(root / "cands.jsonl"), "--out", f"{root}/cu",
+                                            "--thresholds", "0"], "(0, 1]"),
+        ("curate --candidates empty", curate + ["--candidates", str(root / "empty.jsonl"), "--out", f"{root}/cu"],
+         "holds no records"),
+        ("curate --candidates is a folder", curate + ["--candidates", str(root / "folder"), "--out",
+                                                      f"{root}/cu"], "--candidates"),
+        ("convert-cot --input empty", ["convert-cot", "--input", str(root / "empty.jsonl"), "--output-cot-dir",
+                                       f"{root}/cot", "--output-short-dir", f"{root}/short"], "holds no records"),
+        ("convert-cot --input is a folder", ["convert-cot", "--input", str(root / "world.jsonl"),
+                                             "--output-cot-dir", f"{root}/cot", "--output-short-dir",
+                                             f"{root}/short"], "is a folder"),
+        ("convert-cot --output-cot-dir is a file", ["convert-cot", "--input", str(data), "--output-cot-dir",
+                                                    str(root / "afile"), "--output-short-dir", f"{root}/short"],
+         "--output-cot-dir"),
+        ("annotate-cod --input empty", ["annotate-cod", "--input", str(root / "empty.jsonl"), "--image-dir", images,
+                                        "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
+                                        "--base-url", "http://127.0.0.1:9/v1"], "holds no records"),
+        ("annotate-cod --output-dd-dir is a file", ["annotate-cod", "--input", str(data), "--image-dir", images,
+                                                    "--output-cod-dir", f"{root}/cod", "--output-dd-dir",
+                                                    str(root / "afile"), "--base-url", "http://127.0.0.1:9/v1"],
+         "--output-dd-dir"),
+        ("annotate-cod --world-teacher not a world", ["annotate-cod", "--input", str(data), "--image-dir", images,
+                                                      "--output-cod-dir", f"{root}/cod", "--output-dd-dir",
+                                                      f"{root}/dd", "--world-teacher", str(root / "folder")],
+         "--world-teacher"),
+        ("merge-candidates --out is a folder", ["merge-candidates", "--inputs", str(data), "--shards",
+                                                f"{root}/x*.jsonl", "--out", str(root / "folder")], "--out"),
+        ("merge-candidates --inputs empty", ["merge-candidates", "--inputs", str(root / "empty.jsonl"), "--shards",
+                                             f"{root}/x*.jsonl", "--out", f"{root}/m.jsonl"], "holds no records"),
+    ]
+
+
+CASE_NAMES = [c[0] for c in _cases(Path("r"), Path("m"), Path("d/data.jsonl"))]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_stops_with_one_line_naming_it(w, name, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    argv, named = next((argv, named) for n, argv, named in _cases(*w) if n == name)
+    rc, err = sicog(*argv)
+    assert rc not in (0, None), (name, err)
+    assert named in err, (name, err)
+    assert "Traceback" not in err
+
+
+def test_debug_flag_shows_the_traceback_of_a_bad_input(w):
+    root, model, data = w
+    from sicog.data.checks import InputError
+
+    with pytest.raises(InputError, match="holds no records"):
+        from sicog.cli import main
+
+        main(["--debug", "convert-cot", "--input", str(root / "empty.jsonl"), "--output-cot-dir", f"{root}/c2",
+              "--output-short-dir", f"{root}/s2"])
+
+
+def test_annotate_cod_fails_when_every_record_failed(w, tmp_path, monkeypatch):
+    root, model, data = w
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    rc, err = sicog("annotate-cod", "--input", str(data), "--image-dir", str(root / "folder"),  # no images there
+                    "--output-cod-dir", str(tmp_path / "cod"), "--output-dd-dir", str(tmp_path / "dd"),
+                    "--base-url", "http://127.0.0.1:9/v1")
+    assert rc == 1
+    failures = (tmp_path / "cod" / "annotate_failures.jsonl").read_text().splitlines()
+    assert len(failures) == 2 and all(json.loads(x)["reason"] == "missing image" for x in failures)
+
+
+def test_annotate_cod_masks_credentials_of_the_base_url(w, tmp_path, monkeypatch, caplog):
+    root, model, data = w
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    caplog.set_level("INFO")
+    sicog("annotate-cod", "--input", str(data), "--image-dir", str(root / "folder"),
+          "--output-cod-dir", str(tmp_path / "cod"), "--output-dd-dir", str(tmp_path / "dd"),
+          "--base-url", "http://user:PASSWORD@127.0.0.1:9/v1?api-key=SECRETKEY&api-version=1")
+    assert "127.0.0.1:9/v1" in caplog.text and "api-version=1" in caplog.text
+    assert "PASSWORD" not in caplog.text and "SECRETKEY" not in caplog.text and "user:" not in caplog.text
+
+
+def _script(path: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / path)], env={**os.environ, "PYTHON": sys.executable, **env},
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("path, env, named", [
+    ("quality_evaluation/scripts/recaption_quality_eval.sh", {"THRESHOLDS": "0.8,1.5"}, "THRESHOLDS"),
+    ("training_scripts/uhdv1-finetune-qwen-stage2-sft.sh", {"PYTHON": "/nonexistent/python"}, "PYTHON"),
+    ("training_scripts/uhdv1-pretrain-qwen-stage1-align.sh", {"PYTHON": "/nonexistent/python"}, "PYTHON"),
+])
+def test_scripts_name_the_bad_variable(w, path, env, named):
+    root, model, data = w
+    base = {"EXPERIMENT_NAME": "x", "DATA_PATH": str(data), "MODEL_PATH": str(model), "OUTPUT_ROOT": str(root / "o"),
+            "RAW_DATASET": str(root / "cands.jsonl"), "MODEL_NAME_OR_PATH": str(model),
+            "OUTPUT_DIR": str(root / "o" / "cur")}
+    r = _script(path, {**base, **env})
+    assert r.returncode == 2, r.stderr
+    assert named in r.stderr and "error" in r.stderr
