@@ -3,10 +3,13 @@
 Points (deterministic, chosen by training progress):
   checkpoint-save     while checkpoint-STEP is being written (weights saved, optimizer not yet)
   checkpoint-publish  after checkpoint-STEP is complete and marked, before it is renamed into place
+  generate-pause      (not a kill) `sicog generate` waits before its first batch until the file named by
+                      $SICOG_TEST_RELEASE exists: a run that holds its output for as long as a test needs
 """
 import os
 import signal
 import sys
+import time
 
 from sicog.train import trainer
 
@@ -34,6 +37,20 @@ def inject(point: str, step: int) -> None:
             return publish(staged, final)
 
         trainer.publish = killed_publish
+    elif point == "generate-pause":
+        from pathlib import Path
+
+        from sicog.generate import engine
+
+        generate_ids = engine.CandidateEngine.generate_ids
+        release = Path(os.environ["SICOG_TEST_RELEASE"])
+
+        def paused(self, *args, **kwargs):
+            while not release.exists():
+                time.sleep(0.05)
+            return generate_ids(self, *args, **kwargs)
+
+        engine.CandidateEngine.generate_ids = paused
     else:
         raise SystemExit(f"unknown fault point {point!r}")
 
