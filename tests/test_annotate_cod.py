@@ -20,6 +20,7 @@ from PIL import Image
 from sicog.annotate import cod
 from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, parse_retry_after
 from sicog.annotate.media import sniff_image_mime
+from sicog.data.checks import InputError
 from sicog.data.formats import COD_ANNOTATION_SUFFIX, COD_HEADINGS, check_steps, format_steps, parse_steps
 
 API_KEY = "sk-test-7f3a9c1e5b2d4f60SECRET"
@@ -412,10 +413,10 @@ def test_bad_input_file_gives_clear_errors(tmp_path, monkeypatch):
     make_dataset(tmp_path, 2)
     rec = jsonl(tmp_path / "records.jsonl")
     (tmp_path / "records.jsonl").write_text(json.dumps(rec[0]) + "\n" + json.dumps(rec[0]) + "\n")
-    with pytest.raises(SystemExit, match="appears at records 0 and 1"):
+    with pytest.raises(InputError, match="appears at records 0 and 1"):
         run_annotate(cli_args(tmp_path, "http://127.0.0.1:9/v1"))
     (tmp_path / "records.jsonl").write_text("{broken\n")
-    with pytest.raises(SystemExit, match="records.jsonl:1: invalid JSON"):
+    with pytest.raises(InputError, match="records.jsonl:1: invalid JSON"):
         run_annotate(cli_args(tmp_path, "http://127.0.0.1:9/v1"))
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(SystemExit, match="OPENAI_API_KEY is not set"):

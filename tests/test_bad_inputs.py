@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import sicog
 from test_train_fixtures import make_world, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,24 +42,6 @@ def w(tmp_path_factory):
         else:
             (bad / "model.safetensors").unlink()
     return root, model, data
-
-
-def sicog(*argv: str) -> tuple[int, str]:
-    """Run `sicog ARGV` in-process: (exit status, what it printed to stderr or exited with)."""
-    import contextlib
-    import io
-
-    from sicog.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:  # argparse errors and the commands' own one-line exits
-            rc = e.code if isinstance(e.code, int) else 1
-            if isinstance(e.code, str):
-                err.write(e.code)
-    return rc, err.getvalue()
 
 
 def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], str]]:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from sicog.annotate import cot
+from sicog.data.checks import InputError
 from sicog.data.formats import COT_HEADINGS, STEP_BY_STEP_PHRASE, check_steps, step_body
 
 PARTS = {"SUMMARY": "I will count the circles.", "CAPTION": "Three red circles on grey.",
@@ -142,5 +143,5 @@ def test_unreadable_input_is_a_clear_error(tmp_path):
     parser = argparse.ArgumentParser()
     cot.add_arguments(parser)
     args = parser.parse_args(["--input", str(src), "--output-cot-dir", str(tmp_path), "--output-short-dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="in.jsonl:2: invalid JSON"):
+    with pytest.raises(InputError, match="in.jsonl:2: invalid JSON"):
         cot.run(args)

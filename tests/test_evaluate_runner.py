@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from cli_helpers import sicog
 from sicog.cli import main
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.generation import GreedyGenerator
@@ -148,7 +149,7 @@ def test_refuses_to_mix_runs_and_bad_arguments(setup):
     evaluate(model, processor, setup["world"], out, cfg, benchmarks=("pope",), limit=2, device="cpu")
     with pytest.raises(ValueError, match="another run"):
         evaluate(model, processor, setup["world"], out, load_eval_config("v1"), benchmarks=("pope",), limit=2)
-    with pytest.raises(FileNotFoundError, match="benchmark files not found"):
+    with pytest.raises(ValueError, match="benchmark files not found"):
         evaluate(model, processor, setup["root"], setup["root"] / "nowhere", cfg)
     with pytest.raises(SystemExit, match="unknown"):
         main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
@@ -224,6 +225,6 @@ def test_shuffled_images_control(setup, monkeypatch):
             assert preds[r["id"]]["gold"] == r["answer"] and preds[r["id"]]["image"] == r["image"]
     scores = json.loads((out / "scores.json").read_text())
     assert scores["images"] == "shuffled" and "images=shuffled" in (out / "summary.txt").read_text()
-    with pytest.raises(ValueError, match="another run"):  # a folder holds one image mode
-        main(["evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
-              "--limit", str(limit), "--eval-config", str(setup["cfg"]), "--device", "cpu", "--benchmarks", "qa"])
+    rc, err = sicog("evaluate", "--model", str(setup["ckpt"]), "--world", str(setup["world"]), "--out", str(out),
+                    "--limit", str(limit), "--eval-config", str(setup["cfg"]), "--device", "cpu", "--benchmarks", "qa")
+    assert rc == 2 and "another run" in err  # a folder holds one image mode

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import re
+
+from cli_helpers import sicog
 from generate_helpers import GOOD, gen_args, lines, make_inputs, merged, save_tiny_model
 from sicog.cli import main
 from sicog.data.records import read_records
@@ -64,8 +67,8 @@ def test_resume_skips_done_ids_and_refuses_other_settings(world, tmp_path):
     before = shard.read_text()
     assert main(gen_args(model, data, out, "--batch-size", "2", "--device", "nosuchdevice")) == 0
     assert shard.read_text() == before  # nothing left to do: the model is not even loaded
-    with pytest.raises(SystemExit, match="other settings"):
-        main(gen_args(model, data, out, "--temperature", "0.5"))
+    rc, err = sicog(*gen_args(model, data, out, "--temperature", "0.5"))
+    assert rc == 2 and "other settings" in err
 
 
 def test_prompt_too_long_and_augment_are_recorded(world, tmp_path):
@@ -79,8 +82,8 @@ def test_prompt_too_long_and_augment_are_recorded(world, tmp_path):
     methods = {r["id"]: r["generation"]["augment"] for r in read_records(out)}
     assert set(methods.values()) <= {"gaussian_blur", "mask", "mirror_rotation"} and len(set(methods.values())) > 1
     assert len(aug) == GOOD
-    with pytest.raises(SystemExit, match="unknown augment"):
-        main(gen_args(model, data, tmp_path / "x.jsonl", "--augment", "blur"))
+    rc, err = sicog(*gen_args(model, data, tmp_path / "x.jsonl", "--augment", "blur"))
+    assert rc == 2 and "unknown augment" in err
 
 
 def test_engine_greedy_equals_model_generate(world):
@@ -114,8 +117,8 @@ def test_beam_search_falls_back_to_generate(world, tmp_path):
     assert len(a) == GOOD and all(len(c) == 2 and c[0] != c[1] for c in a.values())  # two distinct beams
     assert generate_and_merge(world, tmp_path / "b.jsonl", "--num-beams", "3", "--num-candidates", "2",
                               "--temperature", "0", "--batch-size", "3") == a
-    with pytest.raises(SystemExit, match="num_candidates .* must be <= num_beams"):
-        main(gen_args(model, data, tmp_path / "c.jsonl", "--num-beams", "2", "--num-candidates", "3"))
+    rc, err = sicog(*gen_args(model, data, tmp_path / "c.jsonl", "--num-beams", "2", "--num-candidates", "3"))
+    assert rc == 2 and re.search("num_candidates .* must be <= num_beams", err)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -125,10 +128,10 @@ def test_beam_search_falls_back_to_generate(world, tmp_path):
     (("--chunk", "5/2"), "zero-based"),
 ])
 def test_bad_arguments_exit_with_a_message(world, tmp_path, extra, message):
-    with pytest.raises(SystemExit, match=message):
-        main(gen_args(world[0], world[1], tmp_path / "o.jsonl", *extra))
-    with pytest.raises(SystemExit, match="no such data file"):
-        main(gen_args(world[0], tmp_path / "none.jsonl", tmp_path / "o.jsonl"))
+    rc, err = sicog(*gen_args(world[0], world[1], tmp_path / "o.jsonl", *extra))
+    assert rc == 2 and message in err and "Traceback" not in err
+    rc, err = sicog(*gen_args(world[0], tmp_path / "none.jsonl", tmp_path / "o.jsonl"))
+    assert rc == 2 and "--data" in err and "no such file" in err
 
 
 def test_unexpected_encode_failure_is_a_reject_not_a_crash(world):

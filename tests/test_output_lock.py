@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_bad_inputs import sicog
+from cli_helpers import sicog
 from test_train_fixtures import make_world, save_tiny_model
 
 

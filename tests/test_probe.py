@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessor
 
+from cli_helpers import sicog
 from sicog.cli import main as sicog_main
 from sicog.data.formats import IMAGE_TOKEN, SHORT_ANSWER_PHRASE
 from sicog.evaluate.probe import PROBE_TARGETS, balanced_accuracy, fit_linear
@@ -111,8 +112,8 @@ def test_vision_folder_probes_the_tower_only(setup, capsys):
 
 
 def test_bad_inputs_stop_with_a_message(setup, tmp_path):
-    with pytest.raises(SystemExit, match="not a built world"):
-        sicog_main(["probe", "--model", str(setup["trained"]), "--world", str(tmp_path)])
+    rc, err = sicog("probe", "--model", str(setup["trained"]), "--world", str(tmp_path))
+    assert rc == 2 and "--world" in err and "not a built world" in err
     with pytest.raises(SystemExit, match="no config.json"):
         sicog_main(["probe", "--model", str(tmp_path), "--world", str(setup["world"])])
     with pytest.raises(SystemExit, match="--parts"):
