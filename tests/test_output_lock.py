@@ -49,11 +49,12 @@ def _commands(root, model, data):
         "train": (["train", "--stage", "stage2", "--model_name_or_path", str(model), "--data_path", str(data),
                    "--global_batch_size", "2", "--per_device_train_batch_size", "1", "--output_dir", f"{root}/tr"],
                   root / "tr" / ".sicog.lock"),
+        "reproduce": (["reproduce", "--out", f"{root}/rep", "--size", "micro"], root / "rep" / ".sicog.lock"),
     }
 
 
 @pytest.mark.parametrize("command", ["generate", "evaluate", "curate", "annotate-cod", "convert-cot",
-                                     "merge-candidates", "train"])
+                                     "merge-candidates", "train", "reproduce"])
 def test_second_run_on_a_held_output_stops_naming_the_holder(w, command, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     argv, lock = _commands(*w)[command]

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from sicog.data.checks import check_output_dir
+from sicog.data.output_lock import OutputLock
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.steps import StepRunner
 from sicog.evaluate.variants import CAPTION_MODES, REASONING_MODES, VARIANTS, Variant, get_variants
@@ -294,12 +296,13 @@ def run(args: argparse.Namespace) -> int:
 
     rows = args.rows.split(",") if args.rows else None
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    out = Path(args.out)
-    try:
-        result = run_cycle(out, args.size, rows, seeds)
-    except (StepFailed, ValueError) as e:
-        log.error("%s", e)
-        return 1
-    table = write_report(result)
+    out = check_output_dir(args.out, "--out")
+    with OutputLock(out, "--out"):  # the steps lock their own outputs too
+        try:
+            result = run_cycle(out, args.size, rows, seeds)
+        except (StepFailed, ValueError) as e:
+            log.error("%s", e)
+            return 1
+        table = write_report(result)
     print(table)
     return 0
