@@ -7,6 +7,7 @@ from authors_fixtures import load_json
 from test_annotate_cod import API_KEY, FakeTeacher, cli_args, make_dataset, run_annotate
 
 from sicog.annotate.prompts import COD_SYSTEM_PROMPT, CodRequest, cod_messages
+from sicog.data.checks import InputError
 
 # The authors' teacher prose is not part of this project; the copy in tests/fixtures carries a
 # placeholder in its place. When the shared fixtures are present, their full text is checked too.
@@ -59,5 +60,5 @@ def test_annotate_sends_the_request_from_files(tmp_path, monkeypatch):
     assert msgs[0] == {"role": "system", "content": SOURCES[-1]["system_prompt"]}
     assert msgs[1]["content"][0]["text"] == "Question: <image>\nWhat is in item-0?\n\nOriginal description: A red square numbered 0."
     assert msgs[2] == {"role": "assistant", "content": SOURCES[-1]["assistant_prefill"]}
-    with pytest.raises(SystemExit, match="prompt file not found"):
+    with pytest.raises(InputError, match="prompt file not found"):
         run_annotate(cli_args(tmp_path, "http://127.0.0.1:9", "--prefill-file", str(tmp_path / "nope.txt")))
