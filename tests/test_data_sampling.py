@@ -100,3 +100,29 @@ def test_sampler_shards_across_ranks():
     glob = list(s)
     n = len(glob) // world
     assert [shards[r][:n] for r in range(world)] == [glob[r::world][:n] for r in range(world)]
+
+
+def test_every_step_holds_one_modality_on_all_ranks():
+    """A LLaVA-665K-like mix (about 6% text-only): each step's world_size batches share a modality."""
+    rng = random.Random(5)
+    n = 3000
+    has_image = [rng.random() > 0.0625 for _ in range(n)]
+    lengths = [rng.randint(50, 900) for _ in range(n)]
+    for world, per_device in ((32, 4), (8, 3), (2, 1), (5, 7)):
+        s = ModalityLengthGroupedSampler(lengths, has_image, batch_size=per_device, world_size=world, seed=1)
+        batches = list(s)
+        assert len(batches) == len(s) and len(batches) % world == 0
+        steps = [batches[j:j + world] for j in range(0, len(batches), world)]
+        for step in steps:
+            assert len({has_image[i] for b in step for i in b}) == 1
+            assert all(1 <= len(b) <= per_device for b in step)
+        assert set(i for b in batches for i in b) == set(range(n))  # nothing left out
+
+
+def test_fewer_samples_than_ranks_repeats_within_the_modality():
+    s = ModalityLengthGroupedSampler([5, 6, 7, 8, 9], [True, True, True, False, False], batch_size=2, world_size=4)
+    batches = list(s)
+    assert len(batches) == len(s) == 8
+    for j in range(0, 8, 4):
+        step = batches[j:j + 4]
+        assert all(len(b) == 1 for b in step) and len({s.has_image[b[0]] for b in step}) == 1

@@ -26,7 +26,7 @@ def test_forward_backward_reaches_every_part(tiny):
     model.zero_grad()
     out = model(**batch)
     model.eval()
-    assert out.logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(out.loss)
+    assert out.logits is None and torch.isfinite(out.loss)  # training: the loss only (sicog.model.loss)
     out.loss.backward()
     for name in ("vision_tower.embeddings.patch_embedding.weight",
                  "vision_tower.encoder.layers.0.mlp.fc1.weight",

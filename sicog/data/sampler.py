@@ -4,8 +4,10 @@ Image samples and text-only samples are batched separately (a batch never mixes 
 within each modality samples of similar length share a batch: the shuffled indices are cut into
 mega-batches of `batch_size * world_size * mega_batch_mult`, each mega-batch is sorted by length
 and cut into per-device batches. Consecutive groups of `world_size` batches (one optimizer
-micro-step across ranks) come from the same mega-batch, so ranks get similar lengths; these groups
-are shuffled, and the group holding the longest sample goes first so that an out-of-memory shows
+micro-step across ranks) come from the same mega-batch, so ranks get similar lengths, and every
+group holds exactly `world_size` batches of one modality: the remainder of a modality is spread over
+all ranks in smaller batches (its samples repeated only when fewer than `world_size` are left), so
+that no short group shifts the rank alignment of the groups after it. These groups are shuffled, and the group holding the longest sample goes first so that an out-of-memory shows
 at step one.
 
 The sampler yields the global sequence of per-device batches; batch i goes to rank
@@ -44,7 +46,12 @@ class ModalityLengthGroupedSampler:
         groups = []
         for start in range(0, len(indices), self.mega):
             mega = sorted(indices[start:start + self.mega], key=lambda i: -self.lengths[i])
-            batches = [mega[j:j + self.per_device_batch] for j in range(0, len(mega), self.per_device_batch)]
+            n = self._batches_in(len(mega))
+            if len(mega) < n:  # fewer samples than ranks: repeat some so that no rank gets nothing
+                mega = (mega * n)[:n]
+            size, extra = divmod(len(mega), n)
+            cuts = [j * size + min(j, extra) for j in range(n + 1)]
+            batches = [mega[cuts[j]:cuts[j + 1]] for j in range(n)]
             groups.extend(batches[j:j + self.world_size] for j in range(0, len(batches), self.world_size))
         return groups
 
@@ -62,11 +69,15 @@ class ModalityLengthGroupedSampler:
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
+    def _batches_in(self, n_samples: int) -> int:
+        """Per-device batches for one mega-batch: enough for its samples, a multiple of world_size."""
+        return math.ceil(math.ceil(n_samples / self.per_device_batch) / self.world_size) * self.world_size
+
     def __len__(self) -> int:
         total = 0
         for n in (sum(self.has_image), len(self.has_image) - sum(self.has_image)):
             full, rest = divmod(n, self.mega)
-            total += full * math.ceil(self.mega / self.per_device_batch) + math.ceil(rest / self.per_device_batch)
+            total += full * self._batches_in(self.mega) + (self._batches_in(rest) if rest else 0)
         return total
 
 

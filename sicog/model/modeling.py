@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import SicogConfig
 from .image_input import ImageInput
+from .loss import supervised_lm_loss
 from .projector import build_projector
 from .resampler import SpatialResampler
 
@@ -38,7 +39,8 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
     resampler or MLP) and `language_model` (Qwen2ForCausalLM).
 
     `forward(input_ids, attention_mask, labels, images)` splices the image features at the
-    `<image>` positions the processor wrote (`embed_inputs`) and runs the LLM; `generate(...,
+    `<image>` positions the processor wrote (`embed_inputs`) and runs the LLM; in training mode
+    with `labels` it returns the loss only (`sicog.model.loss`), otherwise the logits; `generate(...,
     images=...)` uses the images in the prefill only.
     """
 
@@ -137,6 +139,40 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
             result.append(torch.cat([raster, overview], dim=0))
         return result
 
+    def unused_vision_parameters(self) -> dict[str, nn.Parameter]:
+        """Tower parameters that never run: the layers above `vision_feature_layer` and `post_layernorm`.
+
+        `vision_features` stops at the feature layer, so these never get a gradient; training
+        freezes them (`sicog.train.stages.freeze`) rather than deleting them, so that a saved model
+        keeps the tower's full CLIP layout and loads anywhere CLIP does.
+        """
+        tower = self.vision_tower
+        idle = {id(p) for m in (*tower.encoder.layers[self.num_vision_layers:], tower.post_layernorm)
+                for p in m.parameters()}
+        return {name: p for name, p in self.named_parameters() if id(p) in idle}
+
+    def _vision_trains(self) -> bool:
+        return torch.is_grad_enabled() and any(
+            p.requires_grad for part in (self.vision_tower, self.projector) for p in part.parameters())
+
+    def _idle_vision_term(self) -> torch.Tensor:
+        """A zero that depends on every used vision and projector parameter.
+
+        Why: under DeepSpeed ZeRO (and DDP) each rank reduces gradients as its backward produces
+        them, parameter by parameter, and ZeRO-3 also gathers the tower's weights during forward.
+        A rank whose batch has no image (text-only records, or a batch whose samples all failed to
+        load) would skip the tower and projector and so issue fewer collectives than a rank with
+        images: a hang on NCCL, a "collective mismatch" on gloo, or wrong gradients. Running one
+        blank overview image through the tower and projector and adding its output times zero
+        keeps every rank's forward and backward the same graph; the gradients it adds are exact
+        zeros, so the step equals the single-process one. (DDP's find_unused_parameters does not
+        help ZeRO, and skipping the collectives per rank cannot be expressed to it.) The cost is
+        one image through the tower per text-only batch.
+        """
+        side = self.config.vision_config.image_size
+        blank = torch.zeros(1, 3, side, side, device=self.vision_tower.device, dtype=self.vision_tower.dtype)
+        return self.encode_pixels(blank).sum() * 0.0
+
     def embed_inputs(self, input_ids: torch.LongTensor, images: list[ImageInput | None] | None) -> torch.Tensor:
         """Token embeddings with the image features spliced in at the image-token positions."""
         embeds = self.get_input_embeddings()(input_ids)
@@ -155,7 +191,7 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
                 )
         present = [im for im in images if im is not None]
         if not present:
-            return embeds
+            return embeds + self._idle_vision_term() if self._vision_trains() else embeds
         feats = torch.cat(self.encode_images(present), dim=0).to(embeds.dtype)
         embeds[mask] = feats
         return embeds
@@ -183,6 +219,14 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         no_past = past_key_values is None or past_key_values.get_seq_length() == 0
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2 and no_past:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if labels is not None and self.training and past_key_values is None:
+            # training: the loss alone (logits=None), from logits at supervised positions only and
+            # the fp32 loss in chunks (sicog.model.loss). In eval mode the full logits come back.
+            num_items = kwargs.pop("num_items_in_batch", None)
+            out = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                            position_ids=position_ids, use_cache=False, **kwargs)
+            loss = supervised_lm_loss(out.last_hidden_state, labels, self.language_model.lm_head, num_items)
+            return CausalLMOutputWithPast(loss=loss, logits=None)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

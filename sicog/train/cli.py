@@ -74,15 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _default_training_settings(training: dict, stage, world_size: int) -> None:
     training.setdefault("report_to", "none")
-    if world_size > 1 and not training.get("deepspeed") and not torch.cuda.is_available():
-        training.setdefault("use_cpu", True)  # accelerate runs multi-process CPU (gloo) only when told
+    if world_size > 1 and not torch.cuda.is_available():
+        # accelerate runs multi-process CPU (gloo) only when told; without it, under DeepSpeed it
+        # sees one process and DeepSpeed's batch check fails (train_batch_size 1 != 1 * 1 * 2)
+        training.setdefault("use_cpu", True)
     training.setdefault("remove_unused_columns", False)
     training.setdefault("include_num_input_tokens_seen", "non_padding")
     if training.get("activation_checkpointing"):
         training.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
-    # Text-only batches leave the vision tower and projector unused; plain DDP must be told.
-    if not training.get("deepspeed") and set(stage.trainable) & {"vision_tower", "projector"}:
-        training.setdefault("ddp_find_unused_parameters", True)
+    # Every trainable parameter gets a gradient at every step (a text-only batch runs the vision
+    # path with zero weight; the tower layers above the feature layer are frozen), so DDP need not
+    # search for unused ones.
+    training.setdefault("ddp_find_unused_parameters", False)
 
 
 def _reset_rejects(path: Path) -> None:

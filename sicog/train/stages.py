@@ -64,6 +64,12 @@ def part_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return {part: list(getattr(model, part).parameters()) for part in PARTS}
 
 
+def _layer_name(param_name: str) -> str:
+    """`vision_tower.encoder.layers.23.mlp.fc1.weight` -> `encoder.layers.23`; `...post_layernorm.weight` -> `post_layernorm`."""
+    parts = param_name.split(".")[1:]
+    return ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
+
+
 def freeze(model: nn.Module, stage: Stage | str) -> dict[str, dict[str, int | bool]]:
     """Set `requires_grad` on every parameter for `stage`; returns and logs {part: {params, trainable}}.
 
@@ -82,6 +88,16 @@ def freeze(model: nn.Module, stage: Stage | str) -> dict[str, dict[str, int | bo
     stray = [name for name, p in model.named_parameters() if id(p) not in owner]
     if stray:
         raise ValueError(f"parameters outside {PARTS}: {stray[:5]}{' ...' if len(stray) > 5 else ''}")
+    # The tower's layers above the feature layer never run: frozen (kept in the checkpoint, out of
+    # the optimizer and of DDP's unused-parameter check). See `unused_vision_parameters`.
+    unused = getattr(model, "unused_vision_parameters", dict)()
+    if "vision_tower" in stage.trainable and unused:
+        for p in unused.values():
+            p.requires_grad_(False)
+        n = sum(numel(p) for p in unused.values())
+        summary["vision_tower"]["unused_frozen"] = n
+        logger.info("%s: vision_tower: froze %s parameters above vision_feature_layer that never run (%s)",
+                    stage.name, f"{n:,}", ", ".join(sorted({_layer_name(k) for k in unused})))
     for part, info in summary.items():
         logger.info("%s: %-14s %12s parameters, %s", stage.name, part, f"{info['params']:,}",
                     "TRAINABLE" if info["trainable"] else "frozen")
