@@ -69,7 +69,7 @@ command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an executable"
 
 [[ -z ${OPENAI_API_KEY:-} ]] || export OPENAI_API_KEY
 [[ -z ${OPENAI_BASE_URL:-} ]] || export OPENAI_BASE_URL
-exec "$PYTHON" -m sicog annotate-cod \
+exec_sicog annotate-cod \
   --input "$ORIGINAL_CAPTION_FILE" \
   --image-dir "$IMAGE_DIR" \
   --output-cod-dir "$OUTPUT_COD_DIR" \

@@ -37,7 +37,7 @@ PYTHON=${PYTHON:-python3}
 [[ -n $OUTPUT_SHORT_DIR ]] || die "OUTPUT_SHORT_DIR is not set (where the short-answer records go; or argument 3)"
 command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an executable"
 
-exec "$PYTHON" -m sicog convert-cot \
+exec_sicog convert-cot \
   --input "$ORIGINAL_COT_FILE" \
   --output-cot-dir "$OUTPUT_COT_DIR" \
   --output-short-dir "$OUTPUT_SHORT_DIR" \

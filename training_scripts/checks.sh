@@ -34,10 +34,32 @@ run_sicog() {
     local force=0
     if [ "${1:-}" = --torchrun ]; then force=1; shift; fi
     if [ "$force" = 0 ] && [ "$((NNODES * NPROC_PER_NODE))" -eq 1 ]; then
-        "$PYTHON" -m sicog "$@"
+        exec_sicog "$@"
     else
-        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
+        dry_run_or "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NPROC_PER_NODE" \
             --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
             -m sicog "$@"
     fi
+}
+
+# exec_sicog ARGS...: `$PYTHON -m sicog ARGS` (or, with DRY_RUN=1, its dry run).
+exec_sicog() { dry_run_or "$PYTHON" -m sicog "$@"; }
+
+# dry_run_or CMD...: runs CMD; with DRY_RUN=1 prints it (shell-quoted, exactly as it would run) and
+# exits 0 without starting anything. For `sicog train` the dry run also prints the resolved config,
+# the batch arithmetic for the whole layout, the DeepSpeed config and the output and resume paths
+# (`sicog train --dry-run`, one process, no model or data loaded).
+dry_run_or() {
+    [ "${DRY_RUN:-0}" = 1 ] || { "$@"; return; }
+    echo "launch (node ${NODE_RANK:-0} of ${NNODES:-1}): $(printf '%q ' "$@")"
+    local a prev="" is_train=0 args=()
+    for a in "$@"; do  # the arguments after `sicog train`
+        if [ "$is_train" = 1 ]; then args+=("$a"); elif [ "$prev" = sicog ] && [ "$a" = train ]; then is_train=1; fi
+        prev=$a
+    done
+    if [ "$is_train" = 1 ]; then
+        WORLD_SIZE=$((${NNODES:-1} * ${NPROC_PER_NODE:-1})) "$PYTHON" -m sicog train "${args[@]}" --dry-run
+        exit $?
+    fi
+    exit 0
 }

@@ -37,6 +37,14 @@ def supervised_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.M
     """hidden [B, T, H] (last decoder layer, normed), labels [B, T] with IGNORE_INDEX -> scalar loss."""
     targets = labels[:, 1:].to(hidden.device)
     keep = targets != IGNORE_INDEX
+    supervised = bool(keep.any())
+    if not supervised:
+        # Nothing to learn (e.g. the stand-in for a failed batch): one row at weight zero, so the
+        # head still runs forward and backward as on every other rank (under ZeRO-3 an empty input
+        # would skip the head's gradient reduction and desynchronise the ranks).
+        keep = torch.zeros_like(keep)
+        keep.view(-1)[0] = True
+        targets = targets.clamp_min(0)
     rows = hidden[:, :-1][keep]                                                   # [N, H]
     targets = targets[keep]
     logits = lm_head(rows)                                                        # [N, V], model dtype
@@ -47,10 +55,10 @@ def supervised_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.M
             total = total + checkpoint(_chunk_ce_sum, piece, tgt, use_reentrant=False)
         else:
             total = total + _chunk_ce_sum(piece, tgt)
-    if logits.shape[0] == 0:
-        total = total + logits.sum() * 0.0  # keeps the head in the graph (same collectives on every rank)
+    if not supervised:
+        return total * 0.0
     if num_items_in_batch is None:
-        return total / max(int(keep.sum()), 1) if keep.any() else total
+        return total / int(keep.sum())
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch

@@ -16,6 +16,17 @@ from .projector import build_projector
 from .resampler import SpatialResampler
 
 
+def _max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest `value` over all ranks (one all-reduce), or `value` itself in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 class SicogPreTrainedModel(PreTrainedModel):
     config: SicogConfig
     config_class = SicogConfig
@@ -166,8 +177,12 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         blank overview image through the tower and projector and adding its output times zero
         keeps every rank's forward and backward the same graph; the gradients it adds are exact
         zeros, so the step equals the single-process one. (DDP's find_unused_parameters does not
-        help ZeRO, and skipping the collectives per rank cannot be expressed to it.) The cost is
-        one image through the tower per text-only batch.
+        help ZeRO, and skipping the collectives per rank cannot be expressed to it.)
+
+        ZeRO-3 also gathers the tower's and projector's weights at every call, and a batch makes
+        one call per distinct image size; so every rank pads its calls with blank ones up to the
+        most any rank makes this step (`embed_inputs`). The cost: one small all-reduce per step,
+        and one blank image through the tower for each call a rank is short of.
         """
         side = self.config.vision_config.image_size
         blank = torch.zeros(1, 3, side, side, device=self.vision_tower.device, dtype=self.vision_tower.dtype)
@@ -190,10 +205,16 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
                     f"(grid {None if im is None else im.grid}); encode text and image with the same processor settings"
                 )
         present = [im for im in images if im is not None]
-        if not present:
-            return embeds + self._idle_vision_term() if self._vision_trains() else embeds
-        feats = torch.cat(self.encode_images(present), dim=0).to(embeds.dtype)
-        embeds[mask] = feats
+        blank_calls = 0
+        if self._vision_trains():  # before any tower call: ZeRO-3 gathers weights inside them
+            calls = len({tuple(u.shape[-2:]) for im in present
+                         for u in (im.overview, *(() if im.slices is None else im.slices))})
+            blank_calls = _max_over_ranks(max(calls, 1), embeds.device) - calls
+        if present:
+            feats = torch.cat(self.encode_images(present), dim=0).to(embeds.dtype)
+            embeds[mask] = feats
+        for _ in range(blank_calls):
+            embeds = embeds + self._idle_vision_term()
         return embeds
 
     # --- forward / generation ---------------------------------------------------------------

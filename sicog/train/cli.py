@@ -48,6 +48,9 @@ OWN_ARGUMENTS: list[tuple[str, dict]] = [
     ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
     ("--dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),
     ("--dpo_sft_weight", dict(type=float, help="dpo stage: weight of the SFT term on the chosen answer (default 1.0)")),
+    ("--dry-run", dict(dest="dry_run", action="store_true",
+                       help="print the resolved config, batch arithmetic, DeepSpeed config and output/resume "
+                            "paths for WORLD_SIZE ranks, then exit without loading anything")),
     ("--dpo_precompute_ref", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
                                   help="dpo stage: compute the reference log-probs once before training (true/false)")),
 ]
@@ -72,12 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.default = argparse.SUPPRESS
 
 
-def _default_training_settings(training: dict, stage, world_size: int) -> None:
+def _default_training_settings(training: dict, stage, world_size: int, on_this_machine: bool = True) -> None:
     training.setdefault("report_to", "none")
-    if world_size > 1 and not torch.cuda.is_available():
+    if on_this_machine and world_size > 1 and not torch.cuda.is_available():
         # accelerate runs multi-process CPU (gloo) only when told; without it, under DeepSpeed it
         # sees one process and DeepSpeed's batch check fails (train_batch_size 1 != 1 * 1 * 2)
         training.setdefault("use_cpu", True)
+    if on_this_machine and torch.cuda.is_available():
+        training.setdefault("tf32", True)  # TF32 matmuls on Ampere and later, as the authors set it
     training.setdefault("remove_unused_columns", False)
     training.setdefault("include_num_input_tokens_seen", "non_padding")
     if training.get("activation_checkpointing"):
@@ -86,6 +91,51 @@ def _default_training_settings(training: dict, stage, world_size: int) -> None:
     # path with zero weight; the tower layers above the feature layer are frozen), so DDP need not
     # search for unused ones.
     training.setdefault("ddp_find_unused_parameters", False)
+
+
+def print_dry_run(cfg) -> int:
+    """What a launch would do, for the world size it would have: config, batches, DeepSpeed, paths."""
+    import yaml
+
+    from sicog.train.config import CONFIG_NAME
+    from sicog.train.trainer import resolve_resume
+
+    t = cfg.training
+    print(f"--- resolved config ({CONFIG_NAME}) ---")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    print("--- batch ---")
+    print(f"per-device batch {t['per_device_train_batch_size']} x world size {cfg.world_size} x accumulation "
+          f"{t['gradient_accumulation_steps']} = global batch {cfg.global_batch_size}")
+    ds = t.get("deepspeed")
+    print("--- deepspeed ---")
+    if ds:
+        print(f"{ds}:")
+        print(ds if isinstance(ds, dict) else Path(ds).read_text(), end="" if not isinstance(ds, dict) else "\n")
+    else:
+        print("none (plain DDP)" if cfg.world_size > 1 else "none (one process)")
+    print("--- paths ---")
+    print(f"output: {cfg.output_dir}")
+    try:
+        resumed = resolve_resume(t.get("resume_from_checkpoint"), cfg.output_dir)
+    except ValueError as e:
+        resumed = f"error: {e}"
+    print(f"resume: {t.get('resume_from_checkpoint') or 'none'} -> {resumed or 'a fresh start'}")
+    return 0
+
+
+def _share_process_group_with_deepspeed(targs) -> None:
+    """Hand the process group accelerate made to DeepSpeed before the model is built.
+
+    On CUDA accelerate initialises DeepSpeed's communication itself; with `use_cpu` (gloo) it does
+    not, and ZeRO-3's `zero.Init` inside `from_pretrained` then sees one process and fails its batch
+    check. `init_distributed` reuses an existing group, so this is a no-op where it was done.
+    """
+    import torch.distributed as dist
+
+    if targs.deepspeed and dist.is_available() and dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
 def _reset_rejects(path: Path) -> None:
@@ -143,7 +193,8 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from sicog.train.checkpoints import resolve_resume
     from sicog.train.trainer import SicogTrainer
 
-    overrides = vars(args)
+    overrides = dict(vars(args))
+    dry_run = overrides.pop("dry_run", False)
     if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
         base = read_projector_meta(overrides["mm_projector_checkpoint"]).get("base_model")
         if base:
@@ -159,7 +210,9 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     check_model_folder(cfg.model_name_or_path, "--model_name_or_path")
     check_input_file(cfg.data_path, "--data_path")
     stage = get_stage(cfg.stage)
-    _default_training_settings(cfg.training, stage, cfg.world_size)
+    _default_training_settings(cfg.training, stage, cfg.world_size, on_this_machine=not dry_run)
+    if dry_run:
+        return print_dry_run(cfg)
     training = dict(cfg.training)
     resume_arg = training.pop("resume_from_checkpoint", None)
     targs = TrainingArguments(**training)
@@ -169,6 +222,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         held.enter_context(OutputLock(out, "--output_dir"))
     with targs.main_process_first(desc="choosing the checkpoint to resume from"):
         resume = resolve_resume(resume_arg, str(out), main=main)
+    _share_process_group_with_deepspeed(targs)
     set_seed(targs.seed)
     logger.info("stage %s (%s), profile %s: global batch %d = %d per device x %d ranks x %d accumulation",
                 stage.name, stage.description, cfg.profile, cfg.global_batch_size,

@@ -131,12 +131,14 @@ class SamplerEpochCallback(TrainerCallback):
 def _zero_through_trainable(model) -> torch.Tensor:
     """A zero loss for a batch whose samples all failed to load, from a one-token forward.
 
-    Going through the (wrapped) model's forward keeps the step identical on every rank: DDP and
-    DeepSpeed see a normal forward and backward, with zero gradients.
+    Going through the (wrapped) model's training forward, with labels (all ignored), keeps the step
+    identical on every rank: DDP and DeepSpeed see the same modules called in the same order as on
+    a rank with a real batch (the vision path included, with zero weight; ZeRO-3 traces that order
+    to prefetch weights), and a backward with zero gradients.
     """
     device = next(model.parameters()).device
-    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum() * 0.0
+    ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.full_like(ids, -100)).loss * 0.0
 
 
 class SicogTrainer(Trainer):
