@@ -22,12 +22,16 @@ def tiny_model():
 def test_freeze_sets_exact_trainable_parts(tiny_model, stage, trainable):
     summary = freeze(tiny_model, stage)
     assert {p for p, info in summary.items() if info["trainable"]} == trainable
+    unused = {id(p) for p in tiny_model.unused_vision_parameters().values()}  # tower layers that never run
+    assert unused
     for part in PARTS:
-        flags = {p.requires_grad for p in getattr(tiny_model, part).parameters()}
+        flags = {p.requires_grad for p in getattr(tiny_model, part).parameters() if id(p) not in unused}
         assert flags == {part in trainable}, part
         assert summary[part]["params"] == sum(p.numel() for p in getattr(tiny_model, part).parameters())
+    assert not any(p.requires_grad for p in tiny_model.parameters() if id(p) in unused)
     n_trainable = sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
-    assert n_trainable == sum(info["params"] for info in summary.values() if info["trainable"])
+    assert n_trainable == sum(info["params"] - info.get("unused_frozen", 0)
+                              for info in summary.values() if info["trainable"])
 
 
 def test_stage_registry():
