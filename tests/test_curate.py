@@ -109,6 +109,26 @@ def test_thresholds_nest_and_keep_max_at_least_tau():
     assert len(sets[0]) > len(sets[-1])
 
 
+def test_max_score_is_never_negative_so_tau_0_keeps_everything():
+    import argparse
+
+    from sicog.curate.cli import parse_thresholds
+
+    g = torch.Generator().manual_seed(0)
+    e = F.normalize(torch.randn(200, 5, 8, generator=g), dim=-1)  # unrelated candidates, some opposed
+    e[0] = F.normalize(torch.tensor([[1.0] + [0.0] * 7, [-1.0] + [0.0] * 7] * 2 + [[0.0, 1.0] + [0.0] * 6]), dim=-1)
+    mask = torch.rand(200, 5, generator=g) > 0.3
+    mask[:, 0] = True
+    for scores in (mbr_scores(e), mbr_scores(e, mask)):
+        assert (scores.max(dim=-1).values >= -1e-6).all()  # max_i mean_j <e_i, e_j> >= |mean e|^2 >= 0
+    results = [{"id": str(b), "max_score": float(s.max())} for b, s in enumerate(mbr_scores(e, mask))]
+    assert len(kept(results, 0.0)) == len(results)
+    assert parse_thresholds("0,0.8,1") == [0.0, 0.8, 1.0]
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 1\]"):
+            parse_thresholds(bad)
+
+
 # ---------------------------------------------------------------- reading candidate files
 
 

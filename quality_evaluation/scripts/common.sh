@@ -49,7 +49,7 @@ check_curate() {
     [[ "$THRESHOLDS" =~ ^[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+)*$ ]] || die "THRESHOLDS='$THRESHOLDS' must be comma-separated numbers, e.g. 0.8,0.85,0.9"
     local tau
     for tau in ${THRESHOLDS//,/ }; do  # a max score lies in [0, 1]: above 1 nothing is kept, at 0 everything
-        awk "BEGIN{exit !($tau > 0 && $tau <= 1)}" || die "THRESHOLDS='$THRESHOLDS': $tau is outside (0, 1], the range of a max score"
+        awk "BEGIN{exit !($tau >= 0 && $tau <= 1)}" || die "THRESHOLDS='$THRESHOLDS': $tau is outside [0, 1], the range of a max score"
     done
     need_choice METHOD embedding vote
     need_choice KIND auto cod cot plain

@@ -60,11 +60,12 @@ def parse_thresholds(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"thresholds must be comma-separated numbers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one threshold")
-    outside = [v for v in values if not 0 < v <= 1]
+    outside = [v for v in values if not 0 <= v <= 1]
     if outside:
-        # a max score (mean cosine similarity of the best candidate, or its vote share) lies in [0, 1]:
-        # above 1 nothing is kept, at or below 0 everything is
-        raise argparse.ArgumentTypeError(f"thresholds must lie in (0, 1] (the range of a max score), got {outside}")
+        # a max score lies in [0, 1]: a vote share is above 0, and the best candidate's mean cosine
+        # similarity is at least the mean over all candidates, |mean embedding|^2 >= 0. So tau = 0
+        # keeps every input (a legitimate "no filtering" run), and above 1 nothing would be kept
+        raise argparse.ArgumentTypeError(f"thresholds must lie in [0, 1] (the range of a max score), got {outside}")
     return values
 
 
