@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from test_scripts_train import ROOT, TRAIN_VARS, run_script
+from test_train_fixtures import save_tiny_model
 
 LAYOUT = {"NNODES": "4", "NPROC_PER_NODE": "8", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29501",
           "DRY_RUN": "1", "SICOG_PROFILE": "paper"}
@@ -15,15 +16,19 @@ TORCHRUN = (f"{sys.executable} -m torch.distributed.run --nnodes 4 --nproc_per_n
             "--master_addr 10.1.2.3 --master_port 29501 -m sicog train ")
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    # a real saved model: the dry run checks the folder as the launch would (sicog.model.folder)
+    return save_tiny_model(tmp_path_factory.mktemp("dry") / "model")
+
+
 @pytest.fixture()
-def files(tmp_path):
+def files(tmp_path, tiny_model):
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"id": "a", "conversations": [{"from": "human", "value": "hi"},
                                                              {"from": "gpt", "value": "yes"}]}) + "\n")
-    model = tmp_path / "model"
-    model.mkdir()
     (tmp_path / "proj.safetensors").write_bytes(b"")
-    return tmp_path, data, model
+    return tmp_path, data, tiny_model
 
 
 @pytest.mark.parametrize("script, env, stage, per_device, global_batch, accumulation", [
@@ -57,6 +62,27 @@ def test_dry_run_refuses_a_layout_that_does_not_divide_the_global_batch(files):
                                                           "DATA_PATH": str(data), "PREV_STAGE_CHECKPOINT": str(model),
                                                           "OUTPUT_ROOT": str(tmp / "ckpt")})
     assert r.returncode == 2 and "global batch 128 is not divisible" in r.stderr
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"PREV_STAGE_CHECKPOINT": "{empty}"}, "--model_name_or_path {empty} has no config.json"),
+    ({"PREV_STAGE_CHECKPOINT": "{model}", "RESUME": "{tmp}/checkpoint-7"},
+     "--resume_from_checkpoint {tmp}/checkpoint-7 is not a complete checkpoint: no checkpoint_complete.json"),
+])
+def test_dry_run_stops_on_the_inputs_the_launch_would_stop_on(files, env, named):
+    # a user checking a 4x8 launch learns of a wrong folder now, not after 32 ranks have started
+    tmp, data, model = files
+    (tmp / "empty").mkdir()
+    (tmp / "checkpoint-7").mkdir()  # a save cut short: no completion marker
+    fill = dict(model=model, tmp=tmp, empty=tmp / "empty")
+    env = {k: v.format(**fill) for k, v in env.items()}
+    r = run_script("uhdv1-finetune-qwen-stage2-sft.sh", {**LAYOUT, "EXPERIMENT_NAME": "run", "DATA_PATH": str(data),
+                                                          "OUTPUT_ROOT": str(tmp / "ckpt"), **env})
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("sicog train: error: " + named.format(**fill)), r.stderr
+    assert "Traceback" not in r.stderr
+    assert "launch (node 1 of 4): " in r.stdout and "--- batch ---" not in r.stdout
+    assert not (tmp / "ckpt").exists()
 
 
 def test_annotation_dry_run_prints_the_command(files):

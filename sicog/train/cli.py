@@ -97,10 +97,14 @@ def print_dry_run(cfg) -> int:
     """What a launch would do, for the world size it would have: config, batches, DeepSpeed, paths."""
     import yaml
 
+    from sicog.train.checkpoints import resolve_resume
     from sicog.train.config import CONFIG_NAME
-    from sicog.train.trainer import resolve_resume
 
     t = cfg.training
+    # main=False: only look (a real run's main process moves incomplete checkpoints aside). A resume
+    # path that is missing or incomplete is an InputError (exit 2) before anything is printed, as
+    # the launch itself would stop on it
+    resumed = resolve_resume(t.get("resume_from_checkpoint"), cfg.output_dir, main=False)
     print(f"--- resolved config ({CONFIG_NAME}) ---")
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     print("--- batch ---")
@@ -115,10 +119,6 @@ def print_dry_run(cfg) -> int:
         print("none (plain DDP)" if cfg.world_size > 1 else "none (one process)")
     print("--- paths ---")
     print(f"output: {cfg.output_dir}")
-    try:
-        resumed = resolve_resume(t.get("resume_from_checkpoint"), cfg.output_dir)
-    except ValueError as e:
-        resumed = f"error: {e}"
     print(f"resume: {t.get('resume_from_checkpoint') or 'none'} -> {resumed or 'a fresh start'}")
     return 0
 
