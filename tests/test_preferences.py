@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cli_helpers import sicog
 from sicog.cli import main as sicog_main
 from sicog.curate.preferences import pairs_from_noisy, validate_pair
 from sicog.data.formats import COT_HEADINGS, format_steps
@@ -167,7 +168,8 @@ def test_missing_or_unparsable_files_give_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="no such file"):
         sicog_main(["build-preferences", "--source", "curation", "--pairs", str(tmp_path / "nope.jsonl"),
                     "--out", str(tmp_path / "o.jsonl")])
-    with pytest.raises(SystemExit, match="no such candidate file"):
-        sicog_main(["curate", "--candidates", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c")])
-    with pytest.raises(SystemExit, match="broken.json"):
-        sicog_main(["curate", "--candidates", str(broken), "--out", str(tmp_path / "c"), "--method", "vote"])
+    # curate's bad inputs are one-line errors that exit 2 (sicog.data.checks.InputError)
+    rc, err = sicog("curate", "--candidates", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c"))
+    assert rc == 2 and f"--candidates {tmp_path / 'nope.jsonl'}: no such file" in err, err
+    rc, err = sicog("curate", "--candidates", str(broken), "--out", str(tmp_path / "c"), "--method", "vote")
+    assert rc == 2 and "--candidates" in err and "broken.json" in err and "Traceback" not in err, err

@@ -4,6 +4,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from cli_helpers import sicog
 from test_train_fixtures import largest_change, make_world, read_log, save_tiny_model, train
 
 
@@ -58,17 +59,19 @@ def test_stage1_projector_handoff_to_stage1_5(tmp_path):
     assert torch.allclose(final.language_model.state_dict()[emb], other.language_model.state_dict()[emb])
 
 
-def test_unreadable_data_and_resume_errors(tmp_path, caplog):
+def test_unreadable_data_and_resume_errors(tmp_path):
+    # bad inputs are one-line errors on stderr that exit 2 (sicog.data.checks.InputError)
     model_dir = save_tiny_model(tmp_path / "model")
-    base = ["--stage", "stage2", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out")]
-    assert train(*base, "--data_path", str(tmp_path / "missing.jsonl")) == 2
-    assert "cannot read the training data: no such data file" in caplog.text
+    base = ["train", "--stage", "stage2", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out")]
+    rc, err = sicog(*base, "--data_path", str(tmp_path / "missing.jsonl"))
+    assert rc == 2 and f"--data_path {tmp_path / 'missing.jsonl'}: no such file" in err, err
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
-    assert train(*base, "--data_path", str(tmp_path / "bad.jsonl")) == 2
-    assert "bad.jsonl:2: invalid JSON" in caplog.text
-    assert train(*base, "--data_path", str(tmp_path / "bad.jsonl"), "--resume_from_checkpoint",
-                 str(tmp_path / "nowhere")) == 2
-    assert "no such checkpoint folder" in caplog.text
+    rc, err = sicog(*base, "--data_path", str(tmp_path / "bad.jsonl"))
+    assert rc == 2 and "--data_path" in err and "bad.jsonl:2: invalid JSON" in err, err
+    rc, err = sicog(*base, "--data_path", str(tmp_path / "bad.jsonl"), "--resume_from_checkpoint",
+                    str(tmp_path / "nowhere"))
+    assert rc == 2 and f"--resume_from_checkpoint {tmp_path / 'nowhere'}: no such checkpoint folder" in err, err
+    assert "Traceback" not in err
 
 
 def test_stage1_loads_without_slicing(tmp_path):
