@@ -41,7 +41,9 @@ def _mixed_world(root):
 
 def _run(tmp_path, name, zero, nproc, per_device, model, data):
     env = {k: v for k, v in os.environ.items() if k not in TRAIN_VARS}
-    env.update(PYTHON=sys.executable, DS_ACCELERATOR="cpu", EXPERIMENT_NAME=name, OUTPUT_ROOT=str(tmp_path / "ckpt"),
+    # one thread in every process: torchrun sets OMP_NUM_THREADS=1 for 2 ranks but not for one process,
+    # which would then sum its matmuls over all cores in another order than the ranks do
+    env.update(PYTHON=sys.executable, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", EXPERIMENT_NAME=name, OUTPUT_ROOT=str(tmp_path / "ckpt"),
                DATA_PATH=str(data), PREV_STAGE_CHECKPOINT=str(model), ZERO=zero, NPROC_PER_NODE=str(nproc),
                GLOBAL_BATCH="2", FINETUNE_BATCH=str(per_device), RESUME="none", MASTER_PORT=str(_free_port()))
     # file order (sequential sampler) so that the placement above is exact
