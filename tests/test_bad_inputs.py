@@ -51,6 +51,8 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
     train = ["train", "--stage", "stage2", "--global_batch_size", "2", "--per_device_train_batch_size", "1"]
     evaluate = ["evaluate", "--model", str(model)]
     curate = ["curate", "--method", "vote"]
+    prefs = ["build-preferences", "--out", f"{root}/p/pairs.jsonl"]
+    probe = ["probe", "--model", str(model)]
     return [
         # (name, argv, what the message must name)
         ("generate --out below a file", gen + ["--data", str(data), "--out", f"{root}/afile/c.jsonl"], "--out"),
@@ -133,6 +135,39 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                                 f"{root}/x*.jsonl", "--out", str(root / "folder")], "--out"),
         ("merge-candidates --inputs empty", ["merge-candidates", "--inputs", str(root / "empty.jsonl"), "--shards",
                                              f"{root}/x*.jsonl", "--out", f"{root}/m.jsonl"], "holds no records"),
+        ("merge-candidates --inputs missing", ["merge-candidates", "--inputs", str(root / "nope.jsonl"), "--shards",
+                                               f"{root}/x*.jsonl", "--out", f"{root}/m.jsonl"], "--inputs"),
+        ("merge-candidates --shards match nothing", ["merge-candidates", "--inputs", str(data), "--shards",
+                                                     f"{root}/x*.jsonl", "--out", f"{root}/m.jsonl"],
+         "--shards: no candidate shards match"),
+        ("merge-candidates --chunk malformed", ["merge-candidates", "--inputs", str(data), "--shards",
+                                                f"{root}/x*.jsonl", "--out", f"{root}/m.jsonl", "--chunk", "1-4"],
+         "--chunk"),
+        ("build-preferences --source noisy without --noisy", prefs + ["--source", "noisy", "--curated",
+                                                                      str(root / "cands.jsonl")], "needs --noisy"),
+        ("build-preferences --pairs missing", prefs + ["--source", "curation", "--pairs", str(root / "nope.jsonl")],
+         "--pairs"),
+        ("build-preferences --pairs empty", prefs + ["--source", "curation", "--pairs", str(root / "empty.jsonl")],
+         "holds no records"),
+        ("build-preferences --curated is a folder", prefs + ["--source", "noisy", "--noisy", str(root / "cands.jsonl"),
+                                                             "--curated", str(root / "folder")], "--curated"),
+        ("build-preferences --out is a folder", ["build-preferences", "--source", "curation", "--pairs",
+                                                 str(root / "cands.jsonl"), "--out", str(root / "folder")], "--out"),
+        ("probe --parts unknown", probe + ["--world", str(root / "fakeworld"), "--parts", "probes,x"], "--parts"),
+        ("probe --n-train 0", probe + ["--world", str(root / "fakeworld"), "--n-train", "0"], "--n-train"),
+        ("probe --world not a world", probe + ["--world", str(root / "folder")], "--world"),
+        ("probe --model without config.json", ["probe", "--model", str(root / "noconfig"), "--world",
+                                               str(root / "fakeworld")], "has no config.json"),
+        ("probe --vision not a CLIP folder", ["probe", "--vision", str(root / "folder"), "--world",
+                                              str(root / "fakeworld")], "--vision"),
+        ("probe --train-split without images", probe + ["--world", str(root / "fakeworld"), "--parts", "probes"],
+         "--train-split"),
+        ("probe --world without benchmarks", probe + ["--world", str(root / "fakeworld"), "--parts", "answers"],
+         "benchmark files not found"),
+        ("probe --eval-config unknown", probe + ["--world", str(root / "fakeworld"), "--parts", "answers",
+                                                 "--eval-config", "v999"], "--eval-config"),
+        ("probe --out is a folder", probe + ["--world", str(root / "fakeworld"), "--parts", "answers",
+                                             "--out", str(root / "folder")], "--out"),
     ]
 
 
@@ -144,7 +179,7 @@ def test_bad_input_stops_with_one_line_naming_it(w, name, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     argv, named = next((argv, named) for n, argv, named in _cases(*w) if n == name)
     rc, err = sicog(*argv)
-    assert rc not in (0, None), (name, err)
+    assert rc == 2, (name, rc, err)
     assert named in err, (name, err)
     assert "Traceback" not in err
 

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from cli_helpers import sicog
 from sicog.cli import main
 from sicog.data.records import read_records, write_jsonl
 from sicog.generate.merge import MergeError, merge
@@ -68,9 +69,17 @@ def test_missing_duplicate_and_unknown_ids_are_named(tmp_path):
 
 
 def test_cli_error_is_a_clear_exit_message(tmp_path, capsys):
+    # a bad input is one line naming the argument, exit 2 (sicog.data.checks.InputError)
     src, out = inputs(tmp_path, ["a", "b"]), tmp_path / "c.jsonl"
-    with pytest.raises(SystemExit, match="no candidate shards match"):
-        main(["merge-candidates", "--inputs", str(src), "--shards", shard_glob(out), "--out", str(out)])
+    rc, err = sicog("merge-candidates", "--inputs", str(src), "--shards", shard_glob(out), "--out", str(out))
+    assert rc == 2 and "--shards: no candidate shards match" in err and "Traceback" not in err, err
+    write_jsonl(shard_path(out, 0, 1), [cand("a")])
+    rc, err = sicog("merge-candidates", "--inputs", str(src), "--shards", shard_glob(out), "--out", str(out))
+    assert rc == 2 and "--shards: 1 input id(s) are in no shard" in err and "'b'" in err, err
+    rc, err = sicog("merge-candidates", "--inputs", str(src), "--shards", shard_glob(out), "--out", str(out),
+                    "--chunk", "2/2")
+    assert rc == 2 and "--chunk: chunk '2/2'" in err, err
+    assert not out.exists()
 
 
 def test_mixed_settings_and_partial_last_line(tmp_path):

@@ -153,8 +153,8 @@ def test_build_preferences_cli_both_sources(tmp_path, noisy_setup):
     assert sicog_main(["build-preferences", "--source", "curation", "--pairs", str(curation_pairs),
                        "--out", str(only)]) == 0
     assert [p["id"] for p in read_jsonl(only)] == ["x"]
-    with pytest.raises(SystemExit, match="--noisy and --curated"):
-        sicog_main(["build-preferences", "--source", "noisy", "--out", str(only)])
+    rc, err = sicog("build-preferences", "--source", "noisy", "--out", str(only))
+    assert rc == 2 and "--source noisy needs --noisy and --curated" in err, err
     empty = tmp_path / "empty.jsonl"
     write_lines(empty, ["nope"])
     assert sicog_main(["build-preferences", "--source", "curation", "--pairs", str(empty), "--out", str(only)]) == 1
@@ -163,12 +163,16 @@ def test_build_preferences_cli_both_sources(tmp_path, noisy_setup):
 def test_missing_or_unparsable_files_give_clear_errors(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('[{"id": 1}, ')
-    with pytest.raises(SystemExit, match="broken.json"):
-        sicog_main(["build-preferences", "--source", "curation", "--pairs", str(broken), "--out", str(tmp_path / "o.jsonl")])
-    with pytest.raises(SystemExit, match="no such file"):
-        sicog_main(["build-preferences", "--source", "curation", "--pairs", str(tmp_path / "nope.jsonl"),
-                    "--out", str(tmp_path / "o.jsonl")])
-    # curate's bad inputs are one-line errors that exit 2 (sicog.data.checks.InputError)
+    # build-preferences' and curate's bad inputs are one-line errors that exit 2 (sicog.data.checks.InputError)
+    rc, err = sicog("build-preferences", "--source", "curation", "--pairs", str(broken), "--out",
+                    str(tmp_path / "o.jsonl"))
+    assert rc == 2 and "--pairs" in err and "broken.json" in err and "Traceback" not in err, err
+    rc, err = sicog("build-preferences", "--source", "curation", "--pairs", str(tmp_path / "nope.jsonl"),
+                    "--out", str(tmp_path / "o.jsonl"))
+    assert rc == 2 and f"--pairs {tmp_path / 'nope.jsonl'}: no such file" in err, err
+    rc, err = sicog("build-preferences", "--source", "noisy", "--noisy", str(broken), "--curated", str(broken),
+                    "--out", str(tmp_path / "o.jsonl"))
+    assert rc == 2 and "--curated" in err and "broken.json" in err and "Traceback" not in err, err
     rc, err = sicog("curate", "--candidates", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c"))
     assert rc == 2 and f"--candidates {tmp_path / 'nope.jsonl'}: no such file" in err, err
     rc, err = sicog("curate", "--candidates", str(broken), "--out", str(tmp_path / "c"), "--method", "vote")

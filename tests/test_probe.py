@@ -114,13 +114,16 @@ def test_vision_folder_probes_the_tower_only(setup, capsys):
 def test_bad_inputs_stop_with_a_message(setup, tmp_path):
     rc, err = sicog("probe", "--model", str(setup["trained"]), "--world", str(tmp_path))
     assert rc == 2 and "--world" in err and "not a built world" in err
-    with pytest.raises(SystemExit, match="no config.json"):
-        sicog_main(["probe", "--model", str(tmp_path), "--world", str(setup["world"])])
-    with pytest.raises(SystemExit, match="--parts"):
-        sicog_main(["probe", "--model", str(setup["trained"]), "--world", str(setup["world"]), "--parts", "x"])
-    with pytest.raises(SystemExit, match="no images in split"):
-        sicog_main(["probe", "--model", str(setup["trained"]), "--world", str(setup["world"]),
-                    "--train-split", "nowhere", "--parts", "probes"])
+    rc, err = sicog("probe", "--model", str(tmp_path), "--world", str(setup["world"]))
+    assert rc == 2 and f"--model {tmp_path} has no config.json" in err, err
+    rc, err = sicog("probe", "--model", str(setup["trained"]), "--world", str(setup["world"]), "--parts", "x")
+    assert rc == 2 and "--parts: unknown ['x']" in err, err
+    rc, err = sicog("probe", "--model", str(setup["trained"]), "--world", str(setup["world"]),
+                    "--train-split", "nowhere", "--parts", "probes")
+    assert rc == 2 and "--train-split: the world has no images in split 'nowhere'" in err, err
+    rc, err = sicog("probe", "--vision", str(tmp_path), "--world", str(setup["world"]))
+    assert rc == 2 and "--vision" in err and "no config.json" in err, err
+    assert "Traceback" not in err
 
 
 def test_linear_probe_separates_a_separable_set():

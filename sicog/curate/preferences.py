@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 
 from sicog.curate.candidates import KINDS, full_text, load_candidates, read_rows
+from sicog.data.checks import InputError, check_input_file, check_output_file
 from sicog.data.formats import IMAGE_TOKEN, first_human_turn, strip_image_token
 from sicog.data.records import record_id, write_jsonl
 
@@ -106,9 +107,15 @@ def _curated_answers(path: Path) -> tuple[dict[str, tuple[int, dict]], list[dict
 
 def pairs_from_noisy(noisy_path: Path, curated_path: Path, seed: int, kind: str = "auto") -> tuple[list[dict], list[dict]]:
     """Pairs of (curated clean answer, seeded corrupted-image candidate), matched by id."""
-    curated, rejects = _curated_answers(curated_path)
+    try:
+        curated, rejects = _curated_answers(curated_path)
+    except (OSError, ValueError) as e:  # missing, or a JSON-list file that does not parse
+        raise InputError(f"--curated: {e}") from None
     curated_rejected = {r["id"] for r in rejects if r["id"] is not None}
-    items, load_rejects, _ = load_candidates(noisy_path, kind)
+    try:
+        items, load_rejects, _ = load_candidates(noisy_path, kind)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--noisy: {e}") from None
     rejects += [_reject("noisy", r["id"], r["line"], f"corrupted-image candidates: {r['reason']}") for r in load_rejects]
     noisy_ids = {item.id for item in items} | {r["id"] for r in load_rejects if r["id"] is not None}
     pairs = []
@@ -161,26 +168,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rejects", help="rejects file (default: OUT with .rejects.jsonl)")
 
 
+def _check_source(path: str, arg: str) -> Path:
+    """An existing, non-empty input file given as `arg`; InputError naming `arg` otherwise."""
+    p = check_input_file(path, arg)
+    with p.open("rb") as f:
+        if not any(line.strip() for line in f):
+            raise InputError(f"{arg} {p} holds no records (an empty file)")
+    return p
+
+
 def run(args: argparse.Namespace) -> int:
     need = {"curation": ["pairs"], "noisy": ["noisy", "curated"], "both": ["pairs", "noisy", "curated"]}[args.source]
     missing = [f"--{n}" for n in need if not getattr(args, n)]
     if missing:
-        raise SystemExit(f"--source {args.source} needs {' and '.join(missing)}")
+        raise InputError(f"--source {args.source} needs {' and '.join(missing)}")
+    sources = {n: _check_source(getattr(args, n), f"--{n}") for n in need}
+    check_output_file(args.out, "--out")
+    if args.rejects:
+        check_output_file(args.rejects, "--rejects")
     pairs, rejects = [], []
     counts = {}
-    try:
-        if args.source in ("curation", "both"):
-            got, bad = pairs_from_curation(Path(args.pairs))
-            pairs += got
-            rejects += bad
-            counts["curation"] = len(got)
-        if args.source in ("noisy", "both"):
-            got, bad = pairs_from_noisy(Path(args.noisy), Path(args.curated), args.seed, args.kind)
-            pairs += got
-            rejects += bad
-            counts["noisy"] = len(got)
-    except (OSError, ValueError) as e:  # missing file, or a JSON-list file that does not parse
-        raise SystemExit(f"sicog build-preferences: {e}") from None
+    if args.source in ("curation", "both"):
+        try:
+            got, bad = pairs_from_curation(sources["pairs"])
+        except (OSError, ValueError) as e:  # unreadable, or a JSON-list file that does not parse
+            raise InputError(f"--pairs: {e}") from None
+        pairs += got
+        rejects += bad
+        counts["curation"] = len(got)
+    if args.source in ("noisy", "both"):
+        got, bad = pairs_from_noisy(sources["noisy"], sources["curated"], args.seed, args.kind)
+        pairs += got
+        rejects += bad
+        counts["noisy"] = len(got)
     out = Path(args.out)
     rejects_path = Path(args.rejects) if args.rejects else out.with_name(out.stem + ".rejects.jsonl")
     write_jsonl(out, pairs)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from sicog.data.checks import check_world
+from sicog.data.checks import InputError, check_input_dir, check_output_file, check_world
 from sicog.data.records import read_records, write_json
 from sicog.evaluate.prompts import eval_prompt
 from sicog.evaluate.runner import benchmark_file, shuffled_images
@@ -403,18 +403,39 @@ def run(args: argparse.Namespace) -> int:
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     bad = [p for p in parts if p not in ("probes", "answers")]
     if bad or not parts:
-        raise SystemExit(f"--parts: unknown {bad}; choose from probes,answers")
+        raise InputError(f"--parts: unknown {bad}; choose from probes,answers")
     for name in ("n_train", "n_test", "limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
-    check_world(args.world, "--world")
-    try:
-        result = probe(args.world, args.model, args.vision, train_split=args.train_split, test_split=args.test_split,
-                       n_train=args.n_train, n_test=args.n_test, answer_split=args.split, answer_limit=args.limit,
-                       parts=parts, eval_config=args.eval_config, batch_size=args.batch_size, device=args.device)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"sicog probe: {e}") from None
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.out:
+        check_output_file(args.out, "--out")
+    if args.model is not None:
+        from sicog.model.folder import check_model_folder
+
+        check_model_folder(args.model, "--model")
+    else:
+        check_input_dir(args.vision, "--vision", "a CLIP vision folder")
+        if not (Path(args.vision) / "config.json").is_file():
+            raise InputError(f"--vision {args.vision} is not a CLIP vision folder (no config.json)")
+    world = check_world(args.world, "--world")
+    if "probes" in parts:
+        for arg, split in (("--train-split", args.train_split), ("--test-split", args.test_split)):
+            try:
+                load_scenes(world, split, 1)
+            except ValueError as e:
+                raise InputError(f"{arg}: {e}") from None
+    if "answers" in parts and args.model is not None:
+        try:
+            load_eval_config(args.eval_config)
+        except ValueError as e:
+            raise InputError(f"--eval-config: {e}") from None
+        missing = [str(p) for b in ("qa", "pope") if not (p := benchmark_file(world, args.split, b)).is_file()]
+        if missing:
+            raise InputError(f"--world {world}: benchmark files not found: {missing} (is it a built world?)")
+    result = probe(args.world, args.model, args.vision, train_split=args.train_split, test_split=args.test_split,
+                   n_train=args.n_train, n_test=args.n_test, answer_split=args.split, answer_limit=args.limit,
+                   parts=parts, eval_config=args.eval_config, batch_size=args.batch_size, device=args.device)
     print(format_table(result))
     print(f"({result['seconds']} s)")
     if args.out:

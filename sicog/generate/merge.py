@@ -3,7 +3,8 @@
 Every unique input id (of the chunk, when `--chunk` is given) must appear exactly once across the
 candidate shards and their rejects files; later occurrences of a repeated input id are added to
 the rejects here. A missing, duplicated or unknown id is an error that names the ids. The
-candidates file and the rejects file are written atomically.
+candidates file and the rejects file are written atomically. From the command, every such problem
+is a bad input (`InputError`): one line naming the argument, exit status 2.
 """
 from __future__ import annotations
 
@@ -139,11 +140,16 @@ def run(args) -> int:
     out = check_output_file(args.out, "--out")
     if args.rejects_out:
         check_output_file(args.rejects_out, "--rejects-out")
+    try:
+        chunk = Chunk.parse(args.chunk)
+    except ValueError as e:
+        raise InputError(f"--chunk: {e}") from None
+    for name in ("wait", "poll"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name} must be >= 0")
     with OutputLock(out, "--out", folder=False):
         try:
-            merge(args.inputs, args.shards, args.out, args.rejects_out, Chunk.parse(args.chunk), args.wait, args.poll)
-        except InputError:
-            raise
-        except (MergeError, ValueError, FileNotFoundError) as e:
-            raise SystemExit(f"sicog merge-candidates: {e}") from None
+            merge(args.inputs, args.shards, args.out, args.rejects_out, chunk, args.wait, args.poll)
+        except (MergeError, FileNotFoundError) as e:  # shards that do not match the inputs, or vanished
+            raise InputError(f"--shards: {e}") from None
     return 0
