@@ -3,6 +3,8 @@
 Points (deterministic, chosen by training progress):
   checkpoint-save     while checkpoint-STEP is being written (weights saved, optimizer not yet)
   checkpoint-publish  after checkpoint-STEP is complete and marked, before it is renamed into place
+  evaluate-prediction while `sicog evaluate` writes its prediction STEP+1 (counted over all benchmarks):
+                      STEP complete prediction lines on disk, then half a line
   generate-pause      (not a kill) `sicog generate` waits before its first batch until the file named by
                       $SICOG_TEST_RELEASE exists: a run that holds its output for as long as a test needs
 """
@@ -37,6 +39,23 @@ def inject(point: str, step: int) -> None:
             return publish(staged, final)
 
         trainer.publish = killed_publish
+    elif point == "evaluate-prediction":
+        from sicog.data import records
+
+        write = records.JsonlAppender.write
+        written = [0]
+
+        def killed_write(self, record):
+            if self.path.parent.name == "predictions":
+                if written[0] == step:
+                    line = records.dumps(record) + "\n"
+                    self._f.write(line[: len(line) // 2])
+                    self._f.flush()
+                    _die()
+                written[0] += 1
+            return write(self, record)
+
+        records.JsonlAppender.write = killed_write
     elif point == "generate-pause":
         from pathlib import Path
 

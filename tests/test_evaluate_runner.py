@@ -6,41 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
 
 from cli_helpers import sicog
+from evaluate_helpers import eval_world
 from sicog.cli import main
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.runner import evaluate
-from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
+from sicog.evaluate.settings import load_eval_config
 from sicog.model.build import build_random_tiny
-from sicog.world.build import build_world
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A micro world with one corrupt and one missing image, a saved random tiny model, a fast config."""
-    root = tmp_path_factory.mktemp("eval")
-    world = root / "world"
-    build_world(world, "micro", seed=0)
-    qa = read_records(world / "data/eval/qa.jsonl")
-    images = list(dict.fromkeys(r["image"] for r in qa))
-    # Scenes 1 and 3: inside the first records of every benchmark, leaving others to evaluate.
-    corrupt, missing = images[1], images[3]
-    (world / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    (world / missing).unlink()
-    model, processor = build_random_tiny(seed=0)
-    ckpt = root / "ckpt"
-    model.save_pretrained(ckpt)
-    processor.save_pretrained(ckpt)
-    raw = yaml.safe_load((EVAL_CONFIGS_DIR / "v1.yaml").read_text())
-    raw.update(version="v1-test", batch_size=4, max_new_tokens={"qa": 4, "pope": 3, "captions": 6})
-    cfg_path = root / "fast.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw))
-    return {"root": root, "world": world, "ckpt": ckpt, "cfg": cfg_path, "bad": {corrupt: "unreadable image",
-                                                                                  missing: "missing image"}}
+    return eval_world(tmp_path_factory.mktemp("eval"))
 
 
 def _lines(path: Path) -> list[dict]:
