@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from sicog.data.checks import InputError
+from sicog.data.checks import InputError, check_input_dir
 
 MODEL_TYPE = "sicog"  # SicogConfig.model_type (kept here so the check needs no torch import)
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -20,11 +20,7 @@ TOKENIZER = ("tokenizer_config.json",)
 
 def check_model_folder(path: str | os.PathLike, arg: str) -> Path:
     """The folder of a saved SICOG model (config, safetensors weights, tokenizer); InputError otherwise."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{arg} {p}: no such folder (a saved SICOG model)")
-    if not p.is_dir():
-        raise InputError(f"{arg} {p} is a file; give the folder of a saved SICOG model")
+    p = check_input_dir(path, arg, "a saved SICOG model")
     config = p / "config.json"
     if not config.is_file():
         raise InputError(f"{arg} {p} has no config.json: not a saved SICOG model "
