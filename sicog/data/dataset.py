@@ -95,7 +95,8 @@ def _regrid(processor, size: tuple[int, int], rid: str, regrid_prob: float, seed
     if regrid_prob <= 0 or random.Random(f"{seed}:{rid}").random() >= regrid_prob:
         return None
     lay = processor.layout
-    if lay.grid(size) is not None and lay.grid(size)[0] * lay.grid(size)[1] == REGRID_SLICES:
+    grid = lay.grid(size)
+    if grid is not None and grid[0] * grid[1] == REGRID_SLICES:
         return None
     return regrid_size(*size, REGRID_SLICES, lay.image_scale)
 
