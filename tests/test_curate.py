@@ -376,3 +376,40 @@ def test_min_candidates_one_keeps_single_candidate_inputs(tmp_path):
     assert "single" not in {p["id"] for p in read_jsonl(out / "preferences.jsonl")}
     pair_rejects = {r["id"]: r["reason"] for r in read_jsonl(out / "rejects.jsonl") if r["stage"] == "pair"}
     assert "single usable candidate" in pair_rejects["single"]
+
+
+def test_curate_cli_random_is_the_no_curation_ablation(tmp_path):
+    """`--method random` keeps one seeded candidate per input at every threshold, written by the same
+    record writer as the curated rows, so the two rows differ only in how the candidate was chosen."""
+    cands = tmp_path / "cands.jsonl"
+    reasoning_file(cands)
+
+    def curate(method, seed, name):
+        out = tmp_path / name
+        assert sicog_main(["curate", "--candidates", str(cands), "--out", str(out), "--method", method,
+                           "--thresholds", "0.8,1", "--seed", str(seed)]) == 0
+        return out
+
+    picked, again, other, voted = (curate("random", 3, "r3"), curate("random", 3, "r3b"),
+                                   curate("random", 4, "r4"), curate("vote", 3, "vote"))
+    summary = json.loads((picked / "summary.json").read_text())
+    assert summary["method"] == "random" and summary["counts"]["scored"] == 8
+    scores = {r["id"]: r for r in read_jsonl(picked / "scores.jsonl")}
+    for tau in ("0.8", "1"):   # every scored input kept at every threshold
+        assert {r["id"] for r in read_jsonl(picked / f"curated_tau{tau}.jsonl")} == set(scores)
+    for r in scores.values():
+        assert sorted(r["scores"]) == [0.0] * (r["n_used"] - 1) + [1.0] and r["scores"][r["argmax"]] == 1.0
+    # the same writer: a randomly picked record equals the vote row's record whenever both chose alike
+    by_vote = {r["id"]: r for r in read_jsonl(voted / "curated_tau0.8.jsonl")}
+    vote_scores_ = {r["id"]: r for r in read_jsonl(voted / "scores.jsonl")}
+    same = 0
+    for rec in read_jsonl(picked / "curated_tau0.8.jsonl"):
+        assert rec["conversations"][1]["value"] == read_candidate(cands, rec["id"])[scores[rec["id"]]["argmax"]].strip()
+        if rec["id"] in by_vote and vote_scores_[rec["id"]]["argmax"] == scores[rec["id"]]["argmax"]:
+            assert rec == by_vote[rec["id"]]
+            same += 1
+    assert same > 0
+    # seeded: the same seed repeats the picks, another seed changes some
+    assert (again / "curated_tau0.8.jsonl").read_text() == (picked / "curated_tau0.8.jsonl").read_text()
+    picks = lambda out: [r["argmax"] for r in read_jsonl(out / "scores.jsonl")]
+    assert picks(other) != picks(picked)

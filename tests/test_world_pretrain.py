@@ -61,8 +61,14 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
     assert lm["perplexity_after"] < lm["perplexity_before"]
     instruct = lm["instruct"]
     assert instruct["steps"] == 8 and len(instruct["losses"]) == 8 and instruct["conversations"] > 0
-    for key in ("in_context_accuracy_before", "in_context_accuracy_after"):
-        assert 0.0 <= instruct[key] <= 1.0
+    assert instruct["lr"] == 3e-4
+    curve = instruct["accuracy_curve"]
+    assert [point["step"] for point in curve] == [0, 8]   # before training and at the last step
+    assert curve[0] == instruct["in_context_accuracy_before"] and curve[-1] == instruct["in_context_accuracy_after"]
+    held = instruct["held_out_conversations"]
+    assert set(held) <= {"names", "description"} and sum(held.values()) > 0
+    for point in curve:
+        assert set(point) == {"step", *held} and all(0.0 <= point[kind] <= 1.0 for kind in held)
     assert report["clip"]["shape_loss"] == 1.0
     for key in ("retrieval_before", "retrieval_after"):
         r = report["clip"][key]
@@ -117,3 +123,22 @@ def test_in_context_accuracy_counts_whole_answers():
     assert in_context_accuracy(Echo(), ids, mask, labels) == 1.0
     assert in_context_accuracy(Echo(wrong={2}), ids, mask, labels) == 0.5   # one token of the first answer
     assert in_context_accuracy(Echo(wrong={1, 4}), ids, mask, labels) == 0.0
+
+
+def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
+    """Each `clip` scene gives several conversations; their contexts are the object names or the full
+    description, and the questions are answered from that context."""
+    from sicog.world.build import LM_CHAT_PER_SCENE
+    from sicog.world.texts import describe, name
+
+    world = pretrained / "world"
+    scenes = {s["id"]: s for s in map(json.loads, (world / "world.jsonl").read_text().splitlines()) if s["split"] == "clip"}
+    recs = [json.loads(line) for line in (world / "data/lm_chat.jsonl").read_text().splitlines()]
+    assert len(recs) == LM_CHAT_PER_SCENE * len(scenes)
+    assert {r["context"] for r in recs} == {"names", "description"}
+    for rec in recs:
+        scene = scenes[rec["id"].rsplit("-chat", 1)[0]]
+        first = rec["conversations"][0]["value"]
+        context = ", ".join(name(o) for o in scene["objects"]) if rec["context"] == "names" else describe(scene)
+        assert first.startswith(context + "\n") and "<image>" not in first
+        assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"] * (len(rec["conversations"]) // 2)

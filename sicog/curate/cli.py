@@ -76,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the candidates are: cod (compare step 5), cot (compare step 4), plain "
                              "(whole text); auto reads generation.task/prompt_name of each line")
     parser.add_argument("--method", default="embedding", choices=METHODS,
-                        help="embedding: mean cosine similarity (the paper); vote: majority of final answers")
+                        help="embedding: mean cosine similarity (the paper); vote: majority of final answers; "
+                             "random: one seeded random candidate per input, kept at every threshold (the "
+                             "no-curation ablation)")
     parser.add_argument("--encoder", default=None,
                         help="local sentence-transformers folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--trust-remote-code", action="store_true",
@@ -93,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thresholds", type=parse_thresholds, default=parse_thresholds("0.8,0.85,0.9"))
     parser.add_argument("--min-candidates", type=int, default=2,
                         help="inputs with fewer usable candidates are skipped (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the rejected-candidate choice")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rejected-candidate choice and of --method random's pick")
     parser.add_argument("--model", default=None, help="the model that generated the candidates (recorded)")
     parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0, ...")
     parser.add_argument("--dist-timeout-min", type=int, default=120, help="collective timeout under torchrun")
@@ -120,7 +122,7 @@ def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
     stat = Path(args.candidates).stat()
     key = json.dumps([str(Path(args.candidates).resolve()), stat.st_size, stat.st_mtime_ns, args.kind,
                       args.method, encoder, args.max_seq_length, args.encoder_dtype, args.padding_side, args.append_eos,
-                      args.min_candidates])
+                      args.min_candidates, args.seed if args.method == "random" else None])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -199,7 +201,7 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
             tqdm(total=len(todo), desc=f"curate[{rank}]", unit="input", disable=rank != 0) as bar:
         for start in range(0, len(todo), args.chunk_size):
             chunk = todo[start:start + args.chunk_size]
-            for result in score_inputs(chunk, args.method, encoder, args.batch_size):
+            for result in score_inputs(chunk, args.method, encoder, args.batch_size, args.seed):
                 appender.write(result)
                 done[result["id"]] = result
             scored_candidates += sum(len(item.usable) for item in chunk)
@@ -257,7 +259,8 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
 
     max_scores = [r["max_score"] for r in results]
     all_scores = [s for r in results for s in r["scores"] if s is not None]
-    title = f"{args.method} self-consistency, {len(results)} inputs"
+    title = (f"random pick (no curation), {len(results)} inputs" if args.method == "random"
+             else f"{args.method} self-consistency, {len(results)} inputs")
     plot_score_histogram(out / "plots" / "score_histogram.png", max_scores, all_scores, args.thresholds, title)
     plot_kept_vs_threshold(out / "plots" / "kept_vs_threshold.png", max_scores, args.thresholds, title)
 

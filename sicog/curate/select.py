@@ -15,7 +15,7 @@ from sicog.curate.candidates import CandidateInput
 from sicog.curate.embed import Encoder, embed_groups
 from sicog.curate.scoring import best_index, lower_half, mbr_scores, vote_scores
 
-METHODS = ("embedding", "vote")
+METHODS = ("embedding", "vote", "random")   # random: the no-curation ablation (a seeded pick per input)
 
 
 def input_problem(item: CandidateInput, method: str, min_candidates: int) -> str | None:
@@ -46,15 +46,25 @@ def _result(item: CandidateInput, method: str, used_scores: list[float]) -> dict
     }
 
 
+def random_scores(item: CandidateInput, seed: int) -> list[float]:
+    """The no-curation ablation: 1.0 for one usable candidate drawn with a generator seeded by
+    (seed, id), 0.0 for the others. Every threshold up to 1 keeps the pick, and the rows it trains
+    go through the same record writer as curated ones: they differ only in how the candidate was chosen."""
+    pick = random.Random(f"{seed}:random-pick:{item.id}").randrange(len(item.usable))
+    return [1.0 if k == pick else 0.0 for k in range(len(item.usable))]
+
+
 def score_inputs(items: list[CandidateInput], method: str, encoder: Encoder | None = None,
-                 batch_size: int = 64) -> list[dict]:
-    """One result per input, in order. `encoder` is needed for the embedding method."""
+                 batch_size: int = 64, seed: int = 0) -> list[dict]:
+    """One result per input, in order. `encoder` is needed for the embedding method, `seed` for random."""
     if not items:
         return []
+    if method == "random":
+        return [_result(item, method, random_scores(item, seed)) for item in items]
     if method == "vote":
         return [_result(item, method, vote_scores(item.compared_parts())) for item in items]
     if method != "embedding":
-        raise ValueError(f"unknown method {method!r}; use embedding or vote")
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if encoder is None:
         raise ValueError("the embedding method needs an encoder")
     embeddings, mask = embed_groups(encoder, [item.compared_parts() for item in items], batch_size)

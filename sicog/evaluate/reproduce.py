@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -151,10 +150,10 @@ class Cycle:
                                          "--out", folder / "merged.jsonl"])
         return folder / "merged.jsonl"
 
-    def curate(self, name: str, candidates: Path, model: Path, method: str = "embedding") -> Path:
+    def curate(self, name: str, candidates: Path, model: Path, method: str = "embedding", seed: int = 0) -> Path:
         taus = ",".join(str(t) for t in self.plan["thresholds"])
         return self.run.sicog(name, ["curate", "--candidates", candidates, "--out", self.run.folder(name),
-                                     "--thresholds", taus, "--method", method, "--model", model])
+                                     "--thresholds", taus, "--method", method, "--model", model, "--seed", seed])
 
     def curated_file(self, folder: Path) -> Path:
         return folder / f"curated_tau{self.tau:g}.jsonl"
@@ -167,22 +166,6 @@ class Cycle:
             gold = read_records(self.world / "data" / "pool_gold" / f"{kind}.jsonl")
             write_jsonl(folder / f"{kind}.jsonl", [r for r in gold if str(r["id"]) in ids])
         return self.run.python(f"oracle/{kind}", select, f"gold {kind} texts of the pool in use") / f"{kind}.jsonl"
-
-    def random_pick(self, name: str, candidates: Path, seed: int) -> Path:
-        """No curation: one seeded random non-empty candidate per input, no threshold."""
-        def pick(folder: Path) -> None:
-            rng = random.Random(seed)
-            out = []
-            for rec in read_records(candidates):
-                texts = [c for c in rec.get("candidates") or [] if c and c.strip()]
-                if not texts:
-                    continue
-                keep = {k: v for k, v in rec.items() if k not in ("candidates", "prompt", "generation")}
-                keep["conversations"] = [{"from": "human", "value": rec["prompt"]},
-                                         {"from": "gpt", "value": rng.choice(texts)}]
-                out.append(keep)
-            write_jsonl(folder / "picked.jsonl", out)
-        return self.run.python(name, pick, f"random candidate per input of {candidates}") / "picked.jsonl"
 
     # ------------------------------------------------------------------ a whole variant
     def pretraining_data(self, v: Variant, seed: int, start: Path, seed_data: dict[str, Path]) -> list[Path]:
@@ -202,8 +185,8 @@ class Cycle:
                 model = self.dpo_warmup(model, seed, gen_tag)
                 gen_tag = f"{kind}-{mode}-dpo-{tag}s{seed}"
             candidates = self.generate(f"generate/{gen_tag}", model, task, prompt, seed)
-            if v.curation == "random":
-                files.append(self.random_pick(f"pick/{gen_tag}", candidates, seed))
+            if v.curation == "random":   # the same curate run and record writer, only the choice differs
+                files.append(self.curated_file(self.curate(f"pick/{gen_tag}", candidates, model, "random", seed)))
             else:
                 files.append(self.curated_file(self.curate(f"curate/{gen_tag}", candidates, model)))
         return files

@@ -56,6 +56,7 @@ SIZES: dict[str, dict[str, int]] = {
 SPLITS = ("clip", "align", "cod_seed", "cot_seed", "sft", "pool", "val", "eval")
 POPE_VARIANTS = ("random", "popular", "adversarial")
 MC_RATE = 0.4
+LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
 
 
 def text_rng(seed: int, key: str, purpose: str) -> random.Random:
@@ -186,13 +187,21 @@ class WorldWriter:
 
     def lm_chat(self) -> None:
         """Text-only conversations for the tiny LLM's instruction phase (it stands in for an -Instruct
-        model): a scene's description, then six questions about it answered from the description."""
+        model): a scene in the context, then six questions about it answered from the context.
+
+        Each `clip` scene gives `LM_CHAT_PER_SCENE` conversations. Half the contexts are the scene's
+        full description and half only its object names ("green circle, blue cross"): looking a word
+        of the question up in a long context is not learned from long contexts alone, but is when
+        short ones come alongside (`benchmarks/probe_lookup_text.py`). `context` records which."""
         recs = []
         for scene in self.scenes["clip"]:
-            rng = text_rng(self.seed, scene["id"], "lm-chat")
-            qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
-            recs.append({"id": f"{scene['id']}-chat",
-                         "conversations": qa_turns(qs, image=False, context=T.describe(scene))})
+            for k in range(LM_CHAT_PER_SCENE):
+                rng = text_rng(self.seed, scene["id"], f"lm-chat-{k}")
+                qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
+                kind = "names" if rng.random() < 0.5 else "description"
+                context = ", ".join(T.name(o) for o in scene["objects"]) if kind == "names" else T.describe(scene)
+                recs.append({"id": f"{scene['id']}-chat-{k}", "context": kind,
+                             "conversations": qa_turns(qs, image=False, context=context)})
         self.jsonl("data/lm_chat.jsonl", recs)
 
     def align(self) -> None:
