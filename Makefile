@@ -31,7 +31,7 @@ install-eval: $(EVAL_STAMP)
 
 test: $(STAMP)
 	$(MAKE) install-eval || echo "warning: VLMEvalKit could not be installed; its tests will be skipped"
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider --durations=30
 
 reproduce: $(STAMP)
 	$(VENV)/bin/sicog reproduce --out $(OUT) --size $(SIZE)

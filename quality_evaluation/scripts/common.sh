@@ -51,7 +51,7 @@ check_curate() {
     for tau in ${THRESHOLDS//,/ }; do  # a max score lies in [0, 1]: above 1 nothing is kept, at 0 everything
         awk "BEGIN{exit !($tau >= 0 && $tau <= 1)}" || die "THRESHOLDS='$THRESHOLDS': $tau is outside [0, 1], the range of a max score"
     done
-    need_choice METHOD embedding vote
+    need_choice METHOD embedding vote random
     need_choice KIND auto cod cot plain
     need_int SEED
     need_pos_int BATCH_SIZE

@@ -10,7 +10,7 @@
 #   ENCODER_DTYPE               auto (default: the folder's own) | float32 | bfloat16 | float16
 #   THRESHOLDS                  comma list of tau (default 0.8,0.85,0.9): one curated file per tau
 #   OUTPUT_DIR                  output folder (tiny default: OUTPUT_ROOT/curation/reasoning)
-#   METHOD                      embedding (default, the paper) | vote (majority of normalised final answers)
+#   METHOD                      embedding (default, the paper) | vote (majority of normalised final answers) | random (no curation)
 #   KIND                        auto (default, from the candidates' metadata) | cod | cot | plain
 #   SEED BATCH_SIZE MIN_CANDIDATES   rejected-candidate seed (0), encoder batch (64), min usable candidates (2)
 #   SICOG_PROFILE               tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)

@@ -10,7 +10,7 @@
 #   ENCODER_DTYPE               auto (default: the folder's own) | float32 | bfloat16 | float16
 #   THRESHOLDS                  comma list of tau (default 0.8,0.85,0.9): one curated file per tau
 #   OUTPUT_DIR                  output folder (tiny default: OUTPUT_ROOT/curation/recaption)
-#   METHOD                      embedding (the only method for captions; vote is for reasoning)
+#   METHOD                      embedding (the paper) | random (one seeded candidate: the no-curation ablation); vote is for reasoning
 #   KIND                        auto (default, from the candidates' metadata) | cod | cot | plain
 #   SEED BATCH_SIZE MIN_CANDIDATES   rejected-candidate seed (0), encoder batch (64), min usable candidates (2)
 #   SICOG_PROFILE               tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)
@@ -23,6 +23,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 curate_defaults recaption
-[ "$METHOD" = embedding ] || die "METHOD='$METHOD': captions are curated by embedding similarity (vote compares final answers; use reasoning_quality_eval.sh)"
+[ "$METHOD" = embedding ] || [ "$METHOD" = random ] || die "METHOD='$METHOD': captions are curated by embedding similarity, or picked at random for the no-curation ablation (vote compares final answers; use reasoning_quality_eval.sh)"
 check_curate
 run_curate "$@"
