@@ -62,6 +62,8 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
     instruct = lm["instruct"]
     assert instruct["steps"] == 8 and len(instruct["losses"]) == 8 and instruct["conversations"] > 0
     assert instruct["lr"] == 3e-4
+    by_skill = instruct["accuracy_by_skill_after"]
+    assert "existence" in by_skill and all(0.0 <= v <= 1.0 for v in by_skill.values())
     curve = instruct["accuracy_curve"]
     assert [point["step"] for point in curve] == [0, 8]   # before training and at the last step
     assert curve[0] == instruct["in_context_accuracy_before"] and curve[-1] == instruct["in_context_accuracy_after"]
@@ -141,4 +143,4 @@ def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
         first = rec["conversations"][0]["value"]
         context = ", ".join(name(o) for o in scene["objects"]) if rec["context"] == "names" else describe(scene)
         assert first.startswith(context + "\n") and "<image>" not in first
-        assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"] * (len(rec["conversations"]) // 2)
+        assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"] * len(rec["skills"])

@@ -192,7 +192,8 @@ class WorldWriter:
         Each `clip` scene gives `LM_CHAT_PER_SCENE` conversations. Half the contexts are the scene's
         full description and half only its object names ("green circle, blue cross"): looking a word
         of the question up in a long context is not learned from long contexts alone, but is when
-        short ones come alongside (`benchmarks/probe_lookup_text.py`). `context` records which."""
+        short ones come alongside (`benchmarks/probe_lookup_text.py`). `context` records which, and
+        `skills` the skill of each question in order."""
         recs = []
         for scene in self.scenes["clip"]:
             for k in range(LM_CHAT_PER_SCENE):
@@ -200,7 +201,7 @@ class WorldWriter:
                 qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
                 kind = "names" if rng.random() < 0.5 else "description"
                 context = ", ".join(T.name(o) for o in scene["objects"]) if kind == "names" else T.describe(scene)
-                recs.append({"id": f"{scene['id']}-chat-{k}", "context": kind,
+                recs.append({"id": f"{scene['id']}-chat-{k}", "context": kind, "skills": [q["skill"] for q in qs],
                              "conversations": qa_turns(qs, image=False, context=context)})
         self.jsonl("data/lm_chat.jsonl", recs)
 

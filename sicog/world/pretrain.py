@@ -349,11 +349,11 @@ def _chat_tensors(tokenizer, records: list[dict], max_len: int):
     return ids, mask, labels
 
 
-def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float:
-    """Fraction of answers (runs of supervised tokens) whose every token is the model's argmax."""
+def answer_hits(model, ids, mask, labels, batch_size: int = 16) -> list[list[bool]]:
+    """Per conversation, per answer (a run of supervised tokens): whether every token is the model's argmax."""
     import torch
 
-    right = total = 0
+    out = []
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
             sl = slice(start, start + batch_size)
@@ -365,10 +365,24 @@ def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float
                 # an answer starts at a supervised position whose predecessor is not supervised
                 starts = supervised & ~torch.cat([supervised.new_zeros(1), supervised[:-1]])
                 answer = starts.cumsum(0)
-                for k in range(1, int(answer.max()) + 1):   # none when nothing is supervised
-                    right += bool(row_hit[supervised & (answer == k)].all())
-                    total += 1
-    return right / max(total, 1)
+                out.append([bool(row_hit[supervised & (answer == k)].all())
+                            for k in range(1, int(answer.max()) + 1)])   # none when nothing is supervised
+    return out
+
+
+def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float:
+    """Fraction of answers whose every token is the model's argmax."""
+    hits = [h for row in answer_hits(model, ids, mask, labels, batch_size) for h in row]
+    return sum(hits) / max(len(hits), 1)
+
+
+def accuracy_by_skill(model, tensors, records: list[dict]) -> dict[str, float]:
+    """Answer accuracy per question skill (`records[i]["skills"]`, one per answer)."""
+    right: dict[str, list[bool]] = {}
+    for rec, hits in zip(records, answer_hits(model, *tensors)):
+        for skill, hit in zip(rec.get("skills") or [], hits):
+            right.setdefault(skill, []).append(hit)
+    return {skill: round(sum(h) / len(h), 4) for skill, h in sorted(right.items())}
 
 
 def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: float, seed: int,
@@ -390,8 +404,9 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
     held_scenes = set(scenes[-min(INSTRUCT_HELD_SCENES, max(1, len(scenes) // 10)):])
     is_held = [r["id"].rsplit("-chat", 1)[0] in held_scenes for r in records]
     train_ids, train_mask, train_labels = _chat_tensors(tokenizer, [r for r, h in zip(records, is_held) if not h], 512)
+    held_records = [r for r, h in zip(records, is_held) if h]
     held = {kind: _chat_tensors(tokenizer, rows, 512) for kind in ("names", "description")
-            if (rows := [r for r, h in zip(records, is_held) if h and r.get("context", "description") == kind])}
+            if (rows := [r for r in held_records if r.get("context", "description") == kind])}
 
     def accuracy() -> dict:
         return {kind: round(in_context_accuracy(model, *tensors), 4) for kind, tensors in held.items()}
@@ -416,7 +431,9 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
 
     t0 = time.time()
     losses = _train_loop(model, batches(), steps, lr, "instruct LM", after_step=after_step)
-    return {"steps": steps, "batch_size": bs, "lr": lr, "conversations": len(train_ids),
+    by_skill = accuracy_by_skill(model, _chat_tensors(tokenizer, held_records, 512), held_records)
+    log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill)
+    return {"accuracy_by_skill_after": by_skill, "steps": steps, "batch_size": bs, "lr": lr, "conversations": len(train_ids),
             "held_out_conversations": {kind: len(t[0]) for kind, t in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
             "in_context_accuracy_before": curve[0], "in_context_accuracy_after": curve[-1]}
