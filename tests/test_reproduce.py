@@ -103,3 +103,53 @@ def test_micro_cycle_runs_and_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "running:" not in second.stderr and "already done" in second.stderr
     assert (out / "results.csv").read_text() == table
+
+
+def test_gains_over_the_baseline_by_hand(tmp_path):
+    """Paired per-seed gains, the share of the oracle's gain and the cost of the steps a row adds."""
+    from sicog.evaluate.report import gain_lines, gains
+
+    qa = {("baseline", 0): 0.40, ("baseline", 1): 0.42, ("sicog", 0): 0.44, ("sicog", 1): 0.48,
+          ("oracle", 0): 0.50, ("oracle", 1): 0.52, ("round2", 0): 0.45}
+    evals = {}
+    for (name, seed), acc in qa.items():
+        folder = tmp_path / f"{name}-{seed}"
+        folder.mkdir()
+        (folder / "scores.json").write_text(json.dumps({"benchmarks": {
+            "qa": {"scores": {"accuracy": acc, "per_skill": {}}}, "pope": {"scores": {"f1": acc / 2}}}}))
+        evals[(name, seed)] = folder
+    steps = {("baseline", 0): ["world", "stage1/s0", "stage2/baseline-s0"],
+             ("sicog", 0): ["world", "stage1/s0", "stage2/baseline-s0", "generate/x", "stage1_5/sicog-s0", "stage2/sicog-s0"],
+             ("oracle", 0): ["world", "stage1/s0", "stage2/baseline-s0", "stage1_5/oracle-s0", "stage2/oracle-s0"],
+             ("round2", 0): ["world", "stage1/s0", "stage2/baseline-s0", "generate/x", "stage1_5/sicog-s0",
+                             "stage2/sicog-s0", "generate/r2", "stage2/round2-s0"]}
+    cost = [{"step": "world", "wall_s": 1000.0}, {"step": "stage1/s0", "wall_s": 100.0},
+            {"step": "stage2/baseline-s0", "wall_s": 60.0, "train_tokens": 500},
+            {"step": "generate/x", "wall_s": 120.0}, {"step": "stage1_5/sicog-s0", "wall_s": 30.0, "train_tokens": 70},
+            {"step": "stage2/sicog-s0", "wall_s": 90.0, "train_tokens": 400},
+            {"step": "stage1_5/oracle-s0", "wall_s": 30.0}, {"step": "stage2/oracle-s0", "wall_s": 90.0},
+            {"step": "generate/r2", "wall_s": 60.0}, {"step": "stage2/round2-s0", "wall_s": 60.0}]
+    result = {"variants": get_variants(["baseline", "sicog", "oracle", "round2"]), "seeds": [0, 1],
+              "evals": evals, "steps": steps}
+    rows = {r["variant"]: r for r in gains(result, cost)}
+    assert set(rows) == {"sicog", "oracle", "round2"}
+    s = rows["sicog"]
+    assert s["seeds"] == 2 and s["QA gain"] == pytest.approx(0.05) and s["QA gain std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert s["POPE F1 gain"] == pytest.approx(0.025)
+    assert s["share of oracle gain"] == pytest.approx(0.5)            # 5 of the oracle's 10 points
+    assert s["extra wall s"] == 240.0 and s["extra train tokens"] == 470   # generate + stage 1.5 + stage 2
+    assert s["wall min per QA point"] == pytest.approx(4 / 5)
+    assert "share of oracle gain" not in rows["oracle"]
+    r2 = rows["round2"]    # one seed; its cost counts only what it added to the SICOG model
+    assert r2["seeds"] == 1 and r2["QA gain"] == pytest.approx(0.05) and r2["extra wall s"] == 120.0
+    md = "\n".join(gain_lines(list(rows.values()), oracle_present=True))
+    assert "| SICOG (CoD + CoT, curated) | 2 | +5.0 ± 1.4 | +2.5 ± 0.7 | 50% | 4.0 | 470 | 0.8 |" in md
+
+
+def test_threshold_rows_and_later_rounds():
+    tau = get_variants(["sicog_tau0.9"])[1]
+    assert tau.name == "sicog_tau0.9" and tau.tau == 0.9 and tau.previous == "baseline"
+    assert get_variants(["round3"])[1].previous == "round2" and get_variants(["round2"])[1].previous == "sicog"
+    for bad in ("sicog_tau1.5", "sicog_taux"):
+        with pytest.raises(ValueError, match="unknown rows"):
+            get_variants([bad])

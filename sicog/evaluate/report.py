@@ -145,6 +145,70 @@ def probe_lines(probes: dict[str, dict]) -> list[str]:
     return lines
 
 
+def gains(result: dict, cost: list[dict]) -> list[dict]:
+    """Per row: QA-overall and POPE-F1 gain over the baseline (paired by seed: mean and std of the
+    per-seed differences), the share of the oracle's gain it recovers, and its cost: the wall time and
+    training tokens of the steps it used beyond the model it starts from (the baseline, or the
+    previous round), with minutes per QA point gained."""
+    per = {key: row_metrics(json.loads((folder / "scores.json").read_text())) for key, folder in result["evals"].items()}
+    wall = {c["step"]: c for c in cost}
+    used = result.get("steps") or {}
+    seeds0 = result["seeds"][0]
+
+    def diffs(name: str, column: str) -> list[float]:
+        return [per[(name, s)][column] - per[("baseline", s)][column] for s in result["seeds"]
+                if (name, s) in per and ("baseline", s) in per and column in per[(name, s)]]
+
+    oracle = diffs("oracle", "QA overall")
+    oracle_gain = statistics.fmean(oracle) if oracle else None
+    rows = []
+    for v in result["variants"]:
+        qa = diffs(v.name, "QA overall")
+        if v.is_baseline or not qa:
+            continue
+        row = {"variant": v.name, "label": v.label, "seeds": len(qa)}
+        row["QA gain"], row["QA gain std"] = _mean_std(qa)
+        pope = diffs(v.name, "POPE F1")
+        if pope:
+            row["POPE F1 gain"], row["POPE F1 gain std"] = _mean_std(pope)
+        if oracle_gain is not None and oracle_gain > 0 and v.name != "oracle":
+            row["share of oracle gain"] = row["QA gain"] / oracle_gain
+        own = set(used.get((v.name, seeds0), [])) - set(used.get((v.previous, seeds0), []))
+        if own:
+            row["extra wall s"] = sum(wall[s]["wall_s"] for s in own if s in wall)
+            row["extra train tokens"] = sum(wall[s].get("train_tokens") or 0 for s in own if s in wall)
+            if row["QA gain"] > 0:
+                row["wall min per QA point"] = row["extra wall s"] / 60 / (100 * row["QA gain"])
+        rows.append(row)
+    return rows
+
+
+def gain_lines(rows: list[dict], oracle_present: bool) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Gain over the baseline", "",
+             "Per-seed differences from the baseline trained with the same seed (mean ± std over seeds, points). "
+             "Share of the oracle's gain: the row's QA gain over the oracle's (stage 1.5 on the pools' gold texts)"
+             + ("" if oracle_present else "; the oracle row was not run") + ". Cost: wall time and training tokens of "
+             "the steps the row used beyond the model it starts from (the baseline, or the previous round).", "",
+             "| Model | seeds | QA overall gain | POPE F1 gain | share of oracle gain | extra wall min | extra training tokens | min per QA point |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def points(r: dict, c: str) -> str:
+        if c not in r:
+            return "n/a"
+        return f"{100 * r[c]:+.1f}" + (f" ± {100 * r[c + ' std']:.1f}" if r["seeds"] > 1 else "")
+
+    for r in rows:
+        share = pct(r["share of oracle gain"]) if "share of oracle gain" in r else "n/a"
+        wall = f"{r['extra wall s'] / 60:.1f}" if "extra wall s" in r else "n/a"
+        tokens = f"{r['extra train tokens']:,}" if r.get("extra train tokens") else "n/a"
+        per_point = f"{r['wall min per QA point']:.1f}" if "wall min per QA point" in r else "n/a"
+        lines.append(f"| {r['label']} | {r['seeds']} | {points(r, 'QA gain')} | {points(r, 'POPE F1 gain')} | "
+                     f"{share} | {wall} | {tokens} | {per_point} |")
+    return lines + [""]
+
+
 def costs(cycle) -> list[dict]:
     """Wall time of every step, plus training tokens where the stage reported them."""
     out = []
@@ -289,7 +353,9 @@ def write_report(result: dict) -> str:
     for kind, d in diag.items():
         lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
                                                f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
-    lines += [""] + blind_lines(blind)
+    gain_rows = gains(result, cost)
+    lines += [""] + gain_lines(gain_rows, any(v.name == "oracle" for v in result["variants"]))
+    lines += blind_lines(blind)
     lines += probe_lines(probes)
     lines += ["## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
     for c in cost:
@@ -298,10 +364,11 @@ def write_report(result: dict) -> str:
     atomic_write_text(out / "results.md", md)
     write_csv(out / "results.csv", rows)
     write_json(out / "diagnostics.json", diag)
+    write_csv(out / "gains.csv", gain_rows)
     write_xlsx(out / "results.xlsx", {"results": rows, "diagnostics": [{"kind": k, **{x: y for x, y in d.items()
                                                                                        if x not in _LISTS}}
                                                                           for k, d in diag.items()],
-                                      "blind_control": blind, "costs": cost,
+                                      "blind_control": blind, "gains": gain_rows, "costs": cost,
                                       "gates": [{"model": name, **g} for name, probe in probes.items()
                                                 for g in probe["gates"]]})
     return md

@@ -155,8 +155,8 @@ class Cycle:
         return self.run.sicog(name, ["curate", "--candidates", candidates, "--out", self.run.folder(name),
                                      "--thresholds", taus, "--method", method, "--model", model, "--seed", seed])
 
-    def curated_file(self, folder: Path) -> Path:
-        return folder / f"curated_tau{self.tau:g}.jsonl"
+    def curated_file(self, folder: Path, tau: float | None = None) -> Path:
+        return folder / f"curated_tau{self.tau if tau is None else tau:g}.jsonl"
 
     def gold_for_pool(self, kind: str) -> Path:
         """The world's gold texts (`cod` captions or `cot` answers) for the ids of the pool in use."""
@@ -188,7 +188,7 @@ class Cycle:
             if v.curation == "random":   # the same curate run and record writer, only the choice differs
                 files.append(self.curated_file(self.curate(f"pick/{gen_tag}", candidates, model, "random", seed)))
             else:
-                files.append(self.curated_file(self.curate(f"curate/{gen_tag}", candidates, model)))
+                files.append(self.curated_file(self.curate(f"curate/{gen_tag}", candidates, model), v.tau))
         return files
 
     def dpo_warmup(self, sft_model: Path, seed: int, gen_tag: str) -> Path:
@@ -210,8 +210,8 @@ class Cycle:
         if v.is_baseline:
             return baseline
         start = baseline
-        if v.round == 2:
-            start = done.get(("sicog", seed)) or self.variant_model(VARIANTS["sicog"], seed, base, seed_data, done)
+        if v.round > 1:
+            start = done.get((v.previous, seed)) or self.variant_model(VARIANTS[v.previous], seed, base, seed_data, done)
         files = self.pretraining_data(v, seed, start, seed_data)
         s15 = self.train(f"stage1_5/{v.name}-s{seed}", "stage1_5", self.mixture(f"stage1_5-{v.name}-s{seed}", files),
                          seed, ["--mm_projector_checkpoint", stage1])
@@ -253,16 +253,20 @@ def run_cycle(out: Path, size: str, rows: list[str] | None = None, seeds: list[i
     evals: dict = {}
     blind: dict = {}
     probes: dict = {}
+    steps: dict = {}
     for v in variants:
         # The headline pair runs over every seed; the other rows over the first.
         for seed in (seeds if v.name in ("baseline", "sicog") else seeds[:1]):
+            first = len(cycle.run.requested)
             model = cycle.variant_model(v, seed, base, seed_data, done)
+            steps[(v.name, seed)] = cycle.run.requested[first:]   # what this row used, run now or before
             evals[(v.name, seed)] = cycle.evaluate(f"eval/{v.name}-s{seed}", model)
             if v.name in ("baseline", "sicog") and seed == seeds[0]:
                 blind[v.name] = cycle.evaluate(f"eval/{v.name}-s{seed}-shuffled", model, blind=True)
                 probes[v.name] = cycle.probe(f"probe/{v.name}-s{seed}", model)
     log.info("cycle finished in %.1fs", time.time() - started)
-    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals, "blind": blind, "probes": probes}
+    return {"cycle": cycle, "variants": variants, "seeds": seeds, "evals": evals, "blind": blind, "probes": probes,
+            "steps": steps}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,6 +37,7 @@ class StepRunner:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **(env or {})}
+        self.requested: list[str] = []   # every step asked for in this process, in order, run or skipped
 
     def folder(self, name: str) -> Path:
         return self.root / name
@@ -60,6 +61,7 @@ class StepRunner:
     def sicog(self, name: str, args: list[str]) -> Path:
         """Run `python -m sicog ARGS` for step `name` unless it already finished; returns its folder."""
         folder = self.folder(name)
+        self.requested.append(name)
         if self.done(name):
             log.info("step %-40s already done, skipped", name)
             return folder
@@ -78,6 +80,7 @@ class StepRunner:
     def python(self, name: str, fn: Callable[[Path], None], what: str) -> Path:
         """Run `fn(folder)` for step `name` unless it already finished; returns its folder."""
         folder = self.folder(name)
+        self.requested.append(name)
         if self.done(name):
             log.info("step %-40s already done, skipped", name)
             return folder
