@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-config", default="v1", help="pinned settings: a version in configs/eval or a YAML path")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                        help="compute precision: bf16 = autocast over the checkpoint's weights; auto: bf16 where the "
+                             "CPU/GPU has it natively, else fp32 (default: $SICOG_PRECISION, else auto)")
     parser.add_argument("--images", default="true", choices=["true", "shuffled"],
                         help="shuffled: the blind control, each record shown another record's image")
 
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from sicog.data.output_lock import OutputLock
     from sicog.evaluate.runner import evaluate
     from sicog.model.folder import check_model_folder, load_model_folder
+    from sicog.model.precision import default_precision, resolve_precision
 
     benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
@@ -46,15 +50,20 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_eval_config(args.eval_config)
     except ValueError as e:
         raise InputError(f"--eval-config: {e}") from None
+    try:
+        requested = args.precision or default_precision()
+    except ValueError as e:
+        raise InputError(str(e)) from None
     out = check_output_dir(args.out, "--out")
     with OutputLock(out, "--out"):
         torch.manual_seed(args.seed)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, processor = load_model_folder(model_dir, "--model")
-        log.info("evaluating %s on %s/%s with eval config %s (%s)", model_dir, args.world, args.split, cfg.version,
-                 device)
+        precision = resolve_precision(requested, device)
+        log.info("evaluating %s on %s/%s with eval config %s (%s, precision %s)", model_dir, args.world, args.split,
+                 cfg.version, device, precision)
         result = evaluate(model, processor, args.world, out, cfg, split=args.split, benchmarks=benchmarks,
                           limit=args.limit, model_name=str(model_dir.resolve()), device=device,
-                          images=args.images)
+                          images=args.images, precision=precision)
     print((Path(args.out) / "summary.txt").read_text().strip())
     return 0 if any(e["evaluated"] for e in result["benchmarks"].values()) else 1

@@ -10,6 +10,7 @@ from PIL import Image
 
 from sicog.evaluate.settings import EvalConfig
 from sicog.model.layout import ImageLayout
+from sicog.model.precision import autocast
 
 
 
@@ -51,13 +52,16 @@ class GreedyGenerator:
     itself, through its generation-time path (`for_generation=True`).
     """
 
-    def __init__(self, model, processor, cfg: EvalConfig, device: str | torch.device | None = None):
+    def __init__(self, model, processor, cfg: EvalConfig, device: str | torch.device | None = None,
+                 precision: str = "fp32"):
         self.model = model.eval()
         self.processor = with_long_side(processor, cfg.long_side)
         self.long_side = self.processor.layout.eval_long_side
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
+        self.precision = precision
+        autocast(precision, self.device)  # fp32 | bf16 (a resolved precision), checked here
         self.new_tokens = 0
         self.seconds = 0.0
 
@@ -89,9 +93,10 @@ class GreedyGenerator:
         pad_id = self.processor.tokenizer.pad_token_id
         eos_id = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
         start = time.perf_counter()
-        out = self.model.generate(
-            **kwargs, **self.cfg.generation_kwargs(benchmark), pad_token_id=pad_id, eos_token_id=eos_id
-        )
+        with autocast(self.precision, self.device):  # generate() scores in fp32 under autocast too
+            out = self.model.generate(
+                **kwargs, **self.cfg.generation_kwargs(benchmark), pad_token_id=pad_id, eos_token_id=eos_id
+            )
         self.seconds += time.perf_counter() - start
         new = out[:, batch["input_ids"].shape[1]:]
         self.new_tokens += int((new != pad_id).sum()) if pad_id is not None else new.numel()

@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from sicog.data.checks import InputError
@@ -54,6 +55,7 @@ def _check_run_identity(out: Path, identity: dict) -> None:
     if path.exists():
         previous = json.loads(path.read_text())
         previous.setdefault("images", "true")  # folders written before the blind control existed
+        previous.setdefault("precision", "fp32")  # folders written before the precision setting
         diff = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
         if diff:
             raise InputError(
@@ -148,8 +150,13 @@ def evaluate(
     model_name: str = "in-memory",
     device: str | None = None,
     images: str = "true",
+    precision: str = "fp32",
 ) -> dict:
-    """Run, resume and score; returns the scores dict also written to `out/scores.json`."""
+    """Run, resume and score; returns the scores dict also written to `out/scores.json`.
+
+    `precision`: fp32, or bf16 (autocast over the model's weights, sicog.model.precision); a folder
+    holds predictions of one precision only.
+    """
     world, out = Path(world), Path(out)
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
@@ -162,10 +169,10 @@ def evaluate(
         raise InputError(f"--world {world}: benchmark files not found: {missing} (is it a built world?)")
     out.mkdir(parents=True, exist_ok=True)
     _check_run_identity(out, {"model": model_name, "world": str(world.resolve()), "split": split,
-                              "version": cfg.version, "images": images})
-    gen = GreedyGenerator(model, processor, cfg, device=device)
+                              "version": cfg.version, "images": images, "precision": precision})
+    gen = GreedyGenerator(model, processor, cfg, device=device, precision=precision)
     result = {"version": cfg.version, "split": split, "model": model_name, "world": str(world),
-              "limit": limit, "images": images, "long_side": gen.long_side, "benchmarks": {}}
+              "limit": limit, "images": images, "long_side": gen.long_side, "precision": precision, "benchmarks": {}}
     for benchmark in benchmarks:
         records, repeated = _keyed_records(read_records(files[benchmark]), benchmark)
         image_map = shuffled_images(records) if images == "shuffled" else None  # over the whole benchmark
@@ -189,7 +196,8 @@ def evaluate(
         result["benchmarks"][benchmark] = entry
         log.info("%s: %d evaluated, %d skipped", benchmark, entry["evaluated"], entry["skipped"])
     result["new_tokens_per_second"] = round(gen.throughput(), 2)
-    log.info("generated %d new tokens at %.1f tokens/s", gen.new_tokens, gen.throughput())
+    log.info("generated %d new tokens at %.1f tokens/s (precision %s, %d torch threads)", gen.new_tokens,
+             gen.throughput(), precision, torch.get_num_threads())
     write_json(out / "scores.json", result)
     line = summary_line(result)
     atomic_write_text(out / "summary.txt", line + "\n")

@@ -28,6 +28,7 @@ from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine, SamplingSettings
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
 from sicog.generate.shard import Chunk, rank_info, rejects_path, shard_glob, shard_path
+from sicog.model.precision import default_precision, resolve_precision
 
 log = logging.getLogger("sicog.generate")
 
@@ -62,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "cuda: cuda:LOCAL_RANK; or an explicit device such as cuda:1")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="compute precision: bf16 = autocast over the loaded weights (logits sampled in fp32); "
+                        "auto: bf16 where the CPU/GPU has it natively, else fp32 (default: $SICOG_PRECISION, else auto)")
     p.add_argument("--prefetch", type=int, default=2, help="batches of images loaded ahead in a background thread")
     p.add_argument("--length-window", type=int, default=4,
                    help="batches' worth of inputs sorted by prompt length before batching (1 = input order)")
@@ -155,6 +159,7 @@ def run(args) -> int:
         augment = parse_methods(args.augment)
         chunk = Chunk.parse(args.chunk)
         info = rank_info()
+        args.precision = args.precision or default_precision()
         if prompt_name not in PROMPTS[args.task]:
             raise ValueError(f"--prompt {prompt_name!r} is not a {args.task} prompt; use one of {PROMPTS[args.task]}")
         if args.batch_size < 1 or args.length_window < 1 or args.prefetch < 0:
@@ -191,7 +196,10 @@ def _generate(args, records, settings, augment, chunk, info, prompt_name) -> int
              "%d duplicate ids left to merge-candidates; writing %s", info.rank, info.world_size, device, len(mine),
              len(jobs), chunk, len(mine) - len(todo), len(todo), len(duplicates), out_path)
 
-    engine = CandidateEngine(model, processor, settings)
+    precision = resolve_precision(args.precision, device)
+    log.info("rank %d/%d: precision %s, weights %s, %d torch threads", info.rank, info.world_size, precision,
+             str(next(model.parameters()).dtype).removeprefix("torch."), torch.get_num_threads())
+    engine = CandidateEngine(model, processor, settings, precision=precision)
     start, n_cand, n_tok, n_rej = time.perf_counter(), 0, 0, 0
     with JsonlAppender(out_path) as out, JsonlAppender(rejects_path(out_path)) as rejects, \
             tqdm(total=len(todo), desc=f"generate r{info.rank}", unit="input", dynamic_ncols=True) as bar:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from sicog.generate.sampling import choose_tokens, row_keys, uniforms
+from sicog.model.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def decode_candidates(
     out = language_model(
         inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
-    cache, logits = out.past_key_values, out.logits[:, -1, :]
+    cache, logits = out.past_key_values, out.logits[:, -1, :].float()  # sample from fp32 logits under autocast
     # Expand the prefilled state to one row per candidate (row b*n + k is candidate k of input b).
     cache.batch_repeat_interleave(n)
     logits = logits.repeat_interleave(n, dim=0)
@@ -112,7 +114,7 @@ def decode_candidates(
             input_ids=chosen.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
             past_key_values=cache, use_cache=True,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
         next_pos = next_pos + 1
     return [tokens[b * n:(b + 1) * n] for b in range(batch)]
 
@@ -132,7 +134,8 @@ def eos_ids_of(model, tokenizer) -> list[int]:
 class CandidateEngine:
     """Candidates for batches of encoded inputs with a SICOG model and its processor."""
 
-    def __init__(self, model, processor, settings: SamplingSettings):
+    def __init__(self, model, processor, settings: SamplingSettings, precision: str = "fp32"):
+        """`precision`: fp32, or bf16 (autocast over the model's weights; sicog.model.precision)."""
         self.model = model.eval()
         self.processor = processor
         self.settings = settings
@@ -141,6 +144,9 @@ class CandidateEngine:
         # An `<image>` token in a candidate has no image behind it: never generate one.
         self.suppress_ids = [processor.image_token_id]
         self.device = next(model.parameters()).device
+        self.precision = precision
+        self._autocast = partial(autocast, precision, self.device)  # checks precision now
+        self._autocast()
         if settings.num_beams > 1:
             log.info("num_beams=%d: beam search runs through model.generate (one call per batch, "
                      "candidates = the top %d beams)", settings.num_beams, settings.num_candidates)
@@ -156,11 +162,12 @@ class CandidateEngine:
         mask = batch["attention_mask"].to(self.device)
         images = _to_device(batch["images"], self.device)
         if self.settings.num_beams > 1:
-            token_lists = self._beam_search(ids, input_ids, mask, images)
+            with self._autocast():
+                token_lists = self._beam_search(ids, input_ids, mask, images)
         else:
             n = 1 if self.settings.greedy else self.settings.num_candidates  # greedy candidates coincide
             keys = [row_keys(self.settings.seed, rid, n) for rid in ids]
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 embeds = self.model.embed_inputs(input_ids, images)
                 token_lists = decode_candidates(self.model.language_model, embeds, mask, keys, self.settings,
                                                 self.eos_ids, self.suppress_ids)

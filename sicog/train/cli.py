@@ -46,6 +46,9 @@ OWN_ARGUMENTS: list[tuple[str, dict]] = [
     ("--mm_projector_lr", dict(type=float, help="learning rate of the projector (default: --learning_rate)")),
     ("--warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
     ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
+    ("--precision", dict(choices=["auto", "fp32", "bf16"],
+                         help="bf16: autocast over fp32 master weights (the Trainer's --bf16); auto (default, or "
+                              "SICOG_PRECISION): bf16 where the CPU/GPU has it natively, else fp32")),
     ("--dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),
     ("--dpo_sft_weight", dict(type=float, help="dpo stage: weight of the SFT term on the chosen answer (default 1.0)")),
     ("--dry-run", dict(dest="dry_run", action="store_true",
@@ -91,6 +94,39 @@ def _default_training_settings(training: dict, stage, world_size: int, on_this_m
     # path with zero weight; the tower layers above the feature layer are frozen), so DDP need not
     # search for unused ones.
     training.setdefault("ddp_find_unused_parameters", False)
+
+
+def _apply_precision(cfg, on_this_machine: bool = True) -> None:
+    """Turn `cfg.precision` into the Trainer's `bf16` (and `use_cpu` on a CPU-only machine); log the choice.
+
+    An explicit fp32/bf16 sets `bf16`; under auto a `bf16` given in any layer (the paper profile's
+    `bf16: true`, the familiar `--bf16` flag) decides, else the hardware does. With bf16 and no GPU,
+    `use_cpu` makes the Trainer (through accelerate) wrap the forward in CPU bf16 autocast; the
+    weights stay fp32 and no loss scaling is needed. DeepSpeed on CPU stays fp32 under auto: its
+    bf16 casts the weights instead of autocasting. A dry run elsewhere leaves auto unresolved.
+    """
+    from sicog.model.precision import resolve_precision
+
+    t = cfg.training
+    on_gpu = torch.cuda.is_available() and not t.get("use_cpu")
+    device = "cuda" if on_gpu else "cpu"
+    if cfg.precision != "auto":
+        t["bf16"] = cfg.precision == "bf16"
+    elif "bf16" in t:
+        cfg.precision = "bf16" if t["bf16"] else "fp32"
+    elif not on_this_machine:
+        return
+    elif t.get("deepspeed") and not on_gpu:
+        cfg.precision, t["bf16"] = "fp32", False
+        logger.info("precision auto -> fp32: DeepSpeed on CPU (its bf16 casts the weights; not autocast)")
+    else:
+        cfg.precision = resolve_precision("auto", device)
+        t["bf16"] = cfg.precision == "bf16"
+    if not on_this_machine:
+        return
+    resolve_precision(cfg.precision, device)  # logs the machine and the choice once
+    if t["bf16"] and not torch.cuda.is_available():
+        t.setdefault("use_cpu", True)  # TrainingArguments refuses bf16 without a GPU unless told it is CPU
 
 
 def print_dry_run(cfg) -> int:
@@ -211,6 +247,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     check_input_file(cfg.data_path, "--data_path")
     stage = get_stage(cfg.stage)
     _default_training_settings(cfg.training, stage, cfg.world_size, on_this_machine=not dry_run)
+    _apply_precision(cfg, on_this_machine=not dry_run)
     if dry_run:
         return print_dry_run(cfg)
     training = dict(cfg.training)

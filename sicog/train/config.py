@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sicog.data.records import atomic_write_text
+from sicog.model.precision import ENV_VAR, check_precision, default_precision
 from sicog.train.stages import get_stage
 
 STAGES_DIR = Path(__file__).resolve().parents[2] / "configs" / "stages"
@@ -39,6 +40,9 @@ class TrainConfig:
     mega_batch_mult: int = 8
     peak_tflops: float | None = None  # per device; measured at start when not given
     attn_implementation: str = "auto"  # auto: flash_attention_2 when importable on CUDA, else sdpa
+    # auto | fp32 | bf16 (sicog.model.precision): bf16 = autocast over fp32 master weights (the Trainer's
+    # `bf16`); auto = bf16 where the device has it natively. Saved resolved (what the run used).
+    precision: str = "auto"
     # per-part learning rates (None: the run's learning_rate); the parts as in sicog.train.stages
     mm_vision_tower_lr: float | None = None
     mm_projector_lr: float | None = None
@@ -148,6 +152,9 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
     get_stage(stage)
     profile = overrides.get("profile") or user.get("profile") or "tiny"
     merged = {**load_profile(profile, stage), **user, **overrides, "stage": stage, "profile": profile}
+    if "precision" not in user and "precision" not in overrides and os.environ.get(ENV_VAR, "").strip():
+        merged["precision"] = default_precision()  # SICOG_PRECISION overrides the profile, not the user
+    merged["precision"] = check_precision(merged.get("precision", "auto"))
 
     if "warmup_ratio" in merged:  # transformers 5 folded it into warmup_steps (a fraction < 1)
         ratio = float(merged.pop("warmup_ratio"))

@@ -65,7 +65,8 @@ def run_flops(model: torch.nn.Module, lengths: list[int], peak_tflops: float | N
               bf16: bool) -> tuple[float, float]:
     """(training FLOPs per token of the language model at the data's mean sequence length, per-device peak FLOP/s).
 
-    The peak is `peak_tflops` when given, else measured on `device` in the training dtype.
+    The peak is `peak_tflops` when given, else measured on `device` in the training dtype (bf16 under
+    bf16 autocast, on CPU too).
     """
     import logging
 
@@ -73,7 +74,7 @@ def run_flops(model: torch.nn.Module, lengths: list[int], peak_tflops: float | N
     flops_per_token = training_flops_per_token(n_params, n_layers, hidden, sum(x * x for x in lengths) / sum(lengths))
     if peak_tflops:
         return flops_per_token, peak_tflops * 1e12
-    dtype = torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if bf16 else torch.float32  # MFU against the peak of the precision used
     peak = measure_matmul_peak(device, dtype)
     logging.getLogger(__name__).info("measured matmul peak: %.2f TFLOP/s per device (%s)", peak / 1e12, dtype)
     return flops_per_token, peak

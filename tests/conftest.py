@@ -1,0 +1,9 @@
+"""Session-wide test settings.
+
+The suite pins fp32 compute (SICOG_PRECISION=fp32) so that every test's numbers do not depend on
+whether this CPU has native bf16; tests of the bf16 path (tests/test_precision.py) ask for it
+explicitly.
+"""
+import os
+
+os.environ["SICOG_PRECISION"] = "fp32"
