@@ -1,9 +1,10 @@
-"""Two ranks under torchrun (CPU, gloo) with DeepSpeed ZeRO-2, through the stage-2 script,
+"""Two ranks under torchrun (CPU, gloo) with DeepSpeed ZeRO-2 and ZeRO-3, through the stage-2 script,
 on data that puts a text-only batch on one rank while the other has an image, and a batch whose only
-sample fails to load on one rank: no collective mismatch, and the same losses and weights as one
+sample fails to load on one rank while the other has a sliced image: no collective mismatch, and the same losses and weights as one
 process on the same global batches.
 
-Before the zero-weighted vision path, the first step stopped with gloo's "collective mismatch".
+Before the zero-weighted vision path, the first step stopped with gloo's "collective mismatch"; under
+ZeRO-3, before every tower call ran the same modules (`vision_embeddings`), the second step did.
 """
 import json
 import os
@@ -28,8 +29,10 @@ def _free_port() -> int:
 
 
 def _mixed_world(root):
-    """In file order, with 2 ranks x 1 per device: step 1 image | text, step 2 failed | image, step 3 text | image."""
-    data = make_world(root, n_image=3, n_text=2, sizes=((112, 112), (98, 126)))
+    """In file order, with 2 ranks x 1 per device: step 1 image | text, step 2 failed | sliced image
+    (2x2 slices of 126x84 and a 126x98 overview: two tower calls, neither at CLIP's own size),
+    step 3 text | image."""
+    data = make_world(root, n_image=3, n_text=2, sizes=((112, 112), (224, 168), (98, 126)))
     recs = {r["id"]: r for r in map(json.loads, data.read_text().splitlines())}
     png = (root / "images" / "img0.png").read_bytes()
     (root / "images" / "bad.png").write_bytes(png[: len(png) // 2])  # the header reads, the pixels do not
@@ -65,9 +68,9 @@ def test_two_ranks_with_text_only_and_failed_batches_match_one_process(tmp_path)
     _, ref_log, ref = _run(tmp_path, "one", "2", 1, 2, model, data)
     start = load_file(str(model / "model.safetensors"))
     assert len(ref_log) == 3
-    # ZeRO-3 is not covered yet: its step 1 (image | text) matches, but step 2 (failed | sliced
-    # image) still desynchronises the weight gathers under gloo (see the README's troubleshooting)
-    for zero in ("2",):
+    # ZeRO-3 gathers each module's weights when it is called and prefetches by the recorded call
+    # order: the blank pass must call the same modules in the same order as a real image of any size
+    for zero in ("2", "3"):
         proc, log, weights = _run(tmp_path, f"two-zero{zero}", zero, 2, 1, model, data)
         assert "1 per device x 2 ranks x 1 accumulation" in proc.stderr
         assert "skipping sample bad" in proc.stderr  # the failed batch did happen on one rank

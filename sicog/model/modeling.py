@@ -99,13 +99,47 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
 
         Equal to `vision_tower(..., output_hidden_states=True).hidden_states[vision_feature_layer]`
         without running the layers above it. Position embeddings are interpolated to each
-        size by CLIP's own `interpolate_pos_encoding` (bicubic).
+        size bicubically, as CLIP's `interpolate_pos_encoding` does (`vision_embeddings`).
         """
         tower = self.vision_tower
-        hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(tower.dtype), interpolate_pos_encoding=True))
+        hidden = tower.pre_layrnorm(self.vision_embeddings(pixels.to(tower.dtype)))
         for layer in tower.encoder.layers[: self.num_vision_layers]:
             hidden = layer(hidden, None)
         return hidden[:, 1:]
+
+    def vision_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """CLS + patch embeddings + position embeddings interpolated (bicubic) to this image size.
+
+        Equal to CLIP's `embeddings(pixels, interpolate_pos_encoding=True)`, but computed so that
+        every call runs the same modules in the same order whatever the image size. CLIP's own
+        version calls the `position_embedding` module at its native square size and, at any other
+        size, reads `position_embedding.weight` without calling that module. Under ZeRO-3 a
+        module's weights are gathered when it is called, and each rank replays the call order it
+        recorded to prefetch the next weights; so a rank encoding a native-size image (or the blank
+        image of `_idle_vision_term`) and a rank encoding a slice or overview of another size
+        would gather in different orders: "collective mismatch" on gloo, a hang on NCCL. Here the
+        `position_embedding` module is always called and its output (the 2-D table) interpolated.
+        `class_embedding`, the only parameter of `embeddings` itself (a module this code never
+        calls), is registered with DeepSpeed as gathered together with `patch_embedding`; without
+        ZeRO-3 that registration is an unused attribute.
+        """
+        emb = self.vision_tower.embeddings
+        if getattr(emb.class_embedding, "ds_id", None) is not None:  # a ZeRO-3 partitioned parameter
+            import deepspeed
+
+            deepspeed.zero.register_external_parameter(emb.patch_embedding, emb.class_embedding)
+        n, _, h, w = pixels.shape
+        patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)          # [N, (h/p)*(w/p), C]
+        table = emb.position_embedding(emb.position_ids)                           # [1, 1 + G*G, C]
+        grid = int(round((table.shape[1] - 1) ** 0.5))
+        gh, gw = h // emb.patch_size, w // emb.patch_size
+        if (gh, gw) != (grid, grid):
+            cls_pos, patch_pos = table[:, :1], table[:, 1:]
+            patch_pos = patch_pos.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+            patch_pos = nn.functional.interpolate(patch_pos, size=(gh, gw), mode="bicubic", align_corners=False)
+            table = torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
+        cls = emb.class_embedding.expand(n, 1, -1)
+        return torch.cat([cls, patches], dim=1) + table
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, h, w] equal-size images -> projected tokens [N, T, D]."""
