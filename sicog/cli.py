@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("sicog.model.build", "assemble a fresh SICOG model from a CLIP folder and an LLM folder"),
     "import-checkpoint": ("sicog.model.authors", "convert a checkpoint saved by the authors' code into our format"),
     "train": ("sicog.train.cli", "train any stage (stage0, stage1, stage1_5, stage2, dpo)"),
+    "plan": ("sicog.train.plan", "per-GPU memory, batch arithmetic and steps per epoch of a launch, before it starts"),
     "generate": ("sicog.generate.cli", "generate N candidate captions or answers per input"),
     "merge-candidates": ("sicog.generate.merge", "merge per-rank candidate shards into one checked file"),
     "curate": ("sicog.curate.cli", "self-consistency curation of candidates"),
