@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from sicog.data import record_cache
 from sicog.data.mixture import DataEntry
 from sicog.data.records import dumps, record_id
 from sicog.model.slicing import regrid_size
@@ -101,9 +102,8 @@ def _regrid(processor, size: tuple[int, int], rid: str, regrid_prob: float, seed
     return regrid_size(*size, REGRID_SLICES, lay.image_scale)
 
 
-def _check_record(entry: DataEntry, processor, model_max_length: int, require_image: bool,
-                  rid: str = "", regrid_prob: float = 0.0,
-                  seed: int = 0) -> tuple[list[dict], Path | None, int, tuple[int, int] | None]:
+def _record_parts(entry: DataEntry, require_image: bool) -> tuple[list[dict], Path | None]:
+    """The record's conversations and image path (no file opened); ValueError with the reason."""
     rec = entry.record
     conv = rec.get("conversations")
     if not isinstance(conv, list) or not conv:
@@ -118,7 +118,13 @@ def _check_record(entry: DataEntry, processor, model_max_length: int, require_im
     if require_image and not image:
         raise ValueError("text-only: this stage trains only the projector, which a record without an image "
                          "cannot train")
-    path = entry.image_root / image if image else None
+    return conv, (entry.image_root / image if image else None)
+
+
+def _check_record(entry: DataEntry, processor, model_max_length: int, require_image: bool,
+                  rid: str = "", regrid_prob: float = 0.0,
+                  seed: int = 0) -> tuple[list[dict], Path | None, int, tuple[int, int] | None]:
+    conv, path = _record_parts(entry, require_image)
     size = image_size_from_header(path) if path else None
     regrid_to = _regrid(processor, size, rid, regrid_prob, seed) if size else None
     size = regrid_to or size
@@ -133,11 +139,14 @@ def _check_record(entry: DataEntry, processor, model_max_length: int, require_im
 
 def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: int,
                     rejects: RejectLog | None = None, progress: bool = True,
-                    require_image: bool = False, regrid_prob: float = 0.0, seed: int = 0) -> list[Sample]:
+                    require_image: bool = False, regrid_prob: float = 0.0, seed: int = 0,
+                    cache_dir: str | os.PathLike | None = None) -> list[Sample]:
     """Check every entry (see the module docstring); returns the usable samples in input order.
 
     `require_image` drops text-only records (for projector-only stages, which they cannot train).
     `regrid_prob`: the fraction of images given the six-slice augmentation (decided by `seed`).
+    `cache_dir`: where the checks' outcomes are cached (`sicog.data.record_cache`; None: no cache).
+    With several ranks this is collective: the ranks split the checks and share the outcomes.
     """
     if not 0 <= regrid_prob <= 1:
         raise ValueError(f"regrid_prob must be in [0, 1], got {regrid_prob}")
@@ -145,16 +154,29 @@ def prepare_samples(entries: Sequence[DataEntry], processor, model_max_length: i
         raise ValueError(f"regrid_prob needs a slicing layout with max_slices >= {REGRID_SLICES} "
                          f"(this one: {processor.layout.projector_type}, max_slices {processor.layout.max_slices})")
     rejects = rejects or RejectLog(None)
-    samples: list[Sample] = []
-    for i, entry in enumerate(tqdm(entries, desc="checking records", disable=not progress, mininterval=5)):
-        rid = record_id(entry.record, i)
+    ids = [record_id(entry.record, i) for i, entry in enumerate(entries)]
+
+    def check(i: int):
         try:
-            conv, path, length, regrid_to = _check_record(entry, processor, model_max_length, require_image,
-                                                          rid, regrid_prob, seed)
+            _, _, length, regrid_to = _check_record(entries[i], processor, model_max_length, require_image,
+                                                    ids[i], regrid_prob, seed)
         except ValueError as e:
-            rejects.add(entry, rid, str(e), "prepare")
+            return str(e)
+        return [length, list(regrid_to) if regrid_to else None]
+
+    settings = {"model_max_length": model_max_length, "require_image": require_image,
+                "regrid_prob": regrid_prob, "seed": seed}
+    key = record_cache.cache_key(entries, processor, settings) if cache_dir is not None else None
+    bar = lambda idx: tqdm(idx, desc="checking records", disable=not progress, mininterval=5)  # noqa: E731
+    outcomes, _ = record_cache.cached_outcomes(entries, check, key, Path(cache_dir) if cache_dir else None, bar)
+    samples: list[Sample] = []
+    for entry, rid, outcome in zip(entries, ids, outcomes):
+        if isinstance(outcome, str):
+            rejects.add(entry, rid, outcome, "prepare")
             continue
-        samples.append(Sample(rid, conv, path, length, entry, regrid_to))
+        conv, path = _record_parts(entry, require_image)
+        length, regrid_to = outcome
+        samples.append(Sample(rid, conv, path, length, entry, tuple(regrid_to) if regrid_to else None))
     dropped = len(entries) - len(samples)
     if dropped:
         logger.warning("dropped %d of %d records: %s%s", dropped, len(entries),

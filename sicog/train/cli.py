@@ -192,6 +192,15 @@ def _reset_rejects(path: Path) -> None:
     write_jsonl(path, kept)
 
 
+def _record_cache_dir():
+    """Where the record checks are cached (sicog.data.record_cache); None when SICOG_RECORD_CACHE=0."""
+    import os
+
+    from sicog.data.record_cache import default_cache_dir
+
+    return None if os.environ.get("SICOG_RECORD_CACHE", "1") == "0" else default_cache_dir()
+
+
 def run(args: argparse.Namespace) -> int:
     """Train; under torchrun, ranks that finished leave the process group together before exiting.
 
@@ -289,7 +298,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main,
                               require_image=stage.projector_only, regrid_prob=cfg.regrid_prob,
-                              seed=targs.data_seed or targs.seed)
+                              seed=targs.data_seed or targs.seed, cache_dir=_record_cache_dir())
     if not samples:
         logger.error("no usable training records in %s (reasons in %s)", cfg.data_path, rejects_path)
         return 1
