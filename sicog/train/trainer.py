@@ -7,7 +7,8 @@ this subclass only adds what SICOG needs:
 - a zero loss (through a one-token forward) for a batch whose samples all failed to load, so
   every rank keeps stepping;
 - projector-only stages save (and resume from) the `mm_projector.safetensors` artefact rather
-  than a full model; every saved folder gets the resolved run config beside it;
+  than a full model, and under DeepSpeed their checkpoints leave the frozen weights out;
+  every saved folder gets the resolved run config beside it;
 - checkpoints are staged and renamed when complete, with a completion marker
   (`sicog.train.checkpoints`), so that a kill during a save never leaves a half checkpoint;
 - a resumed run rewrites the training log up to its checkpoint's step, so every step is logged once.
@@ -139,6 +140,12 @@ def _zero_through_trainable(model) -> torch.Tensor:
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
     return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.full_like(ids, -100)).loss * 0.0
+
+
+def _load_non_strict(load, *args, **kwargs):
+    """DeepSpeedEngine.load_checkpoint with the module's frozen weights allowed to be absent."""
+    kwargs["load_module_strict"] = False
+    return load(*args, **kwargs)
 
 
 class SicogTrainer(Trainer):
@@ -273,6 +280,36 @@ class SicogTrainer(Trainer):
             super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             self.run_config.save(output_dir)
+
+    # --- projector-only stages under DeepSpeed ------------------------------------------------
+    # DeepSpeed's checkpoint (global_stepN/) holds the module's weights beside the optimizer shards:
+    # for stage 1 that is the whole frozen tower and LLM (~16 GB at paper scale) in every checkpoint,
+    # for a projector of 68M parameters. So a projector-only stage saves the trainable weights only
+    # (DeepSpeed's `exclude_frozen_parameters`), and loads such a checkpoint non-strictly (the
+    # frozen weights come from the model folder, unchanged). The Trainer loads a DeepSpeed
+    # checkpoint strictly and offers no hook between building the engine and loading, except
+    # `create_scheduler`, called in between: there the engine's `load_checkpoint` is given
+    # `load_module_strict=False`, for this run only.
+    def _projector_only_deepspeed(self) -> bool:
+        return self.is_deepspeed_enabled and self.stage.projector_only
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._projector_only_deepspeed():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        from accelerate.utils import DeepSpeedSchedulerWrapper
+
+        self.model_wrapped.save_checkpoint(output_dir, exclude_frozen_parameters=True)
+        if self.args.should_save and not isinstance(self.lr_scheduler, DeepSpeedSchedulerWrapper):
+            torch.save(self.lr_scheduler.state_dict(), str(Path(output_dir) / "scheduler.pt"))
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        if self._projector_only_deepspeed() and wrapped is not None:
+            engine = wrapped.engine
+            load = type(engine).load_checkpoint.__get__(engine)
+            engine.load_checkpoint = partial(_load_non_strict, load)
+        return scheduler
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         ckpt = Path(resume_from_checkpoint)
