@@ -143,7 +143,8 @@ def render(p: dict) -> str:
     verdict = "fits" if p["fits"] else "does NOT fit"
     lines += ["", f"{verdict}: {p['memory_gib']['total']:.1f} GiB of {budget:.1f} GiB usable "
                   f"({p['gpu_memory_gib']:g} GiB less {memory.HEADROOM:.0%} headroom)",
-              f"(the plain full-vocabulary loss would add {p['full_logits_gib']:.1f} GiB of logits)"]
+              f"(logits: the plain full-vocabulary loss would need {p['full_logits_gib']:.1f} GiB instead of "
+              f"{p['memory_gib']['logits']:.1f})"]
     if "records" in p:
         lines.append(f"data: {p['records']:,} records -> {p['steps_per_epoch']:,} optimizer steps per epoch")
     return "\n".join(lines)
