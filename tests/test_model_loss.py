@@ -90,7 +90,8 @@ def test_text_only_batch_touches_the_vision_path_with_zero_weight(tiny):
     model, proc = tiny
     batch = proc.collate([proc.encode(TEXT)])
     calls = []
-    hook = model.vision_tower.embeddings.register_forward_hook(lambda *a: calls.append(1))
+    # (the tower's `embeddings` module itself is never called: `vision_embeddings` calls its parts)
+    hook = model.vision_tower.embeddings.patch_embedding.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
         model(**batch)
     assert not calls  # no gradients wanted: no vision work

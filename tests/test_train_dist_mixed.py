@@ -47,7 +47,9 @@ def _run(tmp_path, name, zero, nproc, per_device, model, data):
     # which would then sum its matmuls over all cores in another order than the ranks do
     env.update(PYTHON=sys.executable, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", EXPERIMENT_NAME=name, OUTPUT_ROOT=str(tmp_path / "ckpt"),
                DATA_PATH=str(data), PREV_STAGE_CHECKPOINT=str(model), ZERO=zero, NPROC_PER_NODE=str(nproc),
-               GLOBAL_BATCH="2", FINETUNE_BATCH=str(per_device), RESUME="none", MASTER_PORT=str(_free_port()))
+               GLOBAL_BATCH="2", FINETUNE_BATCH=str(per_device), RESUME="none", MASTER_PORT=str(_free_port()),
+               # a cold record-check cache per run: 2 ranks split the checks and gather the outcomes
+               SICOG_CACHE_DIR=str(tmp_path / f"cache-{name}"))
     # file order (sequential sampler) so that the placement above is exact
     args = ["--group_by_modality_length", "false", "--train_sampling_strategy", "sequential",
             "--warmup_steps", "0", "--save_strategy", "no"]

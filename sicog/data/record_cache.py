@@ -78,7 +78,7 @@ def load(cache_dir: Path, key: str, n: int) -> list[Outcome] | None:
     except (OSError, ValueError):
         return None
     outcomes = data.get("outcomes") if isinstance(data, dict) else None
-    if data.get("key") != key or not isinstance(outcomes, list) or len(outcomes) != n:
+    if not isinstance(outcomes, list) or data.get("key") != key or len(outcomes) != n:
         logger.warning("record-check cache %s is not for these records; checking again", path)
         return None
     return outcomes
