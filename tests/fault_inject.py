@@ -7,20 +7,57 @@ Points (deterministic, chosen by training progress):
                       STEP complete prediction lines on disk, then half a line
   generate-pause      (not a kill) `sicog generate` waits before its first batch until the file named by
                       $SICOG_TEST_RELEASE exists: a run that holds its output for as long as a test needs
+  append-torn         while the run appends its record STEP+1 to a JSONL file whose name matches the glob
+                      $SICOG_TEST_KILL_FILE (generate's shard, curate's partial scores, annotate-cod's
+                      progress): STEP complete lines on disk, then half a line
+  publish-final       after the run wrote its final file STEP+1 matching $SICOG_TEST_KILL_FILE in full to
+                      its temporary name, before the rename: the final file is not there, its temporary is
 """
+import fnmatch
 import os
 import signal
 import sys
 import time
 
-from sicog.train import trainer
+
+def report_kills(stage: str, **facts) -> None:
+    """Append a row of the kill table (stage, kills, resumed, lost, duplicated, identical) to the JSONL file
+    named by $SICOG_FAULT_REPORT, when it is set: the closing notes' table is measured, not typed."""
+    path = os.environ.get("SICOG_FAULT_REPORT")
+    if path:
+        import json
+
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": stage, **facts}) + "\n")
 
 
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _kill_mid_append(step: int, matches) -> None:
+    """Die while appending record STEP+1 (counted over the files `matches` accepts): half a line on disk."""
+    from sicog.data import records
+
+    write = records.JsonlAppender.write
+    written = [0]
+
+    def killed_write(self, record):
+        if matches(self.path):
+            if written[0] == step:
+                line = records.dumps(record) + "\n"
+                self._f.write(line[: len(line) // 2])
+                self._f.flush()
+                _die()
+            written[0] += 1
+        return write(self, record)
+
+    records.JsonlAppender.write = killed_write
+
+
 def inject(point: str, step: int) -> None:
+    if point.startswith("checkpoint-"):
+        from sicog.train import trainer
     if point == "checkpoint-save":
         save = trainer.SicogTrainer._save_optimizer_and_scheduler
 
@@ -40,22 +77,22 @@ def inject(point: str, step: int) -> None:
 
         trainer.publish = killed_publish
     elif point == "evaluate-prediction":
-        from sicog.data import records
+        _kill_mid_append(step, lambda path: path.parent.name == "predictions")
+    elif point == "append-torn":
+        pattern = os.environ["SICOG_TEST_KILL_FILE"]
+        _kill_mid_append(step, lambda path: fnmatch.fnmatch(path.name, pattern))
+    elif point == "publish-final":
+        pattern = os.environ["SICOG_TEST_KILL_FILE"]
+        replace, published = os.replace, [0]
 
-        write = records.JsonlAppender.write
-        written = [0]
-
-        def killed_write(self, record):
-            if self.path.parent.name == "predictions":
-                if written[0] == step:
-                    line = records.dumps(record) + "\n"
-                    self._f.write(line[: len(line) // 2])
-                    self._f.flush()
+        def killed_replace(src, dst, *args, **kwargs):
+            if fnmatch.fnmatch(os.path.basename(os.fspath(dst)), pattern):
+                if published[0] == step:
                     _die()
-                written[0] += 1
-            return write(self, record)
+                published[0] += 1
+            return replace(src, dst, *args, **kwargs)
 
-        records.JsonlAppender.write = killed_write
+        os.replace = killed_replace
     elif point == "generate-pause":
         from pathlib import Path
 

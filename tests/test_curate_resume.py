@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,8 +42,31 @@ def partial_lines(out):
     return sum(len(p.read_text().splitlines()) for p in files)
 
 
+FAULT = Path(__file__).with_name("fault_inject.py")
+
+
+def complete_partial_lines(out) -> int:
+    n = 0
+    for path in (out / ".partial").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                json.loads(line)
+                n += 1
+            except json.JSONDecodeError:
+                pass
+    return n
+
+
+def fault(point: str, step: int, pattern: str, cands, out) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(FAULT), point, str(step), *command(cands, out)[3:]],
+                          env={**ENV, "SICOG_TEST_KILL_FILE": pattern}, capture_output=True, text=True, timeout=240)
+
+
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(tmp_path):
+    """Kill 1: from outside, once 3 inputs are scored. Kill 2: half-way through writing the 4th score of the
+    rerun (append-torn). Kill 3: every input scored, the first final file published and the second not
+    (publish-final). A last rerun ends with the outputs of an uninterrupted run."""
     cands = tmp_path / "cands.jsonl"
     write_candidates(cands)
     whole = tmp_path / "whole"
@@ -56,15 +80,25 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = partial_lines(killed)
-    assert 3 <= done_before < 12, "the run must be killed part-way"
+    assert 3 <= done_before < 8, "the run must be killed part-way"
     assert not (killed / "summary.json").exists()
+    complete = complete_partial_lines(killed)
+
+    second = fault("append-torn", 3, "scores-*.rank0.jsonl", cands, killed)
+    assert second.returncode == -9, second.stderr[-3000:]
+    # A line cut by the kill is scored again; every complete one is reused.
+    reused = int(second.stderr.split(" inputs to score (")[1].split(" already")[0])
+    assert reused == complete
+    assert complete_partial_lines(killed) == complete + 3 and partial_lines(killed) == complete + 4
+
+    third = fault("publish-final", 1, "*.jsonl", cands, killed)
+    assert third.returncode == -9, third.stderr[-3000:]
+    assert (killed / "curated_tau0.7.jsonl").exists() and not (killed / "preferences.jsonl").exists()
+    assert not (killed / "summary.json").exists() and complete_partial_lines(killed) == 12
 
     resumed = subprocess.run(command(cands, killed), env=ENV, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    # A line cut by the kill is scored again; every complete one is reused.
-    assert "already scored" in resumed.stderr
-    reused = int(resumed.stderr.split(" inputs to score (")[1].split(" already")[0])
-    assert done_before - 1 <= reused <= done_before
+    assert "0 inputs to score (12 already scored)" in resumed.stderr
     for name in ("curated_tau0.7.jsonl", "preferences.jsonl", "rejects.jsonl"):
         assert (killed / name).read_text() == (whole / name).read_text(), name
     a = [json.loads(x) for x in open(whole / "scores.jsonl")]
