@@ -1,10 +1,17 @@
 """`sicog reproduce`: the whole cycle on the micro plan, its resume, and the report's arithmetic."""
 import json
 import math
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+
+from fault_inject import report_kills
 
 from sicog.evaluate.diagnostics import auroc, score_diagnostics
 from sicog.evaluate.report import markdown_table, reproduce_command, verdict
@@ -65,11 +72,18 @@ def test_unknown_rows_and_failed_steps_are_clear(tmp_path):
     assert not runner.done("bad")
 
 
-@pytest.mark.slow
-def test_micro_cycle_runs_and_resumes(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """One uninterrupted run of the micro plan: (run folder, command, its result). Tests that change the
+    folder leave it complete again."""
+    out = tmp_path_factory.mktemp("micro") / "run"
     cmd = [sys.executable, "-m", "sicog", "reproduce", "--out", str(out), "--size", "micro"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    return out, cmd, subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.slow
+def test_micro_cycle_runs_and_resumes(micro):
+    out, cmd, first = micro
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     for name in ("results.md", "results.csv", "results.xlsx", "diagnostics.json",
                  "plots/variants.png", "plots/threshold_curve.png", "plots/score_histogram.png",
@@ -153,3 +167,153 @@ def test_threshold_rows_and_later_rounds():
     for bad in ("sicog_tau1.5", "sicog_taux"):
         with pytest.raises(ValueError, match="unknown rows"):
             get_variants([bad])
+
+
+FAULT = Path(__file__).with_name("fault_inject.py")
+# The last steps of the micro plan, in the order they run: the no-curation row's evaluation, then the vote
+# curation the report's diagnostics ask for.
+TAIL = ("eval/no_curation-s0", "curate/reasoning-cot-s0-vote")
+REPORT = ("results.csv", "results.md", "results.xlsx", "diagnostics.json")
+
+
+def _markers(out: Path) -> list[str]:
+    """Finished steps, oldest first."""
+    found = sorted((out / "steps").rglob("*.done.json"), key=lambda p: p.stat().st_mtime_ns)
+    return [str(p.relative_to(out / "steps"))[: -len(".done.json")] for p in found]
+
+
+def _runs_of(out: Path, step: str) -> int:
+    """How many times a step was started: its log gets one `$ sicog ...` line per start."""
+    log = out / "steps" / f"{step}.log"
+    return sum(line.startswith("$ sicog ") for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def _wait_for(proc: subprocess.Popen, ready, what: str) -> None:
+    deadline = time.monotonic() + 600
+    while not ready():
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _group(pgid: int, within_s: float = 10) -> list[int]:
+    """Live processes of process group `pgid` still there after `within_s` seconds (Linux /proc)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        live = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+                live.append(int(stat.parent.name))
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.05)
+
+
+def _eval_outputs(folder: Path) -> dict:
+    files = {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*.jsonl"))}
+    scores = json.loads((folder / "scores.json").read_text())
+    scores.pop("new_tokens_per_second", None)  # a timing
+    return {**files, "scores.json": scores, "summary.txt": (folder / "summary.txt").read_text()}
+
+
+def _curate_outputs(folder: Path) -> dict:
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.jsonl"))}
+
+
+@pytest.mark.slow
+def test_micro_cycle_killed_at_several_points_resumes_to_the_same_results(micro):
+    """The micro run, rewound to just before its last steps (their folders, markers and logs, and the
+    report, moved aside: the state a run killed there leaves), is killed four times as it replays them:
+      1. the whole job (process group), half-way through the evaluation (2 predictions on disk);
+      2. the job, once the evaluation's .done.json appears;
+      3. `sicog reproduce` alone, half-way through the vote curation the report asks for: the step it
+         started must die with it, not run on holding its output's lock;
+      4. in the report, after results.md is published and before results.csv is (fault point publish-final).
+    The last rerun runs no step; no step is lost, none finished is run again, and the steps' outputs and
+    the results equal the uninterrupted run's."""
+    out, cmd, first = micro
+    assert first.returncode == 0, first.stderr[-3000:]
+    order = _markers(out)
+    assert tuple(order[-len(TAIL):]) == TAIL, order[-5:]
+    saved = out.parent / "uninterrupted-tail"
+    shutil.rmtree(saved, ignore_errors=True)
+    for step in TAIL:
+        shutil.move(str(out / step), str(saved / step))
+        (out / "steps" / f"{step}.done.json").unlink()
+        (out / "steps" / f"{step}.log").unlink()
+    for name in REPORT:
+        shutil.move(str(out / name), str(saved / name))
+    runs_before = {step: _runs_of(out, step) for step in order}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    kills = []
+
+    # 1. The job, mid-evaluation.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    preds = out / TAIL[0] / "predictions"
+    _wait_for(proc, lambda: sum(p.read_text().count("\n") for p in preds.glob("*.jsonl")) >= 2, "2 predictions")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kills.append("mid-evaluation")
+    assert not (out / "steps" / f"{TAIL[0]}.done.json").exists()
+
+    # 2. The job, between steps: once the evaluation's .done.json appears.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _wait_for(proc, lambda: (out / "steps" / f"{TAIL[0]}.done.json").exists(), "the evaluation's marker")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kills.append("after the evaluation's .done.json")
+
+    # 3. The pipeline alone, while the vote curation runs (it holds its output's lock): the step must die with
+    #    the pipeline (PR_SET_PDEATHSIG), not run on behind it holding the lock the rerun needs.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _wait_for(proc, lambda: (out / TAIL[1] / ".sicog.lock").exists(), "the vote curation's lock")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kills.append("the pipeline alone, during the vote curation")
+    left = _group(proc.pid, within_s=2)  # a step running on would still be at work: it takes several seconds
+    try:
+        assert not left, f"steps outlived the pipeline that started them: {left}"
+    finally:
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    # Killed half-way: no outputs, and a stale lock the next run takes over.
+    assert (out / TAIL[1] / ".sicog.lock").exists() and not (out / TAIL[1] / "summary.json").exists()
+
+    # 4. In the report, before results.csv is published.
+    killed = subprocess.run([sys.executable, str(FAULT), "publish-final", "0", *cmd[3:]], capture_output=True,
+                            text=True, timeout=600, env={**env, "SICOG_TEST_KILL_FILE": "results.csv"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    kills.append("in the report, before results.csv")
+    assert (out / "results.md").exists() and not (out / "results.csv").exists()
+
+    last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stderr[-3000:]
+
+    # Measured, then asserted: steps lost, finished steps started again, outputs as the uninterrupted run's.
+    lost = sorted(set(order) - set(_markers(out)))
+    started = {step: _runs_of(out, step) for step in order}
+    # Before its marker a step is started once per run that reached it: the evaluation by the runs of kills 1
+    # and 2, the vote curation by those of kills 3 and 4.
+    again = [step for step in order if step not in TAIL and started[step] != runs_before[step]]
+    again += [TAIL[0]] * max(0, started[TAIL[0]] - 2) + [TAIL[1]] * max(0, started[TAIL[1]] - 2)
+    identical = (_eval_outputs(out / TAIL[0]) == _eval_outputs(saved / TAIL[0])
+                 and _curate_outputs(out / TAIL[1]) == _curate_outputs(saved / TAIL[1])
+                 and all((out / n).read_text() == (saved / n).read_text() for n in ("results.csv", "diagnostics.json")))
+    report_kills("reproduce (micro)", kills=len(kills), resumed=len(kills), lost=len(lost), duplicated=len(again),
+                 identical=identical)
+    assert not lost, f"steps lost: {lost}"
+    assert not again, f"steps run again after they finished: {again}"
+    assert "running:" not in last.stderr  # the last rerun found every step done
+    assert started[TAIL[0]] == started[TAIL[1]] == 2
+    assert _eval_outputs(out / TAIL[0]) == _eval_outputs(saved / TAIL[0])
+    assert _curate_outputs(out / TAIL[1]) == _curate_outputs(saved / TAIL[1])
+    for name in ("results.csv", "diagnostics.json"):
+        assert (out / name).read_text() == (saved / name).read_text(), name
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

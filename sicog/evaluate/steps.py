@@ -4,6 +4,10 @@ A step runs a `sicog` subcommand in its own process (as a user would from the sh
 function, logs to `ROOT/steps/<step>.log`, and on success writes `ROOT/steps/<step>.done.json` with
 its command and wall time (kept apart from the step's folder, which belongs to the command). A killed pipeline rerun skips finished steps; a step killed half-way is run again
 from its own resume logic (training, generation and evaluation all resume from their files).
+
+On Linux a step's process is killed with the pipeline (PR_SET_PDEATHSIG): a `sicog reproduce` killed alone
+(SIGKILL of its pid, the OOM killer) leaves no step running on behind it, holding the lock of an output
+the rerun needs.
 """
 from __future__ import annotations
 
@@ -30,6 +34,23 @@ class StepFailed(RuntimeError):
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
         super().__init__(f"step {name} failed with exit code {rc}; last lines of {log_path}:\n{tail}")
         self.name, self.rc, self.log_path = name, rc, log_path
+
+
+def _die_with_parent(parent: int):
+    """A `preexec_fn` (Linux): the step gets SIGKILL when the pipeline process that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the pipeline died before the call above
+            os._exit(1)
+
+    return preexec
 
 
 class StepRunner:
@@ -71,7 +92,8 @@ class StepRunner:
         with self.log_file(name).open("a", encoding="utf-8") as out:
             out.write(f"\n$ sicog {' '.join(map(str, args))}\n")
             out.flush()
-            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env).returncode
+            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                preexec_fn=_die_with_parent(os.getpid())).returncode
         if rc != 0:
             raise StepFailed(name, rc, self.log_file(name))
         self._finish(name, started, ["sicog", *map(str, args)])
