@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from fault_inject import report_kills
 from test_annotate_cod import API_KEY, FakeTeacher, cli_args, jsonl, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +91,15 @@ def test_sigkill_at_several_points_then_rerun_loses_and_duplicates_nothing(tmp_p
         assert rerun.returncode == 0, out.decode()
         asked.append(Counter(r["id"] for r in teacher.requests))
 
-    for name in ("cod/cod.jsonl", "dd/dd.jsonl", "cod/annotate_failures.jsonl"):
-        assert (root / name).read_text() == (ref / name).read_text(), name
     cods = jsonl(root / "cod" / "cod.jsonl")
-    assert [r["id"] for r in cods] == [f"item-{i}" for i in range(n)]
     progress_ids = [r["id"] for r in jsonl(progress)]
+    names = ("cod/cod.jsonl", "dd/dd.jsonl", "cod/annotate_failures.jsonl")
+    report_kills("annotate-cod", kills=3, resumed=3, lost=n - len({r["id"] for r in cods}),
+                 duplicated=len(progress_ids) - len(set(progress_ids)),
+                 identical=all((root / x).read_text() == (ref / x).read_text() for x in names))
+    for name in names:
+        assert (root / name).read_text() == (ref / name).read_text(), name
+    assert [r["id"] for r in cods] == [f"item-{i}" for i in range(n)]
     assert len(progress_ids) == len(set(progress_ids)) == n
     # Ids done before a kill are never asked again; only those in flight at a kill are (at most 2 x 2).
     for before, (then, now) in zip(done, zip(asked, asked[1:])):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fault_inject import report_kills
 from sicog.data.formats import CAPTION_PROMPTS, COD_HEADINGS, format_steps
 
 WORDS = ["red cube", "blue ball", "green cone", "yellow ring", "purple star", "grey disc"]
@@ -99,10 +100,17 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     resumed = subprocess.run(command(cands, killed), env=ENV, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "0 inputs to score (12 already scored)" in resumed.stderr
-    for name in ("curated_tau0.7.jsonl", "preferences.jsonl", "rejects.jsonl"):
-        assert (killed / name).read_text() == (whole / name).read_text(), name
+    ids = [json.loads(x)["id"] for x in open(killed / "scores.jsonl")]
+    names = ("curated_tau0.7.jsonl", "preferences.jsonl", "rejects.jsonl")
     a = [json.loads(x) for x in open(whole / "scores.jsonl")]
     b = [json.loads(x) for x in open(killed / "scores.jsonl")]
+    same_scores = [x["id"] for x in a] == [y["id"] for y in b] and all(
+        x["argmax"] == y["argmax"] and x["scores"] == pytest.approx(y["scores"], abs=1e-5) for x, y in zip(a, b))
+    report_kills("curate", kills=3, resumed=3, lost=len({f"i{k}" for k in range(12)} - set(ids)),
+                 duplicated=len(ids) - len(set(ids)),
+                 identical=same_scores and all((killed / n).read_text() == (whole / n).read_text() for n in names))
+    for name in ("curated_tau0.7.jsonl", "preferences.jsonl", "rejects.jsonl"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
     assert [r["id"] for r in a] == [r["id"] for r in b] == [f"i{k}" for k in range(12)]
     for x, y in zip(a, b):
         assert x["argmax"] == y["argmax"] and x["scores"] == pytest.approx(y["scores"], abs=1e-5)

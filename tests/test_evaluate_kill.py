@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import sicog
+from fault_inject import report_kills
 from evaluate_helpers import eval_world
 from generate_helpers import SUBPROCESS_ENV
 
@@ -54,6 +55,15 @@ def test_sigkill_mid_prediction_then_rerun_matches_an_uninterrupted_run(setup):
 
     rc, err = sicog(*_args(setup, out))  # the rerun takes over the dead run's lock and resumes
     assert rc == 0, err
+    lost = dup = 0
+    same = _scores(out) == _scores(ref)
+    for b in BENCHMARKS:
+        got = [r["id"] for d in ("predictions", "rejects") for r in _lines(out / d / f"{b}.jsonl")]
+        want = {r["id"] for d in ("predictions", "rejects") for r in _lines(ref / d / f"{b}.jsonl")}
+        lost, dup = lost + len(want - set(got)), dup + len(got) - len(set(got))
+        same = same and all(_lines(out / d / f"{b}.jsonl") == _lines(ref / d / f"{b}.jsonl")
+                            for d in ("predictions", "rejects"))
+    report_kills("evaluate", kills=1, resumed=1, lost=lost, duplicated=dup, identical=same)
     for b in BENCHMARKS:
         preds, rejects = _lines(out / "predictions" / f"{b}.jsonl"), _lines(out / "rejects" / f"{b}.jsonl")
         ids = [r["id"] for r in preds + rejects]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fault_inject import report_kills
 from test_train_fixtures import read_log, resume_world, train
 
 FAULT = Path(__file__).with_name("fault_inject.py")
@@ -48,6 +49,17 @@ def run_killed(point: str, step: int, args: list[str]) -> subprocess.CompletedPr
                           env=env, timeout=600)
 
 
+def same_weights(a: Path, b: Path, name: str = "model.safetensors") -> bool:
+    wa, wb = load_file(str(a / name)), load_file(str(b / name))
+    return wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wa)
+
+
+def report_steps(stage: str, full_steps: list[int], steps: list[int], identical: bool) -> None:
+    """The kill table's row: steps of the uninterrupted run missing from the resumed log, steps logged twice."""
+    report_kills(stage, kills=1, resumed=1, lost=len(set(full_steps) - set(steps)),
+                 duplicated=len(steps) - len(set(steps)), identical=identical)
+
+
 def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()
@@ -77,6 +89,8 @@ def test_kill_during_checkpoint_save_resumes_to_identical_weights(tmp_path, setu
     # checkpoint-4 is complete and is published, and training continues from it
     losses = {x["step"]: x["loss"] for x in read_log(full) if "loss" in x}
     log = [x for x in read_log(out) if "loss" in x]
+    report_steps(f"train (stage 2, {point})", sorted(losses), [x["step"] for x in log],
+                 same_weights(full, out) and same_weights(full / "checkpoint-6", out / "checkpoint-6"))
     assert [x["step"] for x in log] == sorted(losses), "every step logged once"
     for x in log:
         assert x["loss"] == pytest.approx(losses[x["step"]], rel=1e-5, abs=1e-6)
@@ -154,6 +168,8 @@ def test_two_ranks_killed_during_a_checkpoint_save_resume_to_identical_weights(t
     r = torchrun(["-m", "sicog"], args(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "continuing from" in r.stderr and "checkpoint-2" in r.stderr
+    report_steps("train (stage 1, 2 ranks, checkpoint-save)", [1, 2, 3, 4, 5, 6],
+                 [x["step"] for x in read_log(out) if "loss" in x], same_weights(full, out, "mm_projector.safetensors"))
     assert [x["step"] for x in read_log(out) if "loss" in x] == [1, 2, 3, 4, 5, 6]
     wa = load_file(str(full / "mm_projector.safetensors"))
     wb = load_file(str(out / "mm_projector.safetensors"))

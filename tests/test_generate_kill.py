@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fault_inject import report_kills
 from generate_helpers import GOOD, SLOW, SUBPROCESS_ENV, gen_args, lines, merge, reference_run
 from sicog.generate.shard import shard_path
 
@@ -52,5 +53,8 @@ def test_sigkill_at_several_points_then_rerun_loses_and_duplicates_nothing(world
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{done_at_kill2} already done" in rerun.stderr
     ids = [r["id"] for r in lines(shard)]
+    result = merge(data, out)
+    report_kills("generate", kills=2, resumed=2, lost=len(set(ref) - set(ids)), duplicated=len(ids) - len(set(ids)),
+                 identical=result == ref)
     assert len(ids) == len(set(ids)) == GOOD
-    assert merge(data, out) == ref
+    assert result == ref
