@@ -419,5 +419,5 @@ def test_bad_input_file_gives_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="records.jsonl:1: invalid JSON"):
         run_annotate(cli_args(tmp_path, "http://127.0.0.1:9/v1"))
     monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(SystemExit, match="OPENAI_API_KEY is not set"):
+    with pytest.raises(InputError, match="OPENAI_API_KEY is not set"):
         run_annotate(cli_args(tmp_path, "http://127.0.0.1:9/v1"))

@@ -168,6 +168,63 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                                  "--eval-config", "v999"], "--eval-config"),
         ("probe --out is a folder", probe + ["--world", str(root / "fakeworld"), "--parts", "answers",
                                              "--out", str(root / "folder")], "--out"),
+        ("evaluate --benchmarks unknown", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
+                                                      "--benchmarks", "qa,nope"], "--benchmarks: unknown 'nope'"),
+        ("evaluate --benchmarks names none", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
+                                                         "--benchmarks", ","], "--benchmarks"),
+        ("evaluate --limit 0", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e", "--limit", "0"],
+         "--limit 0"),
+        ("curate --min-candidates 0", curate + ["--candidates", str(root / "cands.jsonl"), "--out", f"{root}/cu",
+                                                "--min-candidates", "0"], "--min-candidates 0"),
+        ("curate --batch-size 0", curate + ["--candidates", str(root / "cands.jsonl"), "--out", f"{root}/cu",
+                                            "--batch-size", "0"], "--batch-size 0"),
+        ("annotate-cod --concurrency 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+                                          "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
+                                          "--base-url", "http://127.0.0.1:9/v1", "--concurrency", "0"],
+         "--concurrency 0"),
+        ("build-preferences --rejects is --out", prefs + ["--source", "curation", "--pairs", str(root / "cands.jsonl"),
+                                                          "--rejects", f"{root}/p/pairs.jsonl"], "--rejects"),
+        ("build-model --vision missing", ["build-model", "--vision", str(root / "nope"), "--llm", str(model),
+                                          "--out", f"{root}/bm"], "--vision"),
+        ("build-model --vision of another type", ["build-model", "--vision", str(model), "--llm", str(model),
+                                                  "--out", f"{root}/bm"], "--vision"),
+        ("build-model --tier unknown", ["build-model", "--vision", str(model), "--llm", str(model), "--tier",
+                                        "no-such-tier", "--out", f"{root}/bm"], "--tier"),
+        ("build-model --out is a file", ["build-model", "--vision", str(model), "--llm", str(model),
+                                         "--out", str(root / "afile")], "--out"),
+        ("import-checkpoint --in missing", ["import-checkpoint", "--from", "authors", "--in", str(root / "nope"),
+                                            "--out", f"{root}/ic"], "--in"),
+        ("import-checkpoint --out is a file", ["import-checkpoint", "--from", "authors", "--in", str(root / "folder"),
+                                               "--out", str(root / "afile")], "--out"),
+        ("vlmeval --model-path without config.json", ["vlmeval", "--model-path", str(root / "noconfig"), "--data-dir",
+                                                      str(root / "folder"), "--work-dir", f"{root}/vw"],
+         "--model-path"),
+        ("vlmeval --work-dir is a file", ["vlmeval", "--model-path", str(model), "--data-dir", str(root / "folder"),
+                                          "--work-dir", str(root / "afile")], "--work-dir"),
+        ("vlmeval --limit 0", ["vlmeval", "--model-path", str(model), "--data-dir", str(root / "folder"),
+                               "--work-dir", f"{root}/vw", "--limit", "0"], "--limit 0"),
+        ("reproduce --size unknown", ["reproduce", "--out", f"{root}/rp", "--size", "huge"], "--size"),
+        ("reproduce --rows unknown", ["reproduce", "--out", f"{root}/rp", "--size", "micro", "--rows", "sicog,nope"],
+         "--rows"),
+        ("reproduce --seeds not integers", ["reproduce", "--out", f"{root}/rp", "--size", "micro", "--seeds", "a,b"],
+         "--seeds"),
+        ("reproduce --out is a file", ["reproduce", "--out", str(root / "afile"), "--size", "micro"], "--out"),
+        ("world build --out is a file", ["world", "build", "--out", str(root / "afile")], "--out"),
+        ("world build --out holds something else", ["world", "build", "--out", str(root / "world")], "holds no world"),
+        ("world pretrain --world not a world", ["world", "pretrain", "--world", str(root / "folder"), "--out",
+                                                f"{root}/pt"], "--world"),
+        ("world pretrain --world without a tokenizer", ["world", "pretrain", "--world", str(root / "fakeworld"),
+                                                        "--out", f"{root}/pt"], "has no tokenizer"),
+        ("world pretrain --steps 0", ["world", "pretrain", "--world", str(root / "fakeworld"), "--out", f"{root}/pt",
+                                      "--steps", "0"], "--steps 0"),
+        ("world teacher --world not a world", ["world", "teacher", "--world", str(root / "folder")], "--world"),
+        ("world export-vlmeval --world not a world", ["world", "export-vlmeval", "--world", str(root / "folder"),
+                                                      "--out", f"{root}/vl"], "--world"),
+        ("world export-vlmeval --world without benchmarks", ["world", "export-vlmeval", "--world",
+                                                             str(root / "fakeworld"), "--out", f"{root}/vl"],
+         "has no data/eval/qa.jsonl"),
+        ("world export-vlmeval --out is a file", ["world", "export-vlmeval", "--world", str(root / "fakeworld"),
+                                                  "--out", str(root / "afile")], "--out"),
     ]
 
 
@@ -182,6 +239,14 @@ def test_bad_input_stops_with_one_line_naming_it(w, name, monkeypatch):
     assert rc == 2, (name, rc, err)
     assert named in err, (name, err)
     assert "Traceback" not in err
+
+
+def test_annotate_cod_without_an_api_key_names_the_variable(w, monkeypatch):
+    root, model, data = w
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rc, err = sicog("annotate-cod", "--input", str(data), "--image-dir", str(data.parent), "--output-cod-dir",
+                    f"{root}/cod", "--output-dd-dir", f"{root}/dd", "--base-url", "http://127.0.0.1:9/v1")
+    assert rc == 2 and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
 
 
 def test_debug_flag_shows_the_traceback_of_a_bad_input(w):

@@ -6,6 +6,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CLIPConfig
 
 from sicog.cli import main
 from sicog.model import SicogForConditionalGeneration, SicogProcessor
+from sicog.model.build import load_vision_tower
 from sicog.model.tiers import load_tier
 
 CONV = [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A red square."}]
@@ -71,13 +72,17 @@ def test_build_model_cli(tmp_path, parts, clip):
     assert torch.isfinite(out_.loss)
 
 
-def test_build_model_rejects_wrong_folder_kinds(tmp_path, parts):
+def test_build_model_rejects_wrong_folder_kinds(tmp_path, parts, capsys):
     root = parts[0]
-    with pytest.raises(ValueError, match="not a CLIP model"):
-        main(["build-model", "--vision", str(root / "llm"), "--llm", str(root / "llm"), "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="not a supported LLM"):
-        main(["build-model", "--vision", str(root / "clip_vision"), "--llm", str(root / "clip_full"),
-              "--tokenizer", str(root / "llm"), "--out", str(tmp_path)])
+    assert main(["build-model", "--vision", str(root / "llm"), "--llm", str(root / "llm"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--vision" in err and "type 'qwen2', not a CLIP folder" in err
+    assert main(["build-model", "--vision", str(root / "clip_vision"), "--llm", str(root / "clip_full"),
+                 "--tokenizer", str(root / "llm"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--llm" in err and "type 'clip', not a Qwen2 LLM folder" in err
+    with pytest.raises(ValueError, match="not a CLIP model"):  # the loader checks too, for callers in Python
+        load_vision_tower(root / "llm")
 
 
 def test_build_model_low_res_and_author_separators(tmp_path, parts):

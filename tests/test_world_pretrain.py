@@ -77,9 +77,13 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
         assert 0.0 <= r["image_to_text"] <= 1.0 and r["n"] >= 2 and r["chance"] == 1 / r["n"]
 
 
-def test_missing_world_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="build the world first"):
-        sicog_main(["world", "pretrain", "--world", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1"])
+def test_missing_world_is_a_clear_error(tmp_path, capsys):
+    rc = sicog_main(["world", "pretrain", "--world", str(tmp_path), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert rc == 2 and "--world" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    from sicog.world.pretrain import pretrain
+
+    with pytest.raises(FileNotFoundError, match="build the world first"):  # the function checks too
+        pretrain(tmp_path, tmp_path / "o", clip_steps=1, lm_steps=1)
 
 
 def test_patch_labels_name_the_shape_under_each_patch(pretrained):

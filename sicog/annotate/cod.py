@@ -323,13 +323,13 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
     api_key = os.environ.get("OPENAI_API_KEY", "")
     if not api_key:
-        raise SystemExit("OPENAI_API_KEY is not set: export the key of the teacher endpoint")
+        raise InputError("OPENAI_API_KEY is not set: export the key of the teacher endpoint")
     return annotate(args, base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None, api_key=api_key)
 
 
 def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> int:
     if args.concurrency < 1:
-        raise SystemExit("--concurrency must be at least 1")
+        raise InputError(f"--concurrency {args.concurrency}: must be at least 1")
     image_dir = check_input_dir(args.image_dir, "--image-dir", "the folder the records' image paths are relative to")
     try:
         request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)

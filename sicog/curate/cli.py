@@ -141,9 +141,10 @@ def _read_partial(folder: Path, fingerprint: str) -> dict[str, dict]:
 
 def run(args: argparse.Namespace) -> int:
     if args.min_candidates < 1:
-        raise SystemExit("--min-candidates must be at least 1")
-    if args.batch_size < 1 or args.chunk_size < 1:
-        raise SystemExit("--batch-size and --chunk-size must be positive")
+        raise InputError(f"--min-candidates {args.min_candidates}: must be at least 1")
+    for flag in ("batch_size", "chunk_size"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     check_input_file(args.candidates, "--candidates")
     if args.encoder and args.method == "embedding":
         check_input_dir(args.encoder, "--encoder", "a local sentence-transformers model folder")

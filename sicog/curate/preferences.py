@@ -22,6 +22,7 @@ from pathlib import Path
 from sicog.curate.candidates import KINDS, full_text, load_candidates, read_rows
 from sicog.data.checks import InputError, check_input_file, check_output_file
 from sicog.data.formats import IMAGE_TOKEN, first_human_turn, strip_image_token
+from sicog.data.output_lock import OutputLock
 from sicog.data.records import record_id, write_jsonl
 
 log = logging.getLogger("sicog.preferences")
@@ -183,9 +184,18 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"--source {args.source} needs {' and '.join(missing)}")
     sources = {n: _check_source(getattr(args, n), f"--{n}") for n in need}
-    check_output_file(args.out, "--out")
+    out = check_output_file(args.out, "--out")
+    rejects_path = out.with_name(out.stem + ".rejects.jsonl")
     if args.rejects:
-        check_output_file(args.rejects, "--rejects")
+        rejects_path = check_output_file(args.rejects, "--rejects")
+        if rejects_path.resolve() == out.resolve():
+            raise InputError(f"--rejects {rejects_path} is the --out file; give another name")
+    # one writer per output: two builders on one --out would each replace the other's file
+    with OutputLock(out, "--out", folder=False), OutputLock(rejects_path, "--rejects", folder=False):
+        return _build(args, sources, out, rejects_path)
+
+
+def _build(args: argparse.Namespace, sources: dict, out: Path, rejects_path: Path) -> int:
     pairs, rejects = [], []
     counts = {}
     if args.source in ("curation", "both"):
@@ -201,8 +211,6 @@ def run(args: argparse.Namespace) -> int:
         pairs += got
         rejects += bad
         counts["noisy"] = len(got)
-    out = Path(args.out)
-    rejects_path = Path(args.rejects) if args.rejects else out.with_name(out.stem + ".rejects.jsonl")
     write_jsonl(out, pairs)
     write_jsonl(rejects_path, rejects)
     log.info("%d preference pairs (%s) -> %s; %d rejects -> %s", len(pairs),

@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     benchmarks = tuple(b.strip() for b in args.benchmarks.split(",") if b.strip())
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
-    if unknown or not benchmarks:
-        raise SystemExit(f"--benchmarks: unknown {unknown}; choose from {','.join(BENCHMARKS)}")
+    if unknown:
+        raise InputError(f"--benchmarks: unknown {', '.join(map(repr, unknown))}; choose from {','.join(BENCHMARKS)}")
+    if not benchmarks:
+        raise InputError(f"--benchmarks {args.benchmarks!r} names no benchmark; choose from {','.join(BENCHMARKS)}")
     if args.limit is not None and args.limit < 1:
-        raise SystemExit("--limit must be >= 1")
+        raise InputError(f"--limit {args.limit}: must be at least 1 (the first N records of each benchmark)")
     model_dir = check_model_folder(args.model, "--model")
     check_world(args.world, "--world")
     try:

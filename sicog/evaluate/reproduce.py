@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from sicog.data.checks import check_output_dir
+from sicog.data.checks import InputError, check_output_dir
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.steps import StepRunner
@@ -281,8 +281,26 @@ def run(args: argparse.Namespace) -> int:
     from sicog.evaluate.report import write_report
     from sicog.evaluate.steps import StepFailed
 
-    rows = args.rows.split(",") if args.rows else None
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    try:
+        load_plan(args.size)  # checked before anything is written; run_cycle loads it again
+    except ValueError as e:
+        raise InputError(f"--size: {e}") from None
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    if rows is not None:
+        try:
+            get_variants(rows)
+        except ValueError as e:
+            raise InputError(f"--rows: {e}") from None
+        if not rows:
+            raise InputError(f"--rows {args.rows!r} names no row")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"--seeds {args.seeds!r}: give a comma list of integers, e.g. 0,1,2") from None
+        if not seeds:
+            raise InputError(f"--seeds {args.seeds!r} names no seed")
     out = check_output_dir(args.out, "--out")
     with OutputLock(out, "--out"):  # the steps lock their own outputs too
         try:

@@ -205,6 +205,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sicog.data.checks import InputError, check_input_dir, check_output_dir
+    from sicog.model.folder import check_model_folder
+
+    check_model_folder(args.model_path, "--model-path")
+    check_input_dir(args.data_dir, "--data-dir", "the TSV folder written by `sicog world export-vlmeval`")
+    check_output_dir(args.work_dir, "--work-dir", create=False)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: must be at least 1 (the first N rows of each dataset)")
     try:
         vlmeval_run = import_vlmeval("vlmeval.run")
     except ImportError as e:

@@ -297,6 +297,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sicog.data.checks import check_input_dir, check_output_dir
+    from sicog.data.output_lock import OutputLock
+
+    check_input_dir(args.in_dir, "--in", "the authors' checkpoint folder")
+    out = check_output_dir(args.out, "--out")
+    with OutputLock(out, "--out"):  # one writer per output
+        return _import(args)
+
+
+def _import(args: argparse.Namespace) -> int:
     try:
         import_authors(args.in_dir, args.out, args.vision_config, args.max_slices, args.dtype,
                        args.separator_token_ids)

@@ -179,10 +179,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, processor = build_model(args.vision, args.llm, args.tier, args.tokenizer, args.projector_type,
-                                   args.separator_token_ids, args.dtype, args.seed)
-    out = Path(args.out)
-    model.save_pretrained(str(out))
-    processor.save_pretrained(str(out))
+    from sicog.data.checks import InputError, check_input_dir, check_output_dir
+    from sicog.data.output_lock import OutputLock
+    from sicog.model.folder import check_part_folder
+
+    try:
+        load_tier(args.tier)
+    except ValueError as e:
+        raise InputError(f"--tier: {e}") from None
+    check_output_dir(args.out, "--out", create=False)
+    check_part_folder(args.vision, "--vision", VISION_TYPES, "a CLIP folder")
+    check_part_folder(args.llm, "--llm", LLM_TYPES, "a Qwen2 LLM folder", tokenizer=not args.tokenizer)
+    if args.tokenizer:
+        check_input_dir(args.tokenizer, "--tokenizer", "a tokenizer folder")
+    out = check_output_dir(args.out, "--out")
+    with OutputLock(out, "--out"):  # one writer per output
+        model, processor = build_model(args.vision, args.llm, args.tier, args.tokenizer, args.projector_type,
+                                       args.separator_token_ids, args.dtype, args.seed)
+        model.save_pretrained(str(out))
+        processor.save_pretrained(str(out))
     log.info("saved model and processor to %s", out)
     return 0

@@ -1,12 +1,18 @@
 """`sicog world <sub-command>`: the mini world's tools.
 
 Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args)`, imported
-only when it runs.
+only when it runs. `build` and `pretrain` are checked and locked here, before their module runs: a bad
+--out, --world or step count stops with one line, and a second run on the same --out stops naming
+the first (one writer per output; `export-vlmeval` locks its own --out).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
+
+from sicog.data.checks import InputError, check_output_dir, check_world
+from sicog.data.output_lock import OutputLock
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("sicog.world.build", "render the world and write every data split, the tokenizer and a manifest"),
@@ -24,5 +30,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         importlib.import_module(module).add_arguments(p)
 
 
+def _check_build(args: argparse.Namespace) -> OutputLock:
+    out = check_output_dir(args.out, "--out", create=False)
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise InputError(f"--out {out} is not empty and holds no world (no manifest.json); choose another --out")
+    # Beside the folder, not in it: `build` empties a previous world's folder before writing.
+    return OutputLock(out, "--out", folder=False)
+
+
+def _check_pretrain(args: argparse.Namespace) -> OutputLock:
+    for flag in ("steps", "clip_steps", "lm_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+    if args.instruct_steps is not None and args.instruct_steps < 0:
+        raise InputError(f"--instruct-steps {args.instruct_steps}: must be at least 0 (0: no instruction phase)")
+    for flag in ("clip_batch", "lm_batch", "lm_block"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    world = check_world(args.world, "--world")
+    needs = ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt")
+    if args.instruct_steps != 0:
+        needs += ("data/lm_chat.jsonl",)
+    for need in needs:
+        if not (world / need).exists():
+            raise InputError(f"--world {world} has no {need}; rebuild it with `sicog world build`")
+    return OutputLock(check_output_dir(args.out, "--out"), "--out")
+
+
+CHECKS = {"build": _check_build, "pretrain": _check_pretrain}
+
+
 def run(args: argparse.Namespace) -> int | None:
-    return importlib.import_module(args._world_module).run(args)
+    module = importlib.import_module(args._world_module)
+    check = CHECKS.get(args.world_command)
+    if check is None:
+        return module.run(args)
+    with check(args):
+        return module.run(args)

@@ -180,7 +180,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = export_vlmeval(args.world, args.out, split=args.split, prefix=args.prefix)
+    from sicog.data.checks import InputError, check_input_dir, check_output_dir
+    from sicog.data.output_lock import OutputLock
+
+    world = check_input_dir(args.world, "--world", "a built world")
+    check_output_dir(args.out, "--out", create=False)
+    for bench in ("qa", "pope"):
+        if not (world / "data" / args.split / f"{bench}.jsonl").is_file():
+            raise InputError(f"--world {world} has no data/{args.split}/{bench}.jsonl (the benchmarks of a built "
+                             "world, `sicog world build`)")
+    out = check_output_dir(args.out, "--out")
+    with OutputLock(out, "--out"):  # one writer per output: two exports would interleave their files
+        try:
+            manifest = export_vlmeval(world, out, split=args.split, prefix=args.prefix)
+        except ValueError as e:  # a split with no exportable record
+            raise InputError(f"--world: {e}") from None
     for name, info in manifest["datasets"].items():
         print(f"{name}: {info['rows']} rows ({info['class']})")
     if manifest["rejected"]:

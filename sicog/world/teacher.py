@@ -334,9 +334,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    world = Path(args.world)
-    if not (world / "world.jsonl").is_file():
-        raise SystemExit(f"--world {world}: no world.jsonl (build one with `sicog world build`)")
+    from sicog.data.checks import check_world
+
+    world = check_world(args.world, "--world")
     faults = FaultConfig(**{f.name: getattr(args, f"fault_{f.name}") for f in fields(FaultConfig)})
     server = TeacherServer(world, host=args.host, port=args.port, faults=faults, model=args.model_name)
     print(f"teacher serving {len(server.index.scenes)} images of {world} at {server.url}", flush=True)
