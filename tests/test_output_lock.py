@@ -21,6 +21,17 @@ def w(tmp_path_factory):
     (root / "world" / "world.jsonl").write_text("{}\n")
     cands = [{"id": f"c{i}", "candidates": ["a", "a"]} for i in range(2)]
     (root / "cands.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cands))
+    # What the world commands and build-model check before they take the lock (the lock refuses before
+    # anything is read): a world's files, a CLIP folder and a Qwen2 folder.
+    for name in ("world.jsonl", "data/clip_pretrain.jsonl", "data/lm_text.txt", "data/lm_chat.jsonl",
+                 "data/eval/qa.jsonl", "data/eval/pope.jsonl", "tokenizer/tokenizer.json"):
+        (root / "pw" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "pw" / name).write_text("{}\n")
+    for name, model_type in (("clip", "clip_vision_model"), ("llm", "qwen2")):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({"model_type": model_type}))
+        for f in ("model.safetensors", "tokenizer_config.json"):
+            (root / name / f).write_text("{}")
     return root, model, data
 
 
@@ -50,11 +61,23 @@ def _commands(root, model, data):
                    "--global_batch_size", "2", "--per_device_train_batch_size", "1", "--output_dir", f"{root}/tr"],
                   root / "tr" / ".sicog.lock"),
         "reproduce": (["reproduce", "--out", f"{root}/rep", "--size", "micro"], root / "rep" / ".sicog.lock"),
+        "build-preferences": (["build-preferences", "--source", "curation", "--pairs", str(root / "cands.jsonl"),
+                               "--out", f"{root}/prefs/pairs.jsonl"], root / "prefs" / "pairs.jsonl.lock"),
+        "world build": (["world", "build", "--out", f"{root}/wb", "--size", "micro"], root / "wb.lock"),
+        "world pretrain": (["world", "pretrain", "--world", str(root / "pw"), "--out", f"{root}/pt"],
+                           root / "pt" / ".sicog.lock"),
+        "world export-vlmeval": (["world", "export-vlmeval", "--world", str(root / "pw"), "--out", f"{root}/lmu"],
+                                 root / "lmu" / ".sicog.lock"),
+        "build-model": (["build-model", "--vision", str(root / "clip"), "--llm", str(root / "llm"), "--out",
+                         f"{root}/bm"], root / "bm" / ".sicog.lock"),
+        "import-checkpoint": (["import-checkpoint", "--from", "authors", "--in", str(root / "llm"), "--out",
+                               f"{root}/ic"], root / "ic" / ".sicog.lock"),
     }
 
 
 @pytest.mark.parametrize("command", ["generate", "evaluate", "curate", "annotate-cod", "convert-cot",
-                                     "merge-candidates", "train", "reproduce"])
+                                     "merge-candidates", "train", "reproduce", "build-preferences", "world build",
+                                     "world pretrain", "world export-vlmeval", "build-model", "import-checkpoint"])
 def test_second_run_on_a_held_output_stops_naming_the_holder(w, command, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     argv, lock = _commands(*w)[command]

@@ -89,6 +89,8 @@ def test_micro_cycle_runs_and_resumes(micro):
                  "plots/variants.png", "plots/threshold_curve.png", "plots/score_histogram.png",
                  "plots/training_curves.png"):
         assert (out / name).stat().st_size > 0, name
+    # Every step took and released the locks of its outputs (world build's lies beside the world folder).
+    assert not list(out.parent.rglob("*.lock")), list(out.parent.rglob("*.lock"))
     md = (out / "results.md").read_text()
     for label in ("Baseline", "SICOG (CoD + CoT, curated)", "Without curation"):
         assert label in md
