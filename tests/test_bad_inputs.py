@@ -168,6 +168,24 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                                  "--eval-config", "v999"], "--eval-config"),
         ("probe --out is a folder", probe + ["--world", str(root / "fakeworld"), "--parts", "answers",
                                              "--out", str(root / "folder")], "--out"),
+        ("train --learning_rate negative", train + ["--model_name_or_path", str(model), "--data_path", str(data),
+                                                    "--output_dir", f"{root}/t", "--learning_rate", "-1"],
+         "learning_rate must be a number at least 0"),
+        ("train --stage unknown", ["train", "--stage", "stage9", "--model_name_or_path", str(model), "--data_path",
+                                   str(data), "--output_dir", f"{root}/t"], "unknown stage 'stage9'"),
+        ("train --image_folder missing", train + ["--model_name_or_path", str(model), "--data_path", str(data),
+                                                  "--output_dir", f"{root}/t", "--image_folder", str(root / "nope")],
+         "--image_folder"),
+        ("train --mm_projector_checkpoint missing", ["train", "--stage", "stage1_5", "--mm_projector_checkpoint",
+                                                     str(root / "nope"), "--data_path", str(data), "--output_dir",
+                                                     f"{root}/t"], "--mm_projector_checkpoint"),
+        ("annotate-cod --max-attempts 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+                                           "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
+                                           "--base-url", "http://127.0.0.1:9/v1", "--max-attempts", "0"],
+         "--max-attempts 0"),
+        ("annotate-cod --timeout 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+                                      "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
+                                      "--base-url", "http://127.0.0.1:9/v1", "--timeout", "0"], "--timeout"),
         ("evaluate --benchmarks unknown", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
                                                       "--benchmarks", "qa,nope"], "--benchmarks: unknown 'nope'"),
         ("evaluate --benchmarks names none", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
@@ -247,6 +265,19 @@ def test_annotate_cod_without_an_api_key_names_the_variable(w, monkeypatch):
     rc, err = sicog("annotate-cod", "--input", str(data), "--image-dir", str(data.parent), "--output-cod-dir",
                     f"{root}/cod", "--output-dd-dir", f"{root}/dd", "--base-url", "http://127.0.0.1:9/v1")
     assert rc == 2 and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
+
+
+def test_a_non_utf8_candidate_line_is_rejected_alone(w, tmp_path):
+    """Not read with replaced bytes (a silently different record): that line goes to the rejects with why."""
+    root, model, data = w
+    good = (root / "cands.jsonl").read_text().splitlines()[0]
+    (tmp_path / "c.jsonl").write_bytes(good.encode() + b'\n{"id": "caf\xe9", "candidates": ["a", "a"]}\n')
+    rc, err = sicog("curate", "--method", "vote", "--candidates", str(tmp_path / "c.jsonl"), "--out",
+                    str(tmp_path / "cu"))
+    assert "Traceback" not in err
+    rejects = [json.loads(x) for x in (tmp_path / "cu" / "rejects.jsonl").read_text().splitlines()]
+    assert {"id": None, "line": 2, "reason": "not UTF-8 text (byte 0xe9)", "stage": "input"} in rejects
+    assert "caf\ufffd" not in (tmp_path / "cu" / "rejects.jsonl").read_text()
 
 
 def test_debug_flag_shows_the_traceback_of_a_bad_input(w):

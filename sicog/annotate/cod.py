@@ -330,6 +330,10 @@ def run(args: argparse.Namespace) -> int:
 def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> int:
     if args.concurrency < 1:
         raise InputError(f"--concurrency {args.concurrency}: must be at least 1")
+    if args.max_attempts < 1:
+        raise InputError(f"--max-attempts {args.max_attempts}: must be at least 1")
+    if not args.timeout > 0:
+        raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
     image_dir = check_input_dir(args.image_dir, "--image-dir", "the folder the records' image paths are relative to")
     try:
         request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)

@@ -22,6 +22,7 @@ from sicog.data.formats import (
     normalise_steps,
     strip_image_token,
 )
+from sicog.data.records import _decode
 
 KINDS = ("cod", "cot", "plain")
 _HEADINGS = {"cod": COD_HEADINGS, "cot": COT_HEADINGS}
@@ -143,17 +144,22 @@ def read_rows(path: str | os.PathLike, what: str = "file") -> list[tuple[int, ob
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no such {what}: {p}")
-    with p.open("r", encoding="utf-8", errors="replace") as f:
+    with p.open("rb") as f:
         head = f.read(4096).lstrip()
         f.seek(0)
-        if head.startswith("["):
+        if head.startswith(b"["):
             try:
-                data = json.load(f)
+                data = json.loads(_decode(f.read(), p, 0))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{p}: not a valid JSON list ({e})") from None
             return [(i + 1, value, None) for i, value in enumerate(data)]
         rows: list[tuple[int, object, str | None]] = []
-        for lineno, text in enumerate(f, 1):
+        for lineno, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:  # this line alone is rejected, never read with replaced bytes
+                rows.append((lineno, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x})"))
+                continue
             if text.strip():
                 try:
                     rows.append((lineno, json.loads(text), None))

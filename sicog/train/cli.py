@@ -216,6 +216,19 @@ def run(args: argparse.Namespace) -> int:
     return rc
 
 
+def _check_projector(path: str | None) -> None:
+    """A given --mm_projector_checkpoint holds a projector artefact; InputError naming it otherwise."""
+    if not path:
+        return
+    from sicog.data.checks import InputError
+    from sicog.train.artefacts import projector_paths
+
+    try:
+        projector_paths(path)
+    except FileNotFoundError as e:
+        raise InputError(f"--mm_projector_checkpoint: {e}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as held:
         return _train_locked(args, held)
@@ -232,7 +245,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from sicog.train.flops import run_flops
     from sicog.train.loading import load_for_stage
     from sicog.train.stages import freeze, get_stage
-    from sicog.data.checks import InputError, check_input_file, check_output_dir
+    from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
     from sicog.data.output_lock import OutputLock
     from sicog.model.folder import check_model_folder
     from sicog.train.checkpoints import resolve_resume
@@ -240,6 +253,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
 
     overrides = dict(vars(args))
     dry_run = overrides.pop("dry_run", False)
+    _check_projector(overrides.get("mm_projector_checkpoint"))
     if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
         base = read_projector_meta(overrides["mm_projector_checkpoint"]).get("base_model")
         if base:
@@ -247,13 +261,15 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             logger.info("model_name_or_path from the projector artefact: %s", base)
     try:
         cfg = resolve_config(overrides)
-    except ValueError as e:
-        logger.error("%s", e)
-        return 2
+    except ValueError as e:  # a bad setting (flag or --config YAML): one line, exit 2
+        raise InputError(str(e)) from None
     # bad paths stop here, in one line, before anything is built
     check_output_dir(cfg.output_dir, "--output_dir", create=False)
     check_model_folder(cfg.model_name_or_path, "--model_name_or_path")
     check_input_file(cfg.data_path, "--data_path")
+    _check_projector(cfg.mm_projector_checkpoint)  # also when it came from --config
+    if cfg.image_folder:
+        check_input_dir(cfg.image_folder, "--image_folder", "the folder the records' image paths are relative to")
     stage = get_stage(cfg.stage)
     _default_training_settings(cfg.training, stage, cfg.world_size, on_this_machine=not dry_run)
     _apply_precision(cfg, on_this_machine=not dry_run)

@@ -177,6 +177,14 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
     if not training.get("output_dir"):
         raise ValueError("missing required setting 'output_dir'")
     _check_part_learning_rates(own, training)
+    lr = training.get("learning_rate")
+    if lr is not None:
+        try:
+            bad = not float(lr) >= 0
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise ValueError(f"learning_rate must be a number at least 0, got {lr!r}")
 
     world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     per_device = int(training.get("per_device_train_batch_size", 8))
