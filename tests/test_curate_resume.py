@@ -115,3 +115,4 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     for x, y in zip(a, b):
         assert x["argmax"] == y["argmax"] and x["scores"] == pytest.approx(y["scores"], abs=1e-5)
     assert not (killed / ".partial").exists()
+    assert not list(killed.glob(".*.tmp")), "the temporary of the killed publish is removed by the rerun"

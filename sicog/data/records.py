@@ -1,8 +1,10 @@
 """Reading and writing LLaVA-format records: JSON or JSONL, atomic final files, resumable appends."""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -88,10 +90,35 @@ def record_id(record: dict, index: int | None = None) -> str:
     return str(rid)
 
 
+def _tmp_prefix(p: Path) -> str:
+    return f".{p.name}.{socket.gethostname()}-"
+
+
+def _clear_dead_temporaries(p: Path) -> None:
+    """Remove the temporary files of `p` left by killed writers on this host (their pid no longer runs)."""
+    prefix = _tmp_prefix(p)
+    for tmp in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+        rest = tmp.name[len(prefix):] if tmp.name.startswith(prefix) else ""
+        pid = rest.split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # another user's live process
+            pass
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place: `path` is whole or absent.
+
+    The temporary is named after the final file, this host and this pid; those of killed writers are
+    removed the next time the file is written, so a killed run leaves no litter once it is rerun."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    _clear_dead_temporaries(p)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f"{_tmp_prefix(p)}{os.getpid()}.", suffix=".tmp")
     try:
         # mkstemp creates 0600; give the final file the permissions a plain open() would.
         umask = os.umask(0)
