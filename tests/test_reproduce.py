@@ -319,3 +319,28 @@ def test_micro_cycle_killed_at_several_points_resumes_to_the_same_results(micro)
     for name in ("results.csv", "diagnostics.json"):
         assert (out / name).read_text() == (saved / name).read_text(), name
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_world_build_killed_part_way_is_built_again(micro, tmp_path):
+    """The cycle's first step: `sicog world build` killed while it renders, then rerun, builds the world again
+    (it does not refuse its own half-written folder as someone else's) with the files of the micro run's world."""
+    out, _, first = micro
+    assert first.returncode == 0, first.stderr[-3000:]
+    world = tmp_path / "world"
+    cmd = [sys.executable, "-m", "sicog", "world", "build", "--out", str(world), "--size", "micro", "--seed", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(proc, lambda: len(list((world / "images").rglob("*.png"))) >= 20, "20 rendered images")
+    proc.kill()
+    proc.wait()
+    assert not (world / "manifest.json").exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "killed part-way" in rerun.stderr
+    want = json.loads((out / "world" / "manifest.json").read_text())["files"]
+    got = json.loads((world / "manifest.json").read_text())["files"]
+    report_kills("world build", kills=1, resumed=1, lost=len(set(want) - set(got)),
+                 duplicated=0, identical=got == want)
+    assert got == want  # every file, by its SHA-256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no lock or marker left beside it

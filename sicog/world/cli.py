@@ -3,12 +3,16 @@
 Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args)`, imported
 only when it runs. `build` and `pretrain` are checked and locked here, before their module runs: a bad
 --out, --world or step count stops with one line, and a second run on the same --out stops naming
-the first (one writer per output; `export-vlmeval` locks its own --out).
+the first (one writer per output; `export-vlmeval` locks its own --out). A `build` killed part-way is
+cleared and built again by the rerun.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
+import shutil
 from pathlib import Path
 
 from sicog.data.checks import InputError, check_output_dir, check_world
@@ -30,12 +34,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         importlib.import_module(module).add_arguments(p)
 
 
+def _building(out: Path) -> Path:
+    """Beside the world folder while `build` writes it: found by a later build, it means that one was killed."""
+    return out.with_name(f".{out.name}.building")
+
+
 def _check_build(args: argparse.Namespace) -> OutputLock:
     out = check_output_dir(args.out, "--out", create=False)
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+    if (out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists()
+            and not _building(out).exists()):
         raise InputError(f"--out {out} is not empty and holds no world (no manifest.json); choose another --out")
     # Beside the folder, not in it: `build` empties a previous world's folder before writing.
     return OutputLock(out, "--out", folder=False)
+
+
+def _run_build(module, args: argparse.Namespace) -> int | None:
+    """`build` under its lock; what a killed build left (no manifest yet) is cleared first, so a rerun
+    builds again instead of refusing the folder as someone else's."""
+    out = Path(args.out)
+    marker = _building(out)
+    if marker.exists():
+        log.warning("%s holds what a build killed part-way left (%s): clearing it and building again", out, marker)
+        shutil.rmtree(out, ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{os.getpid()}\n")
+    rc = module.run(args)
+    marker.unlink()
+    return rc
 
 
 def _check_pretrain(args: argparse.Namespace) -> OutputLock:
@@ -58,6 +83,8 @@ def _check_pretrain(args: argparse.Namespace) -> OutputLock:
     return OutputLock(check_output_dir(args.out, "--out"), "--out")
 
 
+log = logging.getLogger(__name__)
+
 CHECKS = {"build": _check_build, "pretrain": _check_pretrain}
 
 
@@ -67,4 +94,4 @@ def run(args: argparse.Namespace) -> int | None:
     if check is None:
         return module.run(args)
     with check(args):
-        return module.run(args)
+        return _run_build(module, args) if args.world_command == "build" else module.run(args)
