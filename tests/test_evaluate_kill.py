@@ -1,5 +1,5 @@
-"""SIGKILL a running `sicog evaluate` half-way through writing a prediction, rerun it: nothing lost,
-nothing duplicated, the same predictions, rejects and scores as an uninterrupted run."""
+"""SIGKILL a running `sicog evaluate` half-way through writing a prediction, and its rerun again, rerun it:
+nothing lost, nothing duplicated, the same predictions, rejects and scores as an uninterrupted run."""
 import json
 import subprocess
 import sys
@@ -43,7 +43,7 @@ def test_sigkill_mid_prediction_then_rerun_matches_an_uninterrupted_run(setup):
     rc, err = sicog(*_args(setup, ref))
     assert rc == 0, err
     total = sum(len(_lines(ref / "predictions" / f"{b}.jsonl")) for b in BENCHMARKS)
-    assert KILL_AFTER < total
+    assert KILL_AFTER + 2 < total
 
     killed = subprocess.run([sys.executable, str(FAULT), "evaluate-prediction", str(KILL_AFTER), *_args(setup, out)],
                             env={**SUBPROCESS_ENV, "TQDM_DISABLE": "1"}, capture_output=True, text=True, timeout=300)
@@ -52,6 +52,14 @@ def test_sigkill_mid_prediction_then_rerun_matches_an_uninterrupted_run(setup):
                       if (out / "predictions" / f"{b}.jsonl").exists())
     assert on_disk.count("\n") == KILL_AFTER and not on_disk.endswith("\n")  # and half of the next line
     assert not (out / "scores.json").exists()
+
+    # A second kill, in the rerun: one more prediction written whole, the next one half.
+    killed = subprocess.run([sys.executable, str(FAULT), "evaluate-prediction", "1", *_args(setup, out)],
+                            env={**SUBPROCESS_ENV, "TQDM_DISABLE": "1"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    on_disk = "".join((out / "predictions" / f"{b}.jsonl").read_text() for b in BENCHMARKS
+                      if (out / "predictions" / f"{b}.jsonl").exists())
+    assert on_disk.count("\n") == KILL_AFTER + 1 and not on_disk.endswith("\n")
 
     rc, err = sicog(*_args(setup, out))  # the rerun takes over the dead run's lock and resumes
     assert rc == 0, err
@@ -63,7 +71,7 @@ def test_sigkill_mid_prediction_then_rerun_matches_an_uninterrupted_run(setup):
         lost, dup = lost + len(want - set(got)), dup + len(got) - len(set(got))
         same = same and all(_lines(out / d / f"{b}.jsonl") == _lines(ref / d / f"{b}.jsonl")
                             for d in ("predictions", "rejects"))
-    report_kills("evaluate", kills=1, resumed=1, lost=lost, duplicated=dup, identical=same)
+    report_kills("evaluate", kills=2, resumed=2, lost=lost, duplicated=dup, identical=same)
     for b in BENCHMARKS:
         preds, rejects = _lines(out / "predictions" / f"{b}.jsonl"), _lines(out / "rejects" / f"{b}.jsonl")
         ids = [r["id"] for r in preds + rejects]
