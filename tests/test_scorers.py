@@ -7,7 +7,7 @@ from sicog.data.formats import COD_HEADINGS, COT_HEADINGS, format_steps
 from sicog.data.records import write_jsonl
 from sicog.evaluate.judge import judge_answer, judge_caption
 from sicog.evaluate.scorers import (
-    extract_choice, normalize_answer, score_benchmark, score_captions, score_pope, score_predictions, score_qa, yes_no,
+    extract_choice, normalise_answer, score_benchmark, score_captions, score_pope, score_predictions, score_qa, yes_no,
 )
 from sicog.world.parse import parse_caption
 
@@ -25,11 +25,11 @@ def cot(answer: str) -> str:
     return format_steps(COT_HEADINGS, ["Find it.", "Shapes.", "Reasoning.", answer])
 
 
-def test_normalize_answer():
-    assert normalize_answer("The Three!") == "3"
-    assert normalize_answer("  a Red-circle. ") == "red circle"
-    assert normalize_answer("top left") == normalize_answer("Top Left.")
-    assert normalize_answer("two") != normalize_answer("three")
+def test_normalise_answer():
+    assert normalise_answer("The Three!") == "3"
+    assert normalise_answer("  a Red-circle. ") == "red circle"
+    assert normalise_answer("top left") == normalise_answer("Top Left.")
+    assert normalise_answer("two") != normalise_answer("three")
 
 
 @pytest.mark.parametrize("text,letter", [

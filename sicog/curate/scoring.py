@@ -7,17 +7,17 @@ Two scoring methods:
   `s_i = mean_j <e_i, e_j>`. The embeddings must already be L2-normalised (so the inner product is
   the cosine similarity); this function does not normalise them.
 - `vote_scores`: for reasoning, the fraction of candidates whose normalised final answer equals
-  the candidate's own (majority voting).
+  the candidate's own (majority voting), keyed by `sicog.data.answers.normalise_answer` - the same
+  key the benchmark scorers and the judge use.
 
 Both return one score per candidate; `best_index` takes the argmax (the lowest index among ties)
 and `lower_half` gives the candidates a rejected side is drawn from.
 """
 from __future__ import annotations
 
-import re
-import string
-
 import torch
+
+from sicog.data.answers import normalise_answer
 
 
 def mbr_scores(embeddings: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -38,31 +38,6 @@ def mbr_scores(embeddings: torch.Tensor, mask: torch.Tensor | None = None) -> to
     counts = weights.sum(dim=-1, keepdim=True).clamp_min(1.0)
     scores = (sims * weights[:, None, :]).sum(dim=-1) / counts
     return scores.masked_fill(~mask.bool(), float("-inf"))
-
-
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-_NUMBER_WORDS.update({"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
-                      "eighty": "80", "ninety": "90", "hundred": "100"})
-_LEAD_INS = re.compile(
-    r"^(?:so|thus|therefore|hence)?\s*,?\s*(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is|:)\s*",
-    re.IGNORECASE,
-)
-_ARTICLES = {"a", "an", "the"}
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
-
-
-def normalise_answer(answer: str) -> str:
-    """A final answer reduced for voting: lead-in (`The answer is`) removed, lowercase, punctuation
-    stripped, articles dropped, number words written as digits, whitespace collapsed."""
-    text = _LEAD_INS.sub("", (answer or "").strip())
-    words = text.lower().translate(_PUNCT).split()
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in words if w not in _ARTICLES)
 
 
 def vote_scores(answers: list[str]) -> list[float]:

@@ -19,37 +19,9 @@ import string
 from collections import defaultdict
 from pathlib import Path
 
-from sicog.data.formats import COT_HEADINGS, step_body
+from sicog.data.answers import final_answer, normalise_answer
 from sicog.data.records import read_records, record_id
 from sicog.evaluate.judge import judge_caption
-from sicog.world.vocab import NUMBER_WORDS
-
-_ARTICLES = {"a", "an", "the"}
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
-_ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*(.+)$", re.IGNORECASE | re.DOTALL)
-
-
-def final_answer(text: str) -> str:
-    """The answer part of a generation: the conclusion body of a step-by-step answer, else the text;
-    a leading "The answer is" is dropped."""
-    text = (text or "").strip()
-    body = step_body(text, len(COT_HEADINGS))
-    if body:
-        text = body
-    m = _ANSWER_IS.search(text)
-    return (m.group(1) if m else text).strip()
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, punctuation and articles removed, number words as digits, single spaces."""
-    words = (text or "").lower().translate(_PUNCT).split()
-    out = []
-    for w in words:
-        if w in _ARTICLES:
-            continue
-        out.append(str(NUMBER_WORDS.index(w)) if w in NUMBER_WORDS else w)
-    return " ".join(out)
-
 
 def extract_choice(text: str, options: list[str] | dict) -> str | None:
     """The option letter a generation chose, or None."""
@@ -65,16 +37,16 @@ def extract_choice(text: str, options: list[str] | dict) -> str | None:
         m = re.search(pattern, answer)
         if m:
             return m.group(1)
-    norm = normalize_answer(answer)
+    norm = normalise_answer(answer)
     for letter, option in opts.items():
-        if norm and norm == normalize_answer(str(option)):
+        if norm and norm == normalise_answer(str(option)):
             return letter
     return None
 
 
 def yes_no(text: str) -> str | None:
     """"yes", "no" or None: the first yes/no word of the answer, else any no/not, else any yes."""
-    words = normalize_answer(final_answer(text)).split()
+    words = normalise_answer(text).split()
     if not words:
         return None
     if words[0] in ("yes", "no"):
@@ -93,7 +65,8 @@ def qa_correct(text: str, record: dict) -> bool:
         return extract_choice(text, record["options"]) == gold.upper()
     if gold.lower() in ("yes", "no"):
         return yes_no(text) == gold.lower()
-    return bool(normalize_answer(final_answer(text))) and normalize_answer(final_answer(text)) == normalize_answer(gold)
+    answer = normalise_answer(text)
+    return bool(answer) and answer == normalise_answer(gold)
 
 
 def _gold(rec: dict, index: int) -> str:
