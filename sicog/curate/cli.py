@@ -25,17 +25,15 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from sicog.curate.candidates import KINDS, is_step_formatted, load_candidates
-from sicog.curate.embed import DTYPES, default_encoder_path, load_encoder
+from sicog.curate.embed import ENCODER_DTYPES, default_encoder_path, load_encoder
 from sicog.curate.plots import plot_kept_vs_threshold, plot_score_histogram
 from sicog.curate.select import (
     METHODS,
@@ -48,7 +46,8 @@ from sicog.curate.select import (
 )
 from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
 from sicog.data.output_lock import OutputLock
-from sicog.data.records import JsonlAppender, write_json, write_jsonl
+from sicog.data.records import JsonlAppender, read_appended, write_json, write_jsonl
+from sicog.runtime import rank_info, resolve_device
 
 log = logging.getLogger("sicog.curate")
 
@@ -84,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the encoder folder's own code (needed by NV-Embed-v2)")
     parser.add_argument("--max-seq-length", type=int, default=None, help="encoder truncation length")
-    parser.add_argument("--encoder-dtype", default="auto", choices=tuple(DTYPES),
+    parser.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES,
                         help="encoder precision (auto: the folder's own)")
     parser.add_argument("--padding-side", default=None, choices=("left", "right"),
                         help="encoder tokenizer padding side (default: the folder's own; NV-Embed-v2: right)")
@@ -102,20 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _init_distributed(timeout_min: int) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = rank_info().world_size
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("gloo", timeout=timedelta(minutes=timeout_min))
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
 
 
 def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
@@ -129,12 +120,8 @@ def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
 def _read_partial(folder: Path, fingerprint: str) -> dict[str, dict]:
     done: dict[str, dict] = {}
     for path in sorted(folder.glob(f"scores-{fingerprint}.rank*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill; it is scored again
-            if isinstance(rec, dict) and "id" in rec:
+        for rec in read_appended(path):  # a line cut by a kill is scored again
+            if "id" in rec:
                 done[str(rec["id"])] = rec
     return done
 
@@ -193,7 +180,7 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
 
     encoder = None
     if todo and args.method == "embedding":
-        encoder = load_encoder(encoder_name, _device(args.device), args.trust_remote_code, args.max_seq_length,
+        encoder = load_encoder(encoder_name, str(resolve_device(args.device)), args.trust_remote_code, args.max_seq_length,
                                args.encoder_dtype, args.padding_side, args.append_eos)
     scored_candidates = 0
     score_started = time.perf_counter()

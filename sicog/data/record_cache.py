@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sicog.data.records import atomic_write_text
+from sicog.runtime import rank_info
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,6 @@ def cached_outcomes(entries: Sequence, check: Callable[[int], Outcome], key: str
         outcomes = [None] * n
         for r, part in enumerate(parts):
             outcomes[r::world] = part
-    if key and cache_dir and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if key and cache_dir and rank_info().local_rank == 0:
         save(cache_dir, key, outcomes)
     return outcomes, False

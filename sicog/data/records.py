@@ -64,6 +64,36 @@ def _decode(data: bytes, path: Path, lineno: int) -> str:
                          "convert the file to UTF-8") from None
 
 
+def read_appended(path: str | os.PathLike, strict: bool = False) -> list[dict]:
+    """The JSON objects of a JSONL file that a writer may still be appending to, or that a killed
+    writer left behind.
+
+    A last line without its newline is unfinished and ignored (`JsonlAppender` cuts it on open and
+    that record is written again). A complete line that is not a JSON object - a line cut by a kill
+    that a later writer appended after - is skipped, or with `strict` a ValueError naming the file
+    and line. Blank lines are ignored; a missing file reads as no records.
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    lines = p.read_bytes().split(b"\n")[:-1]  # the piece after the last newline is unfinished
+    out = []
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if strict:
+                raise ValueError(f"{p}:{lineno}: invalid JSON ({getattr(e, 'msg', e)})") from None
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+        elif strict:
+            raise ValueError(f"{p}:{lineno}: not a JSON object")
+    return out
+
+
 def read_input_records(path: str | os.PathLike, arg: str) -> list[dict]:
     """The records of the input file given as `arg`.
 
@@ -175,15 +205,8 @@ class JsonlAppender:
         if cut != len(data):
             with self.path.open("r+b") as f:
                 f.truncate(cut)
-            data = data[:cut]
-        for line in data.decode("utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get(self.id_key) is not None:
+        for rec in read_appended(self.path):
+            if rec.get(self.id_key) is not None:
                 self.done_ids.add(str(rec[self.id_key]))
                 self.count += 1
 

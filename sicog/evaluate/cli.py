@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from sicog.evaluate.settings import BENCHMARKS, load_eval_config
+from sicog.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, "--out")
     with OutputLock(out, "--out"):
         torch.manual_seed(args.seed)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(args.device)
         model, processor = load_model_folder(model_dir, "--model")
         precision = resolve_precision(requested, device)
         log.info("evaluating %s on %s/%s with eval config %s (%s, precision %s)", model_dir, args.world, args.split,

@@ -38,6 +38,7 @@ from sicog.data.records import read_records, write_json
 from sicog.evaluate.prompts import eval_prompt
 from sicog.evaluate.runner import benchmark_file, shuffled_images
 from sicog.evaluate.settings import load_eval_config
+from sicog.runtime import resolve_device
 from sicog.world.vocab import BACKGROUNDS, COLOURS, SHAPES
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ def probe(world: str | Path, model_path: str | Path | None = None, vision_path: 
           eval_config: str = "v1", batch_size: int = 32, device: str | None = None) -> dict:
     """Run the probes and/or the answer reading; returns the result dict (see the module doc)."""
     world = Path(world)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     t0 = time.time()
     result: dict = {"world": str(world)}
     if model_path is not None:

@@ -29,6 +29,7 @@ from sicog.data.records import write_json
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.prompts import multiple_choice_text, with_suffix
 from sicog.evaluate.settings import load_eval_config
+from sicog.runtime import rank_info, resolve_device
 
 
 def import_vlmeval(name: str):
@@ -70,7 +71,7 @@ class SicogVLM:
         bad = {k: v for k, v in self.dataset_types.items() if v not in TOKEN_BUDGET}
         if bad:
             raise ValueError(f"dataset_types values must be one of {sorted(TOKEN_BUDGET)}: {bad}")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         model, processor = load_model_folder(model_path, "model_path")
         self.generator = GreedyGenerator(model, processor, self.cfg, device=device)
         self.dump_image_func = None
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         vlmeval_run.main()
     finally:
         sys.argv = saved
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun VLMEvalKit scores on rank 0 only
+    if rank_info().rank != 0:  # under torchrun VLMEvalKit scores on rank 0 only
         return 0
     scores = collect_scores(work_dir, model_name, datasets)
     version = load_eval_config(args.eval_config).version

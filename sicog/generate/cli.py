@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import time
 from collections import deque
@@ -23,12 +22,13 @@ from tqdm import tqdm
 
 from sicog.data.checks import InputError, check_input_dir, check_output_file
 from sicog.data.output_lock import OutputLock
-from sicog.data.records import JsonlAppender, read_input_records
+from sicog.data.records import JsonlAppender, read_appended, read_input_records
 from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine, SamplingSettings
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
-from sicog.generate.shard import Chunk, rank_info, rejects_path, shard_glob, shard_path
-from sicog.model.precision import default_precision, resolve_precision
+from sicog.generate.shard import Chunk, rejects_path, shard_glob, shard_path
+from sicog.model.precision import DTYPES, default_precision, dtype_named, resolve_precision
+from sicog.runtime import rank_info, resolve_device
 
 log = logging.getLogger("sicog.generate")
 
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
     p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu; "
                                                      "cuda: cuda:LOCAL_RANK; or an explicit device such as cuda:1")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="compute precision: bf16 = autocast over the loaded weights (logits sampled in fp32); "
@@ -93,33 +93,20 @@ def done_ids(out: str, expected_meta: dict) -> set[str]:
     """Ids already written to any shard or rejects file of `out`; refuses shards made with other settings."""
     done: set[str] = set()
     for path in sorted(glob.glob(shard_glob(out))):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a partial last line from a killed writer; its id is redone
-                meta = {k: v for k, v in (rec.get("generation") or {}).items() if k != "augment"}
-                if "generation" in rec and meta != expected_meta:
-                    raise InputError(f"{path} was generated with other settings ({meta}) than this run "
-                                     f"({expected_meta}); use another --out or delete the old shards")
-                if rec.get("id") is not None:
-                    done.add(str(rec["id"]))
+        for rec in read_appended(path):  # a partial last line from a killed writer: its id is redone
+            meta = {k: v for k, v in (rec.get("generation") or {}).items() if k != "augment"}
+            if "generation" in rec and meta != expected_meta:
+                raise InputError(f"{path} was generated with other settings ({meta}) than this run "
+                                 f"({expected_meta}); use another --out or delete the old shards")
+            if rec.get("id") is not None:
+                done.add(str(rec["id"]))
     return done
-
-
-def resolve_device(spec: str, local_rank: int) -> torch.device:
-    if spec not in ("auto", "cuda"):
-        return torch.device(spec)
-    if spec == "cuda" or torch.cuda.is_available():
-        return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
-    return torch.device("cpu")
 
 
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if spec == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, spec)
+    return dtype_named(spec)
 
 
 def load_model(path: str, device: torch.device, dtype: torch.dtype):

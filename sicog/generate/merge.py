@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sicog.data.checks import InputError, check_output_file
 from sicog.data.output_lock import OutputLock
-from sicog.data.records import read_input_records, write_jsonl
+from sicog.data.records import dumps, read_appended, read_input_records, write_jsonl
 from sicog.generate.inputs import split_jobs
 from sicog.generate.shard import Chunk, rejects_path
 
@@ -43,22 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read_lines(path: Path) -> list[dict]:
     """Records of a JSONL shard; a partial last line (a writer still running or killed) is ignored."""
-    data = path.read_text(encoding="utf-8")
-    lines = data.split("\n")
-    if lines and lines[-1] != "":
-        lines = lines[:-1]  # no trailing newline yet: incomplete
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MergeError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or rec.get("id") is None:
-            raise MergeError(f"{path}:{n}: not a record with an id")
-        out.append(rec)
-    return out
+    try:
+        records = read_appended(path, strict=True)
+    except ValueError as e:
+        raise MergeError(str(e)) from None
+    for rec in records:
+        if rec.get("id") is None:
+            raise MergeError(f"{path}: a record without an id: {dumps(rec)[:200]}")
+    return records
 
 
 def _ids_text(ids: list[str], limit: int = 10) -> str:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sicog.runtime import RankInfo, rank_info  # noqa: F401  (re-exported)
+
 _CHUNK_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)\.jsonl$")
 
@@ -54,26 +56,6 @@ class Chunk:
 
 def rank_of(record_id: str, world_size: int, chunk: Chunk = Chunk()) -> int:
     return (stable_hash(record_id) // chunk.count) % world_size
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-
-
-def rank_info() -> RankInfo:
-    """This process's place in a `torchrun` job, from RANK / WORLD_SIZE / LOCAL_RANK (1 process when unset)."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError as e:
-        raise ValueError(f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {e}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
-    return RankInfo(rank, world, local)
 
 
 def shard_path(out: str | os.PathLike, rank: int, world_size: int) -> Path:

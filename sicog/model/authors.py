@@ -42,6 +42,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, Qwen2Confi
 from .build import _set_generation_ids, _set_special_ids, add_special_tokens
 from .configuration import SicogConfig
 from .modeling import SicogForConditionalGeneration
+from .precision import DTYPES, dtype_named
 from .processing import SicogProcessor
 from .resampler import sincos_table
 
@@ -263,7 +264,7 @@ def import_authors(in_dir: str | Path, out_dir: str | Path, vision_config: str |
                           tok.convert_tokens_to_ids("<image>"), max_slices, seps)
     _set_special_ids(config.text_config, tok)
     n_tensors = len(tensors)
-    rows = write_imported(config, tensors, out, None if dtype == "auto" else getattr(torch, dtype))
+    rows = write_imported(config, tensors, out, None if dtype == "auto" else dtype_named(dtype))
     del tensors
     model = load_imported(out)                      # checks that it loads back cleanly
     model.config.save_pretrained(str(out))
@@ -290,7 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-config", default=None,
                         help="CLIP folder or config.json of the vision tower (default: their mm_vision_tower)")
     parser.add_argument("--max-slices", type=int, default=MAX_SLICES)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="weights dtype (auto: as stored)")
     parser.add_argument("--separator-token-ids", type=int, nargs=2, default=None, metavar=("ROW", "OVERVIEW"),
                         help="separator ids their weights were trained with (default: 13 29892)")

@@ -19,6 +19,7 @@ from sicog.world.tokenizer import IM_END, IMAGE, SPECIAL_TOKENS, train_tokenizer
 
 from .configuration import SicogConfig
 from .modeling import SicogForConditionalGeneration
+from .precision import dtype_named
 from .processing import SicogProcessor
 from .tiers import load_tier
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 VISION_TYPES = ("clip", "clip_vision_model")
 LLM_TYPES = ("qwen2",)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 _BUILTIN_SENTENCES = [
     *COD_HEADINGS,
@@ -128,7 +128,7 @@ def build_model(vision: str | Path, llm: str | Path, tier: str = "tiny", tokeniz
                 dtype: str = "auto", seed: int = 0):
     """A fresh SICOG model (pretrained vision tower and LLM, new projector) and its processor."""
     tier_cfg = load_tier(tier)
-    torch_dtype = "auto" if dtype == "auto" else DTYPES[dtype]   # auto: as stored in each checkpoint
+    torch_dtype = "auto" if dtype == "auto" else dtype_named(dtype)   # auto: as stored in each checkpoint
     tok = add_special_tokens(AutoTokenizer.from_pretrained(str(tokenizer or llm), trust_remote_code=False))
 
     vision_tower = load_vision_tower(vision, torch_dtype)

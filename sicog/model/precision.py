@@ -33,6 +33,17 @@ NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512
                  "amx_int8")
 _logged: set[tuple] = set()
 
+# Weight dtypes by the names `--dtype` flags take ("auto" is each command's own choice, not listed).
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def dtype_named(name: str) -> torch.dtype:
+    """The torch dtype of a `--dtype` name; ValueError listing the names otherwise."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use {', '.join(DTYPES)}") from None
+
 
 def default_precision() -> str:
     """`SICOG_PRECISION` when set (checked), else auto."""

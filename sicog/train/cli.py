@@ -176,19 +176,14 @@ def _share_process_group_with_deepspeed(targs) -> None:
 
 def _reset_rejects(path: Path) -> None:
     """Keep earlier load-time rejects (a resumed run will not revisit them); prepare rewrites its own."""
-    from sicog.data.records import write_jsonl
+    from sicog.data.records import read_appended, write_jsonl
 
     kept, seen = [], set()
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            key = (rec.get("id"), rec.get("source"), rec.get("reason"))
-            if rec.get("phase") == "load" and key not in seen:
-                seen.add(key)
-                kept.append(rec)
+    for rec in read_appended(path):
+        key = (rec.get("id"), rec.get("source"), rec.get("reason"))
+        if rec.get("phase") == "load" and key not in seen:
+            seen.add(key)
+            kept.append(rec)
     write_jsonl(path, kept)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sicog.data.records import atomic_write_text
+from sicog.runtime import rank_info
 from sicog.model.precision import ENV_VAR, check_precision, default_precision
 from sicog.train.stages import get_stage
 
@@ -186,7 +187,7 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
         if bad:
             raise ValueError(f"learning_rate must be a number at least 0, got {lr!r}")
 
-    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size if world_size is not None else rank_info().world_size
     per_device = int(training.get("per_device_train_batch_size", 8))
     global_batch = int(own.get("global_batch_size", TrainConfig.global_batch_size))
     accumulation = derive_accumulation(global_batch, per_device, world)

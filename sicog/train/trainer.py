@@ -28,7 +28,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, seed_worker
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from sicog.data.records import atomic_write_text
+from sicog.data.records import atomic_write_text, dumps, read_appended
 from sicog.data.sampler import ModalityLengthGroupedSampler
 from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
 from sicog.train.checkpoints import STAGING, publish, write_marker
@@ -52,19 +52,12 @@ class JsonlLogCallback(TrainerCallback):
         path = Path(args.output_dir) / TRAIN_LOG_NAME
         if not state.is_world_process_zero or not path.exists():
             return
-        kept, dropped = [], 0
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                dropped += 1  # a line cut by a kill
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= state.global_step:
-                kept.append(line)
-            else:
-                dropped += 1
+        written = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
+        kept = [rec for rec in read_appended(path)  # a line cut by a kill is dropped
+                if isinstance(rec.get("step"), int) and rec["step"] <= state.global_step]
+        dropped = written - len(kept)
         if dropped:
-            atomic_write_text(path, "".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(dumps(rec) + "\n" for rec in kept))
             logger.info("%s: kept the %d lines up to step %d, dropped %d written after it by an earlier run",
                         path.name, len(kept), state.global_step, dropped)
 
