@@ -103,3 +103,15 @@ def test_generation_prompt_needs_a_final_human_turn(tok):
         encode_chat(tok, CONV, add_generation_prompt=True)
     with pytest.raises(ValueError, match="mask_mode"):
         encode_chat(tok, CONV, mask_mode="everything")
+
+
+def test_chatml_builder_matches_the_tokenizer_chat_template():
+    import jinja2
+
+    from sicog.data.template import chatml
+    from sicog.data.tokens import CHAT_TEMPLATE
+
+    messages = [{"role": "user", "content": "How many circles?"}, {"role": "assistant", "content": "two"}]
+    expected = jinja2.Template(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=False)
+    assert chatml("How many circles?", "two") == expected
+    assert expected.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")

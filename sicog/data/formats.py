@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from sicog.data.tokens import IMAGE_TOKEN  # noqa: F401  (re-exported: the prompts use it)
+
 COD_HEADINGS: tuple[str, ...] = (
     "Extract salient content by identifying the key elements that define the image or document.",
     "Analyze detailed information, focusing on instance-level attributes such as low-level and "
@@ -31,7 +33,6 @@ SHORT_ANSWER_PHRASE = "Answer the question using a single word or phrase."
 STEP_BY_STEP_PHRASE = "Answer the question step-by-step."
 COD_ANNOTATION_SUFFIX = " Describe the image step by step."
 COD_CONV_SUFFIX = " Describe the image step-by-step."
-IMAGE_TOKEN = "<image>"
 
 CAPTION_PROMPTS: dict[str, str] = {
     "cod-default": "Please generate a detailed caption of this image. Describe the image step-by-step.",

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sicog.data.tokens import ENDOFTEXT, IM_END, IM_START, SYSTEM_PROMPT  # noqa: F401  (SYSTEM_PROMPT re-exported)
+from sicog.data.tokens import IMAGE_TOKEN as IMAGE
+
 IGNORE_INDEX = -100
-SYSTEM_PROMPT = "You are a helpful assistant."
-IM_START, IM_END, IMAGE = "<|im_start|>", "<|im_end|>", "<image>"
 MASK_MODES = ("authors", "assistant")
 ROLES = {"human": "user", "gpt": "assistant"}
 
@@ -45,7 +46,7 @@ def validate_conversations(conversations, add_generation_prompt: bool = False) -
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
             raise ValueError(f"turn {i} must be {{'from': 'human'|'gpt', 'value': str}}, got {turn!r:.200}")
-        for special in (IM_START, IM_END, "<|endoftext|>"):
+        for special in (IM_START, IM_END, ENDOFTEXT):
             if special in turn["value"]:
                 raise ValueError(f"turn {i} contains the reserved token {special}")
         if turn["from"] == "gpt" and IMAGE in turn["value"]:
@@ -98,6 +99,12 @@ def render(conversations, mask_mode: str = "authors", add_generation_prompt: boo
     if add_generation_prompt:
         parts.append(f"{IM_START}assistant\n")
     return RenderedChat("".join(parts), spans)
+
+
+def chatml(question: str, answer: str, system: str = SYSTEM_PROMPT) -> str:
+    """One question and its answer as ChatML text (system turn first): the text `render` and the
+    tokenizer's chat template both write."""
+    return render([{"from": "human", "value": question}, {"from": "gpt", "value": answer}], system=system).text
 
 
 def newline_and_chat_ids(tokenizer) -> set[int]:

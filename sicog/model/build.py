@@ -15,11 +15,13 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
 
 from sicog.data.formats import CAPTION_PROMPTS, COD_HEADINGS, COT_HEADINGS, STEP_BY_STEP_PHRASE
-from sicog.world.tokenizer import IM_END, IMAGE, SPECIAL_TOKENS, train_tokenizer
+from sicog.data.tokens import IM_END, SPECIAL_TOKENS
+from sicog.data.tokens import IMAGE_TOKEN as IMAGE
+from sicog.world.tokenizer import train_tokenizer
 
 from .configuration import SicogConfig
 from .modeling import SicogForConditionalGeneration
-from .precision import dtype_named
+from .precision import DTYPES, dtype_named
 from .processing import SicogProcessor
 from .tiers import load_tier
 

@@ -30,6 +30,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from sicog.data.records import atomic_write_text, dumps, read_appended
 from sicog.data.sampler import ModalityLengthGroupedSampler
+from sicog.train.flops import mfu
 from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
 from sicog.train.checkpoints import STAGING, publish, write_marker
 from sicog.train.config import PART_LR_FIELDS, TrainConfig
@@ -196,7 +197,7 @@ class SicogTrainer(Trainer):
             tps = (tokens - last_tokens) / elapsed
             logs["tokens_per_s"] = round(tps, 2)
             if self.peak_flops:
-                logs["mfu"] = round(tps * self.flops_per_token / self.peak_flops, 6)
+                logs["mfu"] = round(mfu(tps, self.flops_per_token, self.peak_flops), 6)
             self._last_log = (now, tokens)
         super().log(logs, start_time)
 

@@ -28,18 +28,18 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import jinja2
 from tqdm import tqdm
 
 from sicog.data.formats import (
     COD_ANNOTATION_SUFFIX, IMAGE_TOKEN, SHORT_ANSWER_PHRASE, generation_prompt, to_step_by_step_question,
 )
 from sicog.data.records import atomic_write_text, write_json, write_jsonl
+from sicog.data.template import chatml
 from sicog.world import questions as Q
 from sicog.world import texts as T
 from sicog.world.render import png_bytes, render_scene
 from sicog.world.scene import sample_scene
-from sicog.world.tokenizer import CHAT_TEMPLATE, ENDOFTEXT, save_tokenizer, train_tokenizer
+from sicog.world.tokenizer import ENDOFTEXT, save_tokenizer, train_tokenizer
 from sicog.world.vocab import COLOURS, SHAPES
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,6 @@ def human(text: str, image: bool = True) -> dict:
 
 def gpt(text: str) -> dict:
     return {"from": "gpt", "value": text}
-
-
-def chatml(question: str, answer: str) -> str:
-    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return jinja2.Template(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=False)
 
 
 def unique_questions(scene: dict, rng: random.Random, skills: list[str], mc_rate: float) -> list[dict]:

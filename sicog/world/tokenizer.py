@@ -1,6 +1,6 @@
 """A byte-level BPE tokenizer trained on the world's text, saved in HF format.
 
-Special tokens follow Qwen2's ChatML (`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`) plus
+Special tokens (defined in `sicog.data.tokens`) follow Qwen2's ChatML (`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`) plus
 `<image>`. Byte-level BPE keeps every byte as a base token, so `\\n` and `,` (the image-layout
 separators) are single tokens as in Qwen2.
 """
@@ -9,22 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-IMAGE = "<image>"
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, IMAGE]
-
-# ChatML as Qwen2 ships it; the default system prompt is the one SPEC section 2 fixes.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+from sicog.data.tokens import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS  # noqa: F401  (re-exported)
+from sicog.data.tokens import IMAGE_TOKEN as IMAGE
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2):
