@@ -9,11 +9,6 @@ profile_defaults() {
     SICOG_PROFILE=${SICOG_PROFILE:-tiny}
     need_choice SICOG_PROFILE tiny paper
     OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
-    TEMPERATURE=${TEMPERATURE:-0.7}
-    TOP_P=${TOP_P:-0.9}
-    BEAMS=${BEAMS:-1}
-    SEED=${SEED:-0}
-    N_CANDIDATES=${N_CANDIDATES:-6}
     AUGMENT_METHODS=${AUGMENT_METHODS:-}
     SPLIT=${SPLIT:-}
     NNODES=${NNODES:-1}
@@ -28,10 +23,16 @@ profile_defaults() {
         BATCH_SIZE=${BATCH_SIZE:-4}
         NPROC_PER_NODE=${NPROC_PER_NODE:-1}
     else
-        MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1200}
         BATCH_SIZE=${BATCH_SIZE:-8}
         NPROC_PER_NODE=${NPROC_PER_NODE:-8}
     fi
+    # TEMPERATURE TOP_P BEAMS N_CANDIDATES SEED (and MAX_NEW_TOKENS at paper scale): the package's
+    # sampling defaults, kept where already set. settings.py needs only the standard library, so
+    # any python3 runs it by path (PYTHON may be `echo` for a dry run).
+    local defaults settings
+    settings="$(dirname "${BASH_SOURCE[0]}")/../sicog/generate/settings.py"
+    defaults=$(python3 "$settings") || die "could not read the sampling defaults: python3 $settings failed"
+    eval "$defaults"
 }
 
 check_common() {

@@ -9,7 +9,7 @@
 #   SPLIT            optional: i/k = zero-based chunk i of k of the ids (by stable hash; output tag
 #                    .chunk{i}-of-{k}), or NAME = DATA_PATH is a folder holding NAME.jsonl/NAME.json
 #   PROMPT           cot-default (step-by-step, default) | default (direct answer)
-#   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (0.7 0.9 1 6 ...)
+#   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (defaults: sicog/generate/settings.py)
 #   AUGMENT_METHODS  optional comma list of gaussian_blur,color_jitter,mirror_rotation,mask
 #                    (corrupted-image candidates: the rejected side of DPO pairs)
 #   SICOG_PROFILE    tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)

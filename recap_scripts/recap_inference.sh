@@ -6,7 +6,7 @@
 #   DATA_PATH        records with "id" and "image" (tiny default: WORLD_DIR/data/pool_images.jsonl)
 #   IMAGE_FOLDER     root of the records' image paths (tiny default: WORLD_DIR, default runs/world)
 #   PROMPT           cod-default (step-by-step, default) | default (detailed caption) | cod-conv
-#   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (0.7 0.9 1 6 ...)
+#   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (defaults: sicog/generate/settings.py)
 #   AUGMENT_METHODS  optional comma list of gaussian_blur,color_jitter,mirror_rotation,mask
 #   SPLIT            optional: i/k (zero-based chunk of the ids) or NAME (DATA_PATH/NAME.json[l])
 #   SICOG_PROFILE    tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)

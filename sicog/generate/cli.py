@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,8 @@ from sicog.data.checks import InputError, check_input_dir, check_output_file
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_appended, read_input_records
 from sicog.generate.augment import parse_methods
-from sicog.generate.engine import CandidateEngine, SamplingSettings
+from sicog.generate.engine import CandidateEngine
+from sicog.generate.settings import SamplingSettings, shell_defaults
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
 from sicog.generate.shard import Chunk, rejects_path, shard_glob, shard_path
 from sicog.model.precision import DTYPES, default_precision, dtype_named, resolve_precision
@@ -36,6 +38,17 @@ PROMPTS = {"caption": ("cod-default", "default", "cod-conv"), "reasoning": ("cot
 DEFAULT_PROMPT = {"caption": "cod-default", "reasoning": "cot-default"}
 
 
+class _PrintDefaults(argparse.Action):
+    """`--print-defaults`: the sampling defaults as shell lines, then exit (no other flag needed)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(shell_defaults())
+        parser.exit()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="SICOG model folder (save_pretrained output)")
     p.add_argument("--data", required=True, help="LLaVA-format input records (JSON list or JSONL)")
@@ -45,14 +58,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("caption", "reasoning"), default="caption")
     p.add_argument("--prompt", help="caption: cod-default | default | cod-conv; reasoning: cot-default | default "
                                     "(default: cod-default / cot-default)")
-    p.add_argument("--num-candidates", type=int, default=6)
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--num-beams", type=int, default=1, help=">1 runs beam search through model.generate")
-    p.add_argument("--max-new-tokens", type=int, default=1200)
-    p.add_argument("--min-new-tokens", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    d = SamplingSettings()
+    p.add_argument("--print-defaults", action=_PrintDefaults,
+                   help="print the sampling defaults as shell lines (: \"${VAR:=value}\") and exit")
+    p.add_argument("--num-candidates", type=int, default=d.num_candidates)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--top-k", type=int, default=d.top_k, help="0 = off")
+    p.add_argument("--num-beams", type=int, default=d.num_beams, help=">1 runs beam search through model.generate")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--min-new-tokens", type=int, default=d.min_new_tokens)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=8, help="inputs per prefill (each expands to N candidate rows)")
     p.add_argument("--augment", default="", help="comma list of gaussian_blur,color_jitter,mirror_rotation,mask: "
                                                  "corrupt each image with one of them (seeded by id)")

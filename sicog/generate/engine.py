@@ -9,51 +9,16 @@ candidate) repeats the image encoding and the prefill N times and decodes one ro
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
 import torch
 
 from sicog.generate.sampling import choose_tokens, row_keys, uniforms
+from sicog.generate.settings import SamplingSettings  # noqa: F401  (re-exported)
 from sicog.model.precision import autocast
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    num_candidates: int = 6
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 0
-    num_beams: int = 1
-    max_new_tokens: int = 1200
-    min_new_tokens: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.num_candidates >= 1, "num_candidates must be >= 1"),
-            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
-            (self.num_beams >= 1, "num_beams must be >= 1"),
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-            (0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]"),
-            (self.num_beams == 1 or self.num_candidates <= self.num_beams,
-             "with beam search, num_candidates (returned sequences) must be <= num_beams"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sicog.data.formats import generation_prompt
 from sicog.data.records import record_id
+from sicog.generate.settings import SamplingSettings
 from sicog.generate.shard import Chunk, derive_seed, rank_of
 
 
@@ -68,7 +69,7 @@ class InputSpec:
     augment_methods: tuple[str, ...] = ()
     seed: int = 0
     max_length: int = 4096
-    max_new_tokens: int = 1200
+    max_new_tokens: int = SamplingSettings.max_new_tokens
 
 
 def prepare(job: Job, spec: InputSpec, processor) -> Prepared | Rejected:
