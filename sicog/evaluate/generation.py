@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from sicog.data.tokens import IM_END
 from sicog.evaluate.settings import EvalConfig
 from sicog.model.layout import ImageLayout
 from sicog.model.precision import autocast
@@ -91,7 +92,7 @@ class GreedyGenerator:
         batch = _to_device(batch, self.device)
         kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "images") if k in batch}
         pad_id = self.processor.tokenizer.pad_token_id
-        eos_id = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        eos_id = self.processor.tokenizer.convert_tokens_to_ids(IM_END)
         start = time.perf_counter()
         with autocast(self.precision, self.device):  # generate() scores in fp32 under autocast too
             out = self.model.generate(

@@ -39,6 +39,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, Qwen2Config
 
+from sicog.data.tokens import IMAGE_TOKEN
+
 from .build import _set_generation_ids, _set_special_ids, add_special_tokens
 from .configuration import SicogConfig
 from .modeling import SicogForConditionalGeneration
@@ -261,7 +263,7 @@ def import_authors(in_dir: str | Path, out_dir: str | Path, vision_config: str |
     if max(seps) >= rows_available or min(seps) < 0:
         raise CheckpointImportError(f"separator ids {seps} do not fit the {rows_available}-row embeddings")
     config = sicog_config(theirs, vision_config_from(theirs, vision_config), tensors,
-                          tok.convert_tokens_to_ids("<image>"), max_slices, seps)
+                          tok.convert_tokens_to_ids(IMAGE_TOKEN), max_slices, seps)
     _set_special_ids(config.text_config, tok)
     n_tensors = len(tensors)
     rows = write_imported(config, tensors, out, None if dtype == "auto" else dtype_named(dtype))
