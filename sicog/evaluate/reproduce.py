@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from sicog.config_files import packaged
 from sicog.data.checks import InputError, check_output_dir
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import read_records, write_jsonl
@@ -39,7 +40,7 @@ from sicog.evaluate.variants import CAPTION_MODES, REASONING_MODES, VARIANTS, Va
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "reproduce.yaml"
+EXPERIMENTS = packaged("experiments", "reproduce.yaml")
 
 
 def load_plan(size: str, path: str | Path = EXPERIMENTS) -> dict:

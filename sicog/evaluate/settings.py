@@ -1,4 +1,4 @@
-"""Pinned evaluation settings (`configs/eval/<version>.yaml`): decoding, prompts, batch, resize.
+"""Pinned evaluation settings (`sicog/configs/eval/<version>.yaml`): decoding, prompts, batch, resize.
 
 The file is versioned: its `version` string is written into every prediction, scores file and
 summary, so two results are comparable only when their versions match.
@@ -6,13 +6,13 @@ summary, so two results are comparable only when their versions match.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import yaml
 
+from sicog.config_files import named_yaml, packaged
 from sicog.data.formats import CAPTION_PROMPTS
 
-EVAL_CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs" / "eval"
+EVAL_CONFIGS_DIR = packaged("eval")
 BENCHMARKS: tuple[str, ...] = ("qa", "pope", "captions")
 QUESTION_TYPES: tuple[str, ...] = ("multiple_choice", "short_answer", "yes_no")
 
@@ -38,12 +38,7 @@ class EvalConfig:
 
 def load_eval_config(name_or_path: str = "v1") -> EvalConfig:
     """The evaluation config from a version name (`v1`) or a YAML path; raises ValueError naming the problem."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = EVAL_CONFIGS_DIR / f"{name_or_path}.yaml"
-    if not p.exists():
-        known = sorted(x.stem for x in EVAL_CONFIGS_DIR.glob("*.yaml"))
-        raise ValueError(f"unknown eval config {name_or_path!r}; known: {known} or a YAML path")
+    p = named_yaml("eval", name_or_path, "eval config")
     with p.open() as f:
         raw = yaml.safe_load(f) or {}
     names = {f.name for f in fields(EvalConfig)}

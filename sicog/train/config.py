@@ -16,12 +16,13 @@ from typing import Any
 
 import yaml
 
+from sicog.config_files import packaged
 from sicog.data.records import atomic_write_text
 from sicog.runtime import rank_info
 from sicog.model.precision import ENV_VAR, check_precision, default_precision
 from sicog.train.stages import get_stage
 
-STAGES_DIR = Path(__file__).resolve().parents[2] / "configs" / "stages"
+STAGES_DIR = packaged("stages")
 PROFILES = ("tiny", "paper")
 CONFIG_NAME = "train_config.yaml"
 
