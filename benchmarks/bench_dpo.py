@@ -22,7 +22,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sicog.model.build import build_random_tiny  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 from sicog.train.dpo import completion_logps, precompute_reference_logps, preference_loss, reference_logps  # noqa: E402
 from sicog.train.dpo_data import PreferenceCollator, PreferenceDataset, prepare_pairs  # noqa: E402
 

@@ -14,6 +14,7 @@ Prints records/s and new tokens/s of both, their ratio, and whether the predicti
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 import json
 import logging
@@ -25,7 +26,8 @@ import torch
 
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import load_eval_config
-from sicog.model.build import build_random_tiny
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 from sicog.world.build import build_world
 
 

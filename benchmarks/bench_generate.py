@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
 from sicog.generate.engine import CandidateEngine, SamplingSettings
-from sicog.model.build import build_random_tiny
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 
 
 def make_items(processor, n: int):

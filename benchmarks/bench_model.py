@@ -17,14 +17,17 @@ batch of captioning records, in tokens per second.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.ops import roi_align
 
-from sicog.model.build import build_random_tiny
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 from sicog.model.resampler import key_positions, pool_shape, sincos_table
 
 CAPTION = ("Step 1: The image shows a red circle to the left of a blue square on a white background. "

@@ -38,7 +38,8 @@ from sicog.data.dataset import SupervisedDataset, prepare_samples  # noqa: E402
 from sicog.data.mixture import load_data  # noqa: E402
 from sicog.data.sampler import ModalityLengthGroupedSampler  # noqa: E402
 from sicog.generate.engine import CandidateEngine, SamplingSettings  # noqa: E402
-from sicog.model.build import build_random_tiny  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 from sicog.model.precision import autocast, machine_line  # noqa: E402
 from sicog.train.config import load_profile  # noqa: E402
 from sicog.train.flops import llm_shape, measure_matmul_peak, mfu, training_flops_per_token  # noqa: E402

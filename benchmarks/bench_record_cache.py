@@ -12,6 +12,7 @@ after the first pass, so on a shared filesystem the uncached figures are larger)
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import logging
 import random
@@ -49,7 +50,8 @@ def main() -> None:
 
     from sicog.data.dataset import prepare_samples
     from sicog.data.mixture import load_data
-    from sicog.model.build import build_random_tiny
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+    from tiny_models import build_random_tiny  # noqa: E402
 
     _, processor = build_random_tiny(seed=0)
     with tempfile.TemporaryDirectory() as tmp:

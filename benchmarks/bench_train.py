@@ -26,7 +26,8 @@ from sicog.data.collator import TrainCollator  # noqa: E402
 from sicog.data.dataset import SupervisedDataset, prepare_samples  # noqa: E402
 from sicog.data.mixture import DataEntry  # noqa: E402
 from sicog.data.sampler import ModalityLengthGroupedSampler, padding_fraction  # noqa: E402
-from sicog.model.build import build_random_tiny  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+from tiny_models import build_random_tiny  # noqa: E402
 from sicog.train.flops import llm_shape, measure_matmul_peak, mfu, training_flops_per_token  # noqa: E402
 
 SIZES = [(112, 112), (224, 112), (96, 160), (300, 200), (448, 112)]

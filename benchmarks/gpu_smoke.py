@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -28,7 +29,9 @@ def build(tier: str, attn: str, dtype: torch.dtype, device: str):
     """(model, processor) at random init: the tiny tier, or paper widths with 2 + 2 layers."""
     from transformers import CLIPVisionConfig, Qwen2Config
 
-    from sicog.model.build import _set_generation_ids, _set_special_ids, build_random_tiny, builtin_tokenizer
+    from sicog.model.build import _set_generation_ids, _set_special_ids
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model fixtures
+    from tiny_models import build_random_tiny, builtin_tokenizer  # noqa: E402
     from sicog.model.configuration import SicogConfig
     from sicog.model.modeling import SicogForConditionalGeneration
     from sicog.model.processing import SicogProcessor

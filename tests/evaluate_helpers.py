@@ -8,7 +8,7 @@ import yaml
 
 from sicog.data.records import read_records
 from sicog.evaluate.settings import EVAL_CONFIGS_DIR
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 from sicog.world.build import build_world
 
 

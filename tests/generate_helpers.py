@@ -14,7 +14,7 @@ GOOD = 8
 
 
 def save_tiny_model(folder: Path) -> Path:
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     import torch
 

@@ -13,7 +13,7 @@ from sicog.data.mixture import DataEntry
 
 @pytest.fixture(scope="module")
 def tiny():
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     model, processor = build_random_tiny(seed=0)
     return model, processor

@@ -7,9 +7,10 @@ from PIL import Image
 from sicog.data.dataset import SupervisedDataset, prepare_samples
 from sicog.data.mixture import DataEntry
 from sicog.model import SicogProcessor
-from sicog.model.build import builtin_tokenizer
+from tiny_models import builtin_tokenizer
 from sicog.model.layout import ImageLayout
-from sicog.model.slicing import regrid_size, slice_geometry
+from sicog.data.regrid import regrid_size
+from sicog.model.slicing import slice_geometry
 from sicog.train.config import resolve_config
 
 # the paper's slicing rules at a small scale, so images stay small: 6 slices are possible

@@ -24,7 +24,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     return build_random_tiny(seed=0)
 
@@ -79,7 +79,7 @@ def _trainer(model, processor, dataset, out, ref_model, steps):
 
 
 def test_reference_stays_frozen_and_precomputed_reference_gives_the_same_loss(tmp_path):
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
     from sicog.train.dpo import precompute_reference_logps
 
     model, processor = build_random_tiny(seed=1)

@@ -15,7 +15,7 @@ from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import load_eval_config
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 
 
 @pytest.fixture(scope="module")

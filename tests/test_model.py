@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from model_helpers import Q, image
 from sicog.model import ImageInput, SicogConfig, SicogForConditionalGeneration, SicogProcessor
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 
 CONV = Q + [{"from": "gpt", "value": "The square is blue."}]
 

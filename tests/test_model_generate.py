@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from model_helpers import Q, image
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 
 
 

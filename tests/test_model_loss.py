@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model_helpers import Q, image
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 from sicog.model.loss import supervised_lm_loss
 from sicog.train.stages import freeze
 from transformers.loss.loss_utils import ForCausalLMLoss

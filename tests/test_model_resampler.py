@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sicog.model.build import build_random_tiny
+from tiny_models import build_random_tiny
 from sicog.model.resampler import SpatialResampler, key_positions, sincos_table
 
 

@@ -79,7 +79,7 @@ def _batch(processor):
 
 
 def test_bf16_step_keeps_fp32_master_weights_and_a_close_loss():
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     model, processor = build_random_tiny(seed=0)
     model.train()
@@ -128,7 +128,7 @@ def _engine_inputs(processor, n=3):
 def test_generation_in_bf16_runs_and_fp32_is_unchanged():
     from sicog.generate.engine import CandidateEngine, SamplingSettings, decode_candidates
     from sicog.generate.sampling import row_keys
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     model, processor = build_random_tiny(seed=0)
     torch.manual_seed(0)
@@ -158,7 +158,7 @@ def test_generation_in_bf16_runs_and_fp32_is_unchanged():
 def test_evaluation_generator_in_bf16(tmp_path):
     from sicog.evaluate.generation import GreedyGenerator
     from sicog.evaluate.settings import load_eval_config
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     model, processor = build_random_tiny(seed=0)
     cfg = load_eval_config("v1")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from sicog.data.template import IGNORE_INDEX
 from sicog.model import ImageLoadError, SicogProcessor
-from sicog.model.build import build_random_tiny, builtin_tokenizer
+from tiny_models import build_random_tiny, builtin_tokenizer
 from sicog.model.layout import ImageLayout
 
 Q = [{"from": "human", "value": "<image>\nWhat colour is the square?"}]

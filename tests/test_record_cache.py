@@ -119,7 +119,7 @@ def test_train_second_start_reads_the_cache(tmp_path, monkeypatch, opened):
 
 @pytest.fixture()
 def tiny():
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     return build_random_tiny(seed=0)
 

@@ -9,7 +9,7 @@ from test_train_fixtures import make_world, save_tiny_model
 
 @pytest.mark.slow
 def test_stage0_and_baseline_stage2_scripts(tmp_path):
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
     from sicog.train.artefacts import save_projector_artefact
 
     model = save_tiny_model(tmp_path / "model")

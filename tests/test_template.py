@@ -1,7 +1,7 @@
 import pytest
 
 from sicog.data.template import IGNORE_INDEX, encode_chat, render
-from sicog.model.build import builtin_tokenizer
+from tiny_models import builtin_tokenizer
 
 CONV = [
     {"from": "human", "value": "<image>\nWhat colour is the square?"},

@@ -8,7 +8,7 @@ from sicog.train.stages import PARTS, STAGES, Stage, freeze, get_stage, register
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     return build_random_tiny(seed=0)[0]
 

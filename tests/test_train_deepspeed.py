@@ -65,7 +65,7 @@ def test_zero3_loads_and_saves_whole_weights(tmp_path):
     One step at learning rate 0 (the first warm-up step) must hand back exactly what went in.
     """
     pytest.importorskip("deepspeed")
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
     from sicog.train.artefacts import save_projector_artefact
 
     model_dir = save_tiny_model(tmp_path / "model")

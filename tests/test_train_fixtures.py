@@ -15,7 +15,7 @@ COLOURS = ["red", "green", "blue", "yellow"]
 
 
 def save_tiny_model(path: Path, seed: int = 0) -> Path:
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
 
     model, processor = build_random_tiny(seed=seed)
     model.save_pretrained(path)

@@ -10,7 +10,7 @@ from test_train_fixtures import largest_change, make_world, read_log, save_tiny_
 
 def test_stage1_projector_handoff_to_stage1_5(tmp_path):
     from sicog.model import SicogForConditionalGeneration
-    from sicog.model.build import build_random_tiny
+    from tiny_models import build_random_tiny
     from sicog.train.artefacts import load_llm_weights, load_projector_artefact
 
     model_dir = save_tiny_model(tmp_path / "model")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sicog.data.formats import SHORT_ANSWER_PHRASE
 from sicog.data.records import write_jsonl
-from sicog.world.export_vlmeval import export_vlmeval, resolve_images
+from sicog.evaluate.vlmeval_export import export_vlmeval, resolve_images
 
 MC = "Answer with the option's letter from the given choices directly."
 

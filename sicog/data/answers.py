@@ -13,11 +13,14 @@ import string
 
 from sicog.data.formats import COT_HEADINGS, step_body
 
-_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen twenty").split()
+# zero to twenty: the words the world writes counts with (sicog.world.vocab) and reads back
+NUMBER_WORDS: tuple[str, ...] = tuple(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split()
+)
 _TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
          "ninety": 90, "hundred": 100}
-NUMBER_VALUES: dict[str, str] = {w: str(i) for i, w in enumerate(_UNITS)}
+NUMBER_VALUES: dict[str, str] = {w: str(i) for i, w in enumerate(NUMBER_WORDS)}
 NUMBER_VALUES.update({w: str(v) for w, v in _TENS.items()})
 
 _ARTICLES = frozenset({"a", "an", "the"})

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from sicog.data import record_cache
 from sicog.data.mixture import DataEntry
 from sicog.data.records import dumps, record_id
-from sicog.model.slicing import regrid_size
+from sicog.data.regrid import regrid_size
 
 logger = logging.getLogger(__name__)
 

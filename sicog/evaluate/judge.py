@@ -5,6 +5,7 @@ Used to score captions and to measure how well self-consistency predicts correct
 from __future__ import annotations
 
 from sicog.data.formats import cod_to_dd
+from sicog.evaluate.answer_check import qa_correct
 from sicog.world.parse import parse_caption
 
 
@@ -57,6 +58,4 @@ def judge_answer(text: str, qa_record: dict) -> bool:
     `qa_record` needs `answer` and, for multiple choice, `options` (the world's QA, POPE and pool
     gold records all qualify).
     """
-    from sicog.evaluate.scorers import qa_correct
-
     return qa_correct(text, qa_record)

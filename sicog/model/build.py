@@ -1,4 +1,4 @@
-"""Assemble a fresh SICOG model: `sicog build-model` and in-process random tiny models.
+"""Assemble a fresh SICOG model: `sicog build-model` (random tiny models for tests: tests/tiny_models.py).
 
 `build_model` takes a CLIP folder (a CLIPVisionModel folder or a full CLIPModel folder) and a
 Qwen2ForCausalLM folder with its tokenizer, adds `<image>` to the tokenizer (resizing the LLM
@@ -12,12 +12,10 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoConfig, AutoTokenizer, CLIPVisionModel, Qwen2ForCausalLM
 
-from sicog.data.formats import CAPTION_PROMPTS, COD_HEADINGS, COT_HEADINGS, STEP_BY_STEP_PHRASE
 from sicog.data.tokens import IM_END, SPECIAL_TOKENS
 from sicog.data.tokens import IMAGE_TOKEN as IMAGE
-from sicog.world.tokenizer import train_tokenizer
 
 from .configuration import SicogConfig
 from .modeling import SicogForConditionalGeneration
@@ -29,27 +27,6 @@ log = logging.getLogger(__name__)
 
 VISION_TYPES = ("clip", "clip_vision_model")
 LLM_TYPES = ("qwen2",)
-
-_BUILTIN_SENTENCES = [
-    *COD_HEADINGS,
-    *COT_HEADINGS,
-    *CAPTION_PROMPTS.values(),
-    STEP_BY_STEP_PHRASE,
-    "You are a helpful assistant.",
-    "The image shows a red circle to the left of a blue square on a white background.",
-    "A small green triangle is above a large yellow star. The letter A is printed on it.",
-    "How many objects are there? There are three objects: two circles and one square.",
-    "What colour is the square? The square is blue. Answer: blue.",
-    "Is there a cat in the image? No, there is no cat in the image.",
-    "Step 1: the question asks for the colour. Step 2: the square is blue, so the answer is blue.",
-    "1, 2, 3, 4, 5, 6, 7, 8, 9, 0. Yes. No. left, right, above, below, next to, between.",
-]
-
-
-def builtin_tokenizer(vocab_size: int = 512):
-    """A small tokenizer trained on a fixed set of sentences (deterministic, well under a second)."""
-    return train_tokenizer(_BUILTIN_SENTENCES * 4, vocab_size=vocab_size)
-
 
 def _model_fields(tier: dict, patch_size: int) -> dict:
     fields = dict(tier.get("model") or {})
@@ -71,33 +48,6 @@ def _set_generation_ids(model: SicogForConditionalGeneration) -> None:
     gen.pad_token_id = model.config.text_config.pad_token_id
     model.config.eos_token_id = gen.eos_token_id
     model.config.pad_token_id = gen.pad_token_id
-
-
-def build_random_tiny(seed: int = 0, tokenizer=None, projector_type: str = "resampler", **overrides):
-    """A randomly initialised tiny-tier model and its processor, built in-process.
-
-    When `tokenizer` is None a small one is trained on built-in sentences. `overrides` set
-    SicogConfig fields (e.g. `max_slices=2`).
-    """
-    tier = load_tier("tiny")
-    if tokenizer is None:
-        tokenizer = builtin_tokenizer()
-    torch.manual_seed(seed)
-    vision_config = CLIPVisionConfig(**tier["vision"])
-    text_config = Qwen2Config(**tier["text"], vocab_size=len(tokenizer))
-    _set_special_ids(text_config, tokenizer)
-    fields = _model_fields(tier, vision_config.patch_size)
-    fields.update(projector_type=projector_type, **overrides)
-    config = SicogConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
-        **fields,
-    )
-    model = SicogForConditionalGeneration(config)
-    _set_generation_ids(model)
-    model.eval()
-    return model, SicogProcessor.from_config(config, tokenizer)
 
 
 def add_special_tokens(tok):

@@ -109,16 +109,6 @@ def refine_size(width: int, height: int, grid: tuple[int, int], scale: int, patc
     return cell_w * cols, cell_h * rows
 
 
-def regrid_size(width: int, height: int, slices: int, scale: int) -> tuple[int, int]:
-    """Size with the aspect of (width, height) and area ~slices * scale^2, sides truncated.
-
-    The authors' training augmentation resizes some images to this size so that they slice into
-    about `slices` slices (sicog.data.dataset, `regrid_prob`).
-    """
-    r = math.sqrt(slices * scale * scale / (width * height))
-    return max(1, int(width * r)), max(1, int(height * r))
-
-
 def long_side_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """Size with the longer side resized to `long_side`, keeping aspect (short side at least 1 px)."""
     if max(width, height) == long_side:

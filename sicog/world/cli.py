@@ -4,7 +4,8 @@ Each sub-command lives in its own module exposing `add_arguments(parser)` and `r
 only when it runs. `build` and `pretrain` are checked and locked here, before their module runs: a bad
 --out, --world or step count stops with one line, and a second run on the same --out stops naming
 the first (one writer per output; `export-vlmeval` locks its own --out). A `build` killed part-way is
-cleared and built again by the rerun.
+cleared and built again by the rerun. `export-vlmeval` writes the benchmarks in VLMEvalKit's form with the evaluation
+prompts, so its module is `sicog.evaluate.vlmeval_export` (named here, never imported by `world`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("sicog.world.build", "render the world and write every data split, the tokenizer and a manifest"),
     "pretrain": ("sicog.world.pretrain", "pre-train the tiny tier's CLIP and Qwen2 on the world"),
     "teacher": ("sicog.world.teacher", "serve gold CoD captions over the OpenAI chat-completions protocol"),
-    "export-vlmeval": ("sicog.world.export_vlmeval", "write the benchmarks as VLMEvalKit TSV datasets"),
+    "export-vlmeval": ("sicog.evaluate.vlmeval_export", "write the benchmarks as VLMEvalKit TSV datasets"),
 }
 
 

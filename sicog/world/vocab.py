@@ -5,6 +5,8 @@ means the same thing everywhere.
 """
 from __future__ import annotations
 
+from sicog.data.answers import NUMBER_WORDS  # noqa: F401  (zero to twenty; re-exported)
+
 # Four shapes and five colours that stay distinct at the tiny tier's 14-pixel patches (a wider
 # vocabulary of 8 shapes and 8 colours left the small CLIP encoding no shape at all: background plus
 # the set of colours identified almost every image of a contrastive batch).
@@ -61,11 +63,6 @@ RELATION_PHRASES: dict[str, str] = {
     "below": "below",
 }
 
-NUMBER_WORDS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen", "twenty",
-)
 
 SIDES: dict[str, int] = {"triangle": 3, "square": 4}
 
