@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from tiny_models import build_random_tiny
 from sicog.data.records import read_records
 from sicog.evaluate.settings import EVAL_CONFIGS_DIR
-from tiny_models import build_random_tiny
 from sicog.world.build import build_world
 
 

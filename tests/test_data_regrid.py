@@ -4,12 +4,12 @@ import math
 import pytest
 from PIL import Image
 
+from tiny_models import builtin_tokenizer
 from sicog.data.dataset import SupervisedDataset, prepare_samples
 from sicog.data.mixture import DataEntry
 from sicog.model import SicogProcessor
-from tiny_models import builtin_tokenizer
-from sicog.model.layout import ImageLayout
 from sicog.data.regrid import regrid_size
+from sicog.model.layout import ImageLayout
 from sicog.model.slicing import slice_geometry
 from sicog.train.config import resolve_config
 

@@ -10,12 +10,12 @@ from PIL import Image
 
 from cli_helpers import sicog
 from evaluate_helpers import eval_world
+from tiny_models import build_random_tiny
 from sicog.cli import main
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.generation import GreedyGenerator
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import load_eval_config
-from tiny_models import build_random_tiny
 
 
 @pytest.fixture(scope="module")

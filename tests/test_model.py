@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_helpers import Q, image
-from sicog.model import ImageInput, SicogConfig, SicogForConditionalGeneration, SicogProcessor
 from tiny_models import build_random_tiny
+from sicog.model import ImageInput, SicogConfig, SicogForConditionalGeneration, SicogProcessor
 
 CONV = Q + [{"from": "gpt", "value": "The square is blue."}]
 

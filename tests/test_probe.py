@@ -7,10 +7,10 @@ import torch
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from cli_helpers import sicog
+from tiny_models import build_random_tiny
 from sicog.cli import main as sicog_main
 from sicog.data.formats import IMAGE_TOKEN, SHORT_ANSWER_PHRASE
 from sicog.evaluate.probe import PROBE_TARGETS, balanced_accuracy, fit_linear
-from tiny_models import build_random_tiny
 
 BACKGROUND_Q = f"What is the background color? {SHORT_ANSWER_PHRASE}"
 

@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tiny_models import build_random_tiny, builtin_tokenizer
 from sicog.data.template import IGNORE_INDEX
 from sicog.model import ImageLoadError, SicogProcessor
-from tiny_models import build_random_tiny, builtin_tokenizer
 from sicog.model.layout import ImageLayout
 
 Q = [{"from": "human", "value": "<image>\nWhat colour is the square?"}]

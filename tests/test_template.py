@@ -1,7 +1,7 @@
 import pytest
 
-from sicog.data.template import IGNORE_INDEX, encode_chat, render
 from tiny_models import builtin_tokenizer
+from sicog.data.template import IGNORE_INDEX, encode_chat, render
 
 CONV = [
     {"from": "human", "value": "<image>\nWhat colour is the square?"},

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from tiny_models import build_random_tiny
 from sicog.cli import main
 from sicog.data.records import read_records
 from sicog.evaluate.prompts import eval_prompt
 from sicog.evaluate.runner import evaluate
 from sicog.evaluate.settings import EVAL_CONFIGS_DIR, load_eval_config
 from sicog.evaluate.vlmeval_adapter import SicogVLM, dataset_entries, vlmeval_config
-from tiny_models import build_random_tiny
-from sicog.world.build import build_world
 from sicog.evaluate.vlmeval_export import decode_image, export_vlmeval
+from sicog.world.build import build_world
 
 HAVE_VLMEVAL = importlib.util.find_spec("vlmeval") is not None
 TYPES = {"SICOG_EVAL_QA": "multiple_choice", "SICOG_EVAL_POPE": "yes_no"}

@@ -26,8 +26,8 @@ from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_appended, read_input_records
 from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine
-from sicog.generate.settings import SamplingSettings, shell_defaults
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
+from sicog.generate.settings import SamplingSettings, shell_defaults
 from sicog.generate.shard import Chunk, rejects_path, shard_glob, shard_path
 from sicog.model.precision import DTYPES, default_precision, dtype_named, resolve_precision
 from sicog.runtime import rank_info, resolve_device

@@ -18,8 +18,8 @@ import yaml
 
 from sicog.config_files import packaged
 from sicog.data.records import atomic_write_text
-from sicog.runtime import rank_info
 from sicog.model.precision import ENV_VAR, check_precision, default_precision
+from sicog.runtime import rank_info
 from sicog.train.stages import get_stage
 
 STAGES_DIR = packaged("stages")
