@@ -36,9 +36,11 @@ from sicog.data.checks import InputError, check_output_dir
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import read_records, write_jsonl
 from sicog.evaluate.steps import StepRunner
+from sicog.generate.settings import SamplingSettings
 from sicog.evaluate.variants import CAPTION_MODES, REASONING_MODES, VARIANTS, Variant, get_variants
 
 log = logging.getLogger(__name__)
+SAMPLING = SamplingSettings()   # the generation defaults, written out in every step's command
 
 EXPERIMENTS = packaged("experiments", "reproduce.yaml")
 
@@ -142,7 +144,8 @@ class Cycle:
         args = ["generate", "--model", model, "--data", data, "--image-folder", self.world,
                 "--out", folder / "candidates.jsonl", "--task", task, "--prompt", prompt,
                 "--num-candidates", self.plan["num_candidates"], "--max-new-tokens", tokens, "--seed", seed,
-                "--batch-size", self.plan["generate_batch_size"], "--temperature", 0.7, "--top-p", 0.9]
+                "--batch-size", self.plan["generate_batch_size"], "--temperature", SAMPLING.temperature,
+                "--top-p", SAMPLING.top_p]
         if augment:
             args += ["--augment", augment]
         self.run.sicog(f"{name}/run", args)
