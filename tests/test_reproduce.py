@@ -302,9 +302,10 @@ def test_micro_cycle_killed_at_several_points_resumes_to_the_same_results(micro)
     lost = sorted(set(order) - set(_markers(out)))
     started = {step: _runs_of(out, step) for step in order}
     # Before its marker a step is started once per run that reached it: the evaluation by the runs of kills 1
-    # and 2, the vote curation by those of kills 3 and 4.
+    # and 2, the vote curation by those of kills 3 and 4, and by kill 2's run too when that run got past the
+    # evaluation's marker before the kill landed (the next step starts within milliseconds of the marker).
     again = [step for step in order if step not in TAIL and started[step] != runs_before[step]]
-    again += [TAIL[0]] * max(0, started[TAIL[0]] - 2) + [TAIL[1]] * max(0, started[TAIL[1]] - 2)
+    again += [TAIL[0]] * max(0, started[TAIL[0]] - 2) + [TAIL[1]] * max(0, started[TAIL[1]] - 3)
     identical = (_eval_outputs(out / TAIL[0]) == _eval_outputs(saved / TAIL[0])
                  and _curate_outputs(out / TAIL[1]) == _curate_outputs(saved / TAIL[1])
                  and all((out / n).read_text() == (saved / n).read_text() for n in ("results.csv", "diagnostics.json")))
@@ -313,7 +314,7 @@ def test_micro_cycle_killed_at_several_points_resumes_to_the_same_results(micro)
     assert not lost, f"steps lost: {lost}"
     assert not again, f"steps run again after they finished: {again}"
     assert "running:" not in last.stderr  # the last rerun found every step done
-    assert started[TAIL[0]] == started[TAIL[1]] == 2
+    assert started[TAIL[0]] == 2 and started[TAIL[1]] in (2, 3)
     assert _eval_outputs(out / TAIL[0]) == _eval_outputs(saved / TAIL[0])
     assert _curate_outputs(out / TAIL[1]) == _curate_outputs(saved / TAIL[1])
     for name in ("results.csv", "diagnostics.json"):
