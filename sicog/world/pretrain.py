@@ -370,16 +370,21 @@ def answer_hits(model, ids, mask, labels, batch_size: int = 16) -> list[list[boo
     return out
 
 
+def hit_rate(hits: list[list[bool]]) -> float:
+    """Fraction of the answers of `answer_hits` that are right."""
+    flat = [h for row in hits for h in row]
+    return sum(flat) / max(len(flat), 1)
+
+
 def in_context_accuracy(model, ids, mask, labels, batch_size: int = 16) -> float:
     """Fraction of answers whose every token is the model's argmax."""
-    hits = [h for row in answer_hits(model, ids, mask, labels, batch_size) for h in row]
-    return sum(hits) / max(len(hits), 1)
+    return hit_rate(answer_hits(model, ids, mask, labels, batch_size))
 
 
-def accuracy_by_skill(model, tensors, records: list[dict]) -> dict[str, float]:
-    """Answer accuracy per question skill (`records[i]["skills"]`, one per answer)."""
+def accuracy_by_skill(records: list[dict], hits: list[list[bool]]) -> dict[str, float]:
+    """Answer accuracy per question skill (`records[i]["skills"]`, one per answer), from `answer_hits`."""
     right: dict[str, list[bool]] = {}
-    for rec, hits in zip(records, answer_hits(model, *tensors)):
+    for rec, hits in zip(records, hits):
         for skill, hit in zip(rec.get("skills") or [], hits):
             right.setdefault(skill, []).append(hit)
     return {skill: round(sum(h) / len(h), 4) for skill, h in sorted(right.items())}
@@ -400,16 +405,22 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
     import torch
 
     records = read_records(world / "data/lm_chat.jsonl")
-    scenes = list(dict.fromkeys(r["id"].rsplit("-chat", 1)[0] for r in records))
+    scene_of = [r["id"].rsplit("-chat", 1)[0] for r in records]
+    scenes = list(dict.fromkeys(scene_of))
     held_scenes = set(scenes[-min(INSTRUCT_HELD_SCENES, max(1, len(scenes) // 10)):])
-    is_held = [r["id"].rsplit("-chat", 1)[0] in held_scenes for r in records]
+    is_held = [scene in held_scenes for scene in scene_of]
     train_ids, train_mask, train_labels = _chat_tensors(tokenizer, [r for r, h in zip(records, is_held) if not h], 512)
     held_records = [r for r, h in zip(records, is_held) if h]
-    held = {kind: _chat_tensors(tokenizer, rows, 512) for kind in ("names", "description")
+    held = {kind: (rows, _chat_tensors(tokenizer, rows, 512)) for kind in ("names", "description")
             if (rows := [r for r in held_records if r.get("context", "description") == kind])}
+    last_hits: dict[str, list[list[bool]]] = {}   # of the latest evaluation: the by-skill figures reuse them
 
     def accuracy() -> dict:
-        return {kind: round(in_context_accuracy(model, *tensors), 4) for kind, tensors in held.items()}
+        point = {}
+        for kind, (_, tensors) in held.items():
+            last_hits[kind] = answer_hits(model, *tensors)
+            point[kind] = round(hit_rate(last_hits[kind]), 4)
+        return point
 
     curve = [{"step": 0, **accuracy()}]
     gen = torch.Generator().manual_seed(seed + 2)
@@ -431,10 +442,12 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
 
     t0 = time.time()
     losses = _train_loop(model, batches(), steps, lr, "instruct LM", after_step=after_step)
-    by_skill = accuracy_by_skill(model, _chat_tensors(tokenizer, held_records, 512), held_records)
+    # the curve's last point evaluated the final model (after_step runs at step == steps)
+    by_skill = accuracy_by_skill([r for rows, _ in held.values() for r in rows],
+                                 [h for kind in held for h in last_hits[kind]])
     log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill)
     return {"accuracy_by_skill_after": by_skill, "steps": steps, "batch_size": bs, "lr": lr, "conversations": len(train_ids),
-            "held_out_conversations": {kind: len(t[0]) for kind, t in held.items()},
+            "held_out_conversations": {kind: len(rows) for kind, (rows, _) in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
             "in_context_accuracy_before": curve[0], "in_context_accuracy_after": curve[-1]}
 
