@@ -10,7 +10,7 @@ from cli_helpers import sicog
 from tiny_models import build_random_tiny
 from sicog.cli import main as sicog_main
 from sicog.data.formats import IMAGE_TOKEN, SHORT_ANSWER_PHRASE
-from sicog.evaluate.probe import PROBE_TARGETS, balanced_accuracy, fit_linear
+from sicog.evaluate.linear_probes import PROBE_TARGETS, balanced_accuracy, fit_linear
 
 BACKGROUND_Q = f"What is the background color? {SHORT_ANSWER_PHRASE}"
 
