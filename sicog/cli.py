@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sicog.evaluate.cli", "evaluate a model on the mini world's benchmarks"),
     "probe": ("sicog.evaluate.probe", "does a model read its images: linear probes and own-vs-shuffled answers"),
     "vlmeval": ("sicog.evaluate.vlmeval_adapter", "evaluate a checkpoint with VLMEvalKit on exported TSV datasets"),
-    "reproduce": ("sicog.evaluate.reproduce", "run the whole SICOG cycle on the mini world and report"),
+    "reproduce": ("sicog.cycle.reproduce", "run the whole SICOG cycle on the mini world and report"),
     "world": ("sicog.world.cli", "the mini world: build, pretrain, teacher, export-vlmeval"),
 }
 

@@ -13,10 +13,12 @@ import pytest
 
 from fault_inject import report_kills
 
-from sicog.evaluate.diagnostics import auroc, score_diagnostics
-from sicog.evaluate.report import markdown_table, reproduce_command, verdict
-from sicog.evaluate.steps import StepFailed, StepRunner
-from sicog.evaluate.variants import get_variants
+from sicog.cycle.diagnostics import auroc, score_diagnostics
+from sicog.cycle.outputs import CycleResult, Evaluation
+from sicog.cycle.plans import load_plan
+from sicog.cycle.report import gain_lines, gains, markdown_table, reproduce_command, verdict
+from sicog.cycle.steps import StepFailed, StepRunner
+from sicog.cycle.variants import get_variants
 
 
 def test_auroc_matches_pairwise_count():
@@ -55,11 +57,10 @@ def test_verdict_and_table_say_what_happened():
 
 
 def test_report_names_the_command_that_reruns_it(tmp_path):
-    class Cycle:
-        out, size, plan = tmp_path / "run", "mini", {"rows": ["baseline", "sicog"], "seeds": [0]}
-    plain = {"cycle": Cycle, "variants": get_variants(["baseline", "sicog"]), "seeds": [0]}
+    mini = load_plan("mini")    # rows baseline, sicog; seed 0
+    plain = CycleResult(tmp_path / "run", mini, get_variants(["baseline", "sicog"]), [0])
     assert reproduce_command(plain) == f"sicog reproduce --out {tmp_path / 'run'} --size mini"
-    wider = {"cycle": Cycle, "variants": get_variants(["sicog", "dd"]), "seeds": [0, 1, 2]}
+    wider = CycleResult(tmp_path / "run", mini, get_variants(["sicog", "dd"]), [0, 1, 2])
     assert reproduce_command(wider).endswith("--size mini --rows baseline,sicog,dd --seeds 0,1,2")
 
 
@@ -123,8 +124,6 @@ def test_micro_cycle_runs_and_resumes(micro):
 
 def test_gains_over_the_baseline_by_hand(tmp_path):
     """Paired per-seed gains, the share of the oracle's gain and the cost of the steps a row adds."""
-    from sicog.evaluate.report import gain_lines, gains
-
     qa = {("baseline", 0): 0.40, ("baseline", 1): 0.42, ("sicog", 0): 0.44, ("sicog", 1): 0.48,
           ("oracle", 0): 0.50, ("oracle", 1): 0.52, ("round2", 0): 0.45}
     evals = {}
@@ -133,7 +132,7 @@ def test_gains_over_the_baseline_by_hand(tmp_path):
         folder.mkdir()
         (folder / "scores.json").write_text(json.dumps({"benchmarks": {
             "qa": {"scores": {"accuracy": acc, "per_skill": {}}}, "pope": {"scores": {"f1": acc / 2}}}}))
-        evals[(name, seed)] = folder
+        evals[(name, seed)] = Evaluation(f"eval/{name}-s{seed}", folder)
     steps = {("baseline", 0): ["world", "stage1/s0", "stage2/baseline-s0"],
              ("sicog", 0): ["world", "stage1/s0", "stage2/baseline-s0", "generate/x", "stage1_5/sicog-s0", "stage2/sicog-s0"],
              ("oracle", 0): ["world", "stage1/s0", "stage2/baseline-s0", "stage1_5/oracle-s0", "stage2/oracle-s0"],
@@ -145,8 +144,8 @@ def test_gains_over_the_baseline_by_hand(tmp_path):
             {"step": "stage2/sicog-s0", "wall_s": 90.0, "train_tokens": 400},
             {"step": "stage1_5/oracle-s0", "wall_s": 30.0}, {"step": "stage2/oracle-s0", "wall_s": 90.0},
             {"step": "generate/r2", "wall_s": 60.0}, {"step": "stage2/round2-s0", "wall_s": 60.0}]
-    result = {"variants": get_variants(["baseline", "sicog", "oracle", "round2"]), "seeds": [0, 1],
-              "evals": evals, "steps": steps}
+    result = CycleResult(tmp_path, load_plan("micro"), get_variants(["baseline", "sicog", "oracle", "round2"]),
+                         [0, 1], evals=evals, steps=steps)
     rows = {r["variant"]: r for r in gains(result, cost)}
     assert set(rows) == {"sicog", "oracle", "round2"}
     s = rows["sicog"]
@@ -173,7 +172,7 @@ def test_threshold_rows_and_later_rounds():
 
 FAULT = Path(__file__).with_name("fault_inject.py")
 # The last steps of the micro plan, in the order they run: the no-curation row's evaluation, then the vote
-# curation the report's diagnostics ask for.
+# curation of the curation diagnostics (the cycle's last step).
 TAIL = ("eval/no_curation-s0", "curate/reasoning-cot-s0-vote")
 REPORT = ("results.csv", "results.md", "results.xlsx", "diagnostics.json")
 
@@ -232,7 +231,7 @@ def test_micro_cycle_killed_at_several_points_resumes_to_the_same_results(micro)
     report, moved aside: the state a run killed there leaves), is killed four times as it replays them:
       1. the whole job (process group), half-way through the evaluation (2 predictions on disk);
       2. the job, once the evaluation's .done.json appears;
-      3. `sicog reproduce` alone, half-way through the vote curation the report asks for: the step it
+      3. `sicog reproduce` alone, half-way through the vote curation (the last step): the step it
          started must die with it, not run on holding its output's lock;
       4. in the report, after results.md is published and before results.csv is (fault point publish-final).
     The last rerun runs no step; no step is lost, none finished is run again, and the steps' outputs and

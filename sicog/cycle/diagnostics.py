@@ -4,12 +4,14 @@ For the SICOG run's caption and reasoning candidates, every candidate is judged 
 the scene graph, answers against the pool's gold answer), and compared with its self-consistency
 score: precision of the argmax and of the kept set against a random pick, kept fraction and
 precision against the threshold, AUROC of the score for correctness, embedding against vote.
+Computed from finished outputs only: the vote curation is a step of the cycle.
 """
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+from sicog.cycle.outputs import CycleResult
 from sicog.data.records import read_records
 from sicog.evaluate.judge import judge_answer, judge_caption
 
@@ -82,55 +84,16 @@ def score_diagnostics(scores_file: Path, correct: dict[str, list[bool]], thresho
     }
 
 
-def curation_diagnostics(cycle, seed: int) -> dict:
-    """Diagnostics of the SICOG run of `seed` (captions and reasoning), with the vote method beside."""
-    plan = cycle.plan
+def curation_diagnostics(result: CycleResult) -> dict:
+    """Diagnostics of the SICOG row's first seed (captions and reasoning), with the vote method beside,
+    from the finished outputs the cycle lists in `result.diagnostics` (empty: the run has no SICOG row)."""
+    plan, seed = result.plan, result.seeds[0]
     out = {}
-    for kind, tag in (("captions", f"perception-cod-s{seed}"), ("reasoning", f"reasoning-cot-s{seed}")):
-        scores = cycle.run.folder(f"curate/{tag}") / "scores.jsonl"
-        candidates = cycle.run.folder(f"generate/{tag}") / "merged.jsonl"
-        if not scores.exists() or not candidates.exists():
-            continue
-        correct = judged_candidates(candidates, kind, cycle.world)
-        d = score_diagnostics(scores, correct, plan["thresholds"], plan["threshold"], seed)
-        if kind == "reasoning":
-            model = cycle.run.folder(f"stage0/{tag}") / "model"
-            vote = cycle.curate(f"curate/{tag}-vote", candidates, model, method="vote")
-            v = score_diagnostics(vote / "scores.jsonl", correct, plan["thresholds"], plan["threshold"], seed)
+    for kind, inputs in result.diagnostics.items():
+        correct = judged_candidates(inputs.candidates.require(inputs.candidates.merged), kind, result.world)
+        d = score_diagnostics(inputs.curation.scores, correct, plan.thresholds, plan.threshold, seed)
+        if inputs.vote is not None:
+            v = score_diagnostics(inputs.vote.scores, correct, plan.thresholds, plan.threshold, seed)
             d["vote_argmax_precision"], d["vote_auroc"] = v["argmax_precision"], v["auroc"]
         out[kind] = d
     return out
-
-
-def plot_diagnostics(folder: Path, diag: dict) -> None:
-    """threshold_curve.png (kept fraction and precision against tau) and score_histogram.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not diag:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, d in diag.items():
-        taus = [t["tau"] for t in d["by_threshold"]]
-        ax.plot(taus, [t["kept_fraction"] for t in d["by_threshold"]], "--o", label=f"{kind}: kept fraction")
-        ax.plot(taus, [t["precision"] for t in d["by_threshold"]], "-s", label=f"{kind}: precision of kept")
-    ax.set_xlabel("threshold tau")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title("Self-consistency threshold")
-    fig.tight_layout()
-    fig.savefig(folder / "threshold_curve.png", dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(diag), figsize=(5 * len(diag), 3.5), squeeze=False)
-    for ax, (kind, d) in zip(axes[0], diag.items()):
-        good = [s for s, y in zip(d["scores"], d["correct"]) if y]
-        bad = [s for s, y in zip(d["scores"], d["correct"]) if not y]
-        ax.hist([good, bad], bins=20, label=["correct", "incorrect"], stacked=False)
-        ax.set_title(f"{kind}: self-consistency score (AUROC {d['auroc']:.2f})")
-        ax.set_xlabel("score")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "score_histogram.png", dpi=120)
-    plt.close(fig)

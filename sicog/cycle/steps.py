@@ -2,8 +2,9 @@
 
 A step runs a `sicog` subcommand in its own process (as a user would from the shell) or a Python
 function, logs to `ROOT/steps/<step>.log`, and on success writes `ROOT/steps/<step>.done.json` with
-its command and wall time (kept apart from the step's folder, which belongs to the command). A killed pipeline rerun skips finished steps; a step killed half-way is run again
-from its own resume logic (training, generation and evaluation all resume from their files).
+its command and wall time (kept apart from the step's folder, which belongs to the command). A killed
+pipeline rerun skips finished steps; a step killed half-way is run again from its own resume logic
+(training, generation and evaluation all resume from their files).
 
 On Linux a step's process is killed with the pipeline (PR_SET_PDEATHSIG): a `sicog reproduce` killed alone
 (SIGKILL of its pid, the OOM killer) leaves no step running on behind it, holding the lock of an output
@@ -34,6 +35,25 @@ class StepFailed(RuntimeError):
             tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
         super().__init__(f"step {name} failed with exit code {rc}; last lines of {log_path}:\n{tail}")
         self.name, self.rc, self.log_path = name, rc, log_path
+
+
+class MissingOutput(RuntimeError):
+    """A finished step's output is not where the step wrote it (the run folder was changed since)."""
+
+    def __init__(self, step: str, path: Path):
+        super().__init__(f"step {step}: its output {path} is missing, yet the step is marked finished "
+                         f"(OUT/{STEPS}/{step}.done.json); delete that marker and rerun `sicog reproduce` "
+                         "to run the step again")
+        self.step, self.path = step, path
+
+
+def walltimes(root: str | Path) -> dict[str, float]:
+    """Wall time of every finished step under run folder `root`, by step name (read from the markers)."""
+    out = {}
+    for marker in sorted((Path(root) / STEPS).rglob("*.done.json")):
+        info = json.loads(marker.read_text())
+        out[info["step"]] = info["wall_s"]
+    return out
 
 
 def _die_with_parent(parent: int):
@@ -111,11 +131,3 @@ class StepRunner:
         fn(folder)
         self._finish(name, started, what)
         return folder
-
-    def walltimes(self) -> dict[str, float]:
-        """Wall time of every finished step, by step name."""
-        out = {}
-        for marker in sorted((self.root / STEPS).rglob("*.done.json")):
-            info = json.loads(marker.read_text())
-            out[info["step"]] = info["wall_s"]
-        return out

@@ -1,4 +1,9 @@
-"""The reproduction report: results table (Markdown, CSV, XLSX), curation diagnostics, costs, plots."""
+"""The reproduction report: results table (Markdown, CSV, XLSX), curation diagnostics, costs, plots.
+
+It reads the finished outputs a `CycleResult` lists and runs no step: an output that is missing
+raises `MissingOutput` naming the step that should have written it, and a row the run did not
+include is reported as not run.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,9 +12,12 @@ import logging
 import statistics
 from pathlib import Path
 
-from sicog.data.records import atomic_write_text, read_records, write_json
-from sicog.evaluate.diagnostics import curation_diagnostics
-from sicog.evaluate.variants import get_variants
+from sicog.cycle.diagnostics import curation_diagnostics
+from sicog.cycle.outputs import CycleResult, Model
+from sicog.cycle.plots import plot_diagnostics, plot_training_curves, plot_variants
+from sicog.cycle.steps import walltimes
+from sicog.cycle.variants import get_variants
+from sicog.data.records import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +47,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def results_rows(result: dict) -> tuple[list[str], list[dict]]:
+def results_rows(result: CycleResult) -> tuple[list[str], list[dict]]:
     """One row per variant: mean (and std over seeds) of every column."""
     rows, columns = [], []
-    for v in result["variants"]:
-        per_seed = [row_metrics(json.loads((folder / "scores.json").read_text()))
-                    for (name, _), folder in sorted(result["evals"].items()) if name == v.name]
+    for v in result.variants:
+        per_seed = [row_metrics(evaluation.scores())
+                    for (name, _), evaluation in sorted(result.evals.items()) if name == v.name]
         if not per_seed:
-            continue
+            raise ValueError(f"row {v.name} has no evaluation in this run")
         cols = list(per_seed[0])
         columns = columns or cols
         row = {"variant": v.name, "label": v.label, "seeds": len(per_seed)}
@@ -101,13 +109,13 @@ def verdict(rows: list[dict]) -> str:
     return f"SICOG {word} the baseline on overall QA accuracy: {numbers}; largest seed std {100 * noise:.1f}; {s['seeds']} seeds)."
 
 
-def blind_control(result: dict) -> list[dict]:
+def blind_control(result: CycleResult) -> list[dict]:
     """QA overall and POPE F1 with each model's own images and with shuffled images (first seed)."""
-    seed = result["seeds"][0]
+    seed = result.seeds[0]
     rows = []
-    for name, folder in result.get("blind", {}).items():
-        true = row_metrics(json.loads((result["evals"][(name, seed)] / "scores.json").read_text()))
-        shuffled = row_metrics(json.loads((folder / "scores.json").read_text()))
+    for name, evaluation in result.blind.items():
+        true = row_metrics(result.evals[(name, seed)].scores())
+        shuffled = row_metrics(evaluation.scores())
         row = {"variant": name}
         for c in ("QA overall", "POPE F1"):
             if c in true and c in shuffled:
@@ -116,9 +124,15 @@ def blind_control(result: dict) -> list[dict]:
     return rows
 
 
-def blind_lines(rows: list[dict]) -> list[str]:
+def not_run(result: CycleResult, names: tuple[str, ...]) -> list[str]:
+    """A line naming the rows of `names` this run did not include (empty when it ran them all)."""
+    absent = [n for n in names if not result.has_row(n)]
+    return [f"Not run: {', '.join(absent)} (not among this run's rows).", ""] if absent else []
+
+
+def blind_lines(rows: list[dict], missing: list[str] = ()) -> list[str]:
     if not rows:
-        return []
+        return list(missing)
     lines = ["## Blind control: does the model read the image?", "",
              "The same model and questions, each shown another record's image (`sicog evaluate --images shuffled`). "
              "A model that reads the image falls towards chance; equal scores mean it answers from the text alone.",
@@ -127,42 +141,42 @@ def blind_lines(rows: list[dict]) -> list[str]:
         cells = [f"{100 * r[c]:.1f}" if c in r else "n/a"
                  for c in ("QA overall", "QA overall shuffled", "POPE F1", "POPE F1 shuffled")]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] + list(missing)
 
 
-def probe_lines(probes: dict[str, dict]) -> list[str]:
+def probe_lines(probes: dict[str, dict], missing: list[str] = ()) -> list[str]:
     """The `sicog probe` tables of the headline models (first seed), gates included."""
     from sicog.evaluate.probe import format_table
 
     if not probes:
-        return []
+        return list(missing)
     lines = ["## Perception gates: what the image features carry, and whether the answers use them", "",
              "`sicog probe` on the eval split (first seed): linear probes of the vision tower and the connector "
              "(fit on `align` images, tested on `sft` images), and the teacher-forced answers with each record's "
              "own image and with another record's image.", ""]
     for name, probe in probes.items():
         lines += [f"### {name}", "", format_table(probe), ""]
-    return lines
+    return lines + list(missing)
 
 
-def gains(result: dict, cost: list[dict]) -> list[dict]:
+def gains(result: CycleResult, cost: list[dict]) -> list[dict]:
     """Per row: QA-overall and POPE-F1 gain over the baseline (paired by seed: mean and std of the
     per-seed differences), the share of the oracle's gain it recovers, and its cost: the wall time and
     training tokens of the steps it used beyond the model it starts from (the baseline, or the
     previous round), with minutes per QA point gained."""
-    per = {key: row_metrics(json.loads((folder / "scores.json").read_text())) for key, folder in result["evals"].items()}
+    per = {key: row_metrics(evaluation.scores()) for key, evaluation in result.evals.items()}
     wall = {c["step"]: c for c in cost}
-    used = result.get("steps") or {}
-    seeds0 = result["seeds"][0]
+    used = result.steps
+    seeds0 = result.seeds[0]
 
     def diffs(name: str, column: str) -> list[float]:
-        return [per[(name, s)][column] - per[("baseline", s)][column] for s in result["seeds"]
+        return [per[(name, s)][column] - per[("baseline", s)][column] for s in result.seeds
                 if (name, s) in per and ("baseline", s) in per and column in per[(name, s)]]
 
     oracle = diffs("oracle", "QA overall")
     oracle_gain = statistics.fmean(oracle) if oracle else None
     rows = []
-    for v in result["variants"]:
+    for v in result.variants:
         qa = diffs(v.name, "QA overall")
         if v.is_baseline or not qa:
             continue
@@ -173,7 +187,8 @@ def gains(result: dict, cost: list[dict]) -> list[dict]:
             row["POPE F1 gain"], row["POPE F1 gain std"] = _mean_std(pope)
         if oracle_gain is not None and oracle_gain > 0 and v.name != "oracle":
             row["share of oracle gain"] = row["QA gain"] / oracle_gain
-        own = set(used.get((v.name, seeds0), [])) - set(used.get((v.previous, seeds0), []))
+        # sorted: the float sum comes out the same on every run (a set's order changes with the hash seed)
+        own = sorted(set(used.get((v.name, seeds0), [])) - set(used.get((v.previous, seeds0), [])))
         if own:
             row["extra wall s"] = sum(wall[s]["wall_s"] for s in own if s in wall)
             row["extra train tokens"] = sum(wall[s].get("train_tokens") or 0 for s in own if s in wall)
@@ -209,16 +224,16 @@ def gain_lines(rows: list[dict], oracle_present: bool) -> list[str]:
     return lines + [""]
 
 
-def costs(cycle) -> list[dict]:
-    """Wall time of every step, plus training tokens where the stage reported them."""
+def costs(result: CycleResult) -> list[dict]:
+    """Wall time of every finished step of the run folder, plus training tokens where this run's
+    training steps reported them."""
     out = []
-    for step, wall in cycle.run.walltimes().items():
+    for step, wall in walltimes(result.out).items():
         row = {"step": step, "wall_s": wall}
-        summary = cycle.run.folder(step) / "model" / "train_summary.json"
-        if summary.exists():
-            metrics = json.loads(summary.read_text()).get("metrics", {})
-            row["train_tokens"] = metrics.get("num_input_tokens_seen")
-            row["train_samples"] = json.loads(summary.read_text()).get("samples")
+        if step in result.trained:
+            summary = result.trained[step].train_summary()
+            row["train_tokens"] = summary.get("metrics", {}).get("num_input_tokens_seen")
+            row["train_samples"] = summary.get("samples")
         out.append(row)
     return out
 
@@ -251,96 +266,30 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def plot_variants(path: Path, columns: list[str], rows: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    show = [c for c in ("QA overall", "POPE F1", "Caption recall", "Caption halluc.") if c in columns]
-    x = np.arange(len(show))
-    width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(show) + 0.4 * len(rows)), 4))
-    for i, r in enumerate(rows):
-        ax.bar(x + i * width, [100 * r[c] for c in show], width, yerr=[100 * r[f"{c} std"] for c in show],
-               label=r["label"], capsize=2)
-    ax.set_xticks(x + width * (len(rows) - 1) / 2, show)
-    ax.set_ylabel("%")
-    ax.set_title("Mini world: variants side by side")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_training_curves(path: Path, cycle, names: list[str]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in names:
-        log_file = cycle.run.folder(name) / "model" / "train_log.jsonl"
-        if not log_file.exists():
-            continue
-        points = [(r["step"], r["loss"]) for r in read_records(log_file) if "loss" in r]
-        if points:
-            ax.plot(*zip(*points), label=name, linewidth=1)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training curves")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def reproduce_command(result: dict) -> str:
+def reproduce_command(result: CycleResult) -> str:
     """The command line that reruns this report: rows and seeds only where they differ from the plan."""
-    cycle = result["cycle"]
-    command = f"sicog reproduce --out {cycle.out} --size {cycle.size}"
-    rows = [v.name for v in result["variants"]]
-    if rows != [v.name for v in get_variants(cycle.plan["rows"])]:
+    plan = result.plan
+    command = f"sicog reproduce --out {result.out} --size {plan.size}"
+    rows = [v.name for v in result.variants]
+    if rows != [v.name for v in get_variants(plan.rows)]:
         command += " --rows " + ",".join(rows)
-    if list(result["seeds"]) != list(cycle.plan["seeds"]):
-        command += " --seeds " + ",".join(str(s) for s in result["seeds"])
+    if list(result.seeds) != list(plan.seeds):
+        command += " --seeds " + ",".join(str(s) for s in result.seeds)
     return command
 
 
-def write_report(result: dict) -> str:
-    cycle = result["cycle"]
-    out: Path = cycle.out
-    columns, rows = results_rows(result)
-    table = markdown_table(columns, rows)
-    diag = curation_diagnostics(cycle, seed=result["seeds"][0])
-    blind = blind_control(result)
-    probes = {name: json.loads(Path(path).read_text()) for name, path in (result.get("probes") or {}).items()}
-    cost = costs(cycle)
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    plot_variants(plots / "variants.png", columns, rows)
-    seed = result["seeds"][0]
-    plot_training_curves(plots / "training_curves.png", cycle,
-                         [f"stage1/s{seed}", f"stage2/baseline-s{seed}", f"stage1_5/sicog-s{seed}", f"stage2/sicog-s{seed}"])
-    from sicog.evaluate.diagnostics import plot_diagnostics
-    plot_diagnostics(plots, diag)
+def curve_models(result: CycleResult) -> list[Model]:
+    """The training curves drawn: stage 1 and the baseline's stage 2, SICOG's stage 1.5 and stage 2 (first seed)."""
+    seed = result.seeds[0]
+    baseline, sicog = result.models.get(("baseline", seed)), result.models.get(("sicog", seed))
+    models = [baseline.stage1, baseline.final] if baseline else []
+    return models + ([sicog.stage1_5, sicog.final] if sicog else [])
 
-    total = sum(c["wall_s"] for c in cost)
-    lines = [
-        f"# SICOG on the mini world ({cycle.size})",
-        "",
-        f"Command: `{reproduce_command(result)}`; steps' total wall time {total / 60:.1f} min.",
-        "",
-        table,
-        "",
-        verdict(rows),
-        "",
-        "Columns are percentages on the world's held-out benchmarks (QA accuracy by skill and overall, "
-        "POPE F1, caption object recall and hallucination rate CHAIR-i: lower is better); mean ± std over seeds.",
-        "",
-        "## Curation diagnostics (SICOG, first seed)",
-        "",
-    ]
+
+def diagnostics_lines(diag: dict, result: CycleResult) -> list[str]:
+    lines = ["## Curation diagnostics (SICOG, first seed)", ""]
+    if not diag:
+        return lines + not_run(result, ("sicog",))
     for kind, d in diag.items():
         lines.append(f"- **{kind}** ({d['inputs']} inputs x {d['candidates_per_input']} candidates, judged against "
                      f"the world's ground truth): candidate accuracy {100 * d['candidate_accuracy']:.1f}%, random pick "
@@ -353,22 +302,45 @@ def write_report(result: dict) -> str:
     for kind, d in diag.items():
         lines.append(f"- {kind}: " + ", ".join(f"tau {t['tau']:g}: kept {pct(t['kept_fraction'])} "
                                                f"precision {pct(t['precision'])}" for t in d["by_threshold"]))
+    return lines
+
+
+def write_report(result: CycleResult) -> str:
+    """results.md/.csv/.xlsx, gains.csv, diagnostics.json and plots/ under the run folder; returns the Markdown."""
+    out = result.out
+    columns, rows = results_rows(result)
+    diag = curation_diagnostics(result)
+    blind = blind_control(result)
+    probes = {name: probe.result() for name, probe in result.probes.items()}
+    cost = costs(result)
     gain_rows = gains(result, cost)
-    lines += [""] + gain_lines(gain_rows, any(v.name == "oracle" for v in result["variants"]))
-    lines += blind_lines(blind)
-    lines += probe_lines(probes)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_variants(plots / "variants.png", columns, rows)
+    plot_training_curves(plots / "training_curves.png", curve_models(result))
+    plot_diagnostics(plots, diag)
+
+    headline = not_run(result, ("baseline", "sicog"))
+    lines = [f"# SICOG on the mini world ({result.plan.size})", "",
+             f"Command: `{reproduce_command(result)}`; steps' total wall time {sum(c['wall_s'] for c in cost) / 60:.1f} min.",
+             "", markdown_table(columns, rows), "", verdict(rows), "",
+             "Columns are percentages on the world's held-out benchmarks (QA accuracy by skill and overall, "
+             "POPE F1, caption object recall and hallucination rate CHAIR-i: lower is better); mean ± std over seeds.",
+             ""]
+    lines += diagnostics_lines(diag, result)
+    lines += [""] + gain_lines(gain_rows, result.has_row("oracle"))
+    lines += blind_lines(blind, headline)
+    lines += probe_lines(probes, headline)
     lines += ["## Cost (wall time per step)", "", "| step | wall s | training tokens |", "|---|---:|---:|"]
-    for c in cost:
-        lines.append(f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |")
+    lines += [f"| {c['step']} | {c['wall_s']:.1f} | {c.get('train_tokens') or ''} |" for c in cost]
     md = "\n".join(lines) + "\n"
     atomic_write_text(out / "results.md", md)
     write_csv(out / "results.csv", rows)
     write_json(out / "diagnostics.json", diag)
     write_csv(out / "gains.csv", gain_rows)
-    write_xlsx(out / "results.xlsx", {"results": rows, "diagnostics": [{"kind": k, **{x: y for x, y in d.items()
-                                                                                       if x not in _LISTS}}
-                                                                          for k, d in diag.items()],
-                                      "blind_control": blind, "gains": gain_rows, "costs": cost,
-                                      "gates": [{"model": name, **g} for name, probe in probes.items()
-                                                for g in probe["gates"]]})
+    write_xlsx(out / "results.xlsx", {
+        "results": rows,
+        "diagnostics": [{"kind": k, **{x: y for x, y in d.items() if x not in _LISTS}} for k, d in diag.items()],
+        "blind_control": blind, "gains": gain_rows, "costs": cost,
+        "gates": [{"model": name, **g} for name, probe in probes.items() for g in probe["gates"]]})
     return md
