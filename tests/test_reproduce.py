@@ -10,15 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fault_inject import report_kills
 
+from sicog.curate.candidates import full_text
 from sicog.cycle.diagnostics import auroc, score_diagnostics
 from sicog.cycle.outputs import CycleResult, Evaluation
-from sicog.cycle.plans import load_plan
-from sicog.cycle.report import gain_lines, gains, markdown_table, reproduce_command, verdict
-from sicog.cycle.steps import StepFailed, StepRunner
+from sicog.cycle.plans import EXPERIMENTS, load_plan, load_plans, plan_from_dict
+from sicog.cycle.report import gain_lines, gains, markdown_table, reproduce_command, verdict, write_report
+from sicog.cycle.reproduce import _rows, run_cycle
+from sicog.cycle.steps import MissingOutput, StepFailed, StepRunner
 from sicog.cycle.variants import get_variants
+from sicog.data.checks import InputError
 
 
 def test_auroc_matches_pairwise_count():
@@ -64,6 +68,37 @@ def test_report_names_the_command_that_reruns_it(tmp_path):
     assert reproduce_command(wider).endswith("--size mini --rows baseline,sicog,dd --seeds 0,1,2")
 
 
+def test_plans_are_typed_and_refuse_unknown_keys(tmp_path):
+    plans = load_plans()
+    assert {"micro", "mini", "mini-full"} <= set(plans)
+    micro = plans["micro"]
+    assert micro.threshold == 0.0 and micro.rows == ["baseline", "sicog", "no_curation"]
+    assert micro.overrides("stage1") == {"max_steps": 2}
+    # mini-full inherits mini (a YAML merge key) and overrides the rows and seeds
+    assert plans["mini-full"].overrides("stage0") == {"num_train_epochs": 3} and plans["mini-full"].seeds == [0, 1, 2]
+    raw = yaml.safe_load(EXPERIMENTS.read_text())["micro"]
+    with pytest.raises(ValueError, match="plan 'x' in the plan: unknown key 'num_candiates'"):
+        plan_from_dict("x", {**raw, "num_candiates": 4})
+    with pytest.raises(ValueError, match="missing key 'thresholds'"):
+        plan_from_dict("x", {k: v for k, v in raw.items() if k != "thresholds"})
+    with pytest.raises(ValueError, match="threshold 0.7 is not among thresholds"):
+        plan_from_dict("x", {**raw, "threshold": 0.7})
+    with pytest.raises(ValueError, match="unknown rows"):
+        plan_from_dict("x", {**raw, "rows": ["baseline", "nope"]})
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        load_plan("huge")
+    # A threshold row needs a threshold the plan curates at.
+    assert _rows("sicog_tau0.5", micro) == ["sicog_tau0.5"]
+    with pytest.raises(InputError, match="sicog_tau0.6: plan 'micro' curates only at thresholds"):
+        _rows("sicog_tau0.6", micro)
+
+
+def test_a_missing_output_names_its_step(tmp_path):
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(MissingOutput, match=r"step eval/sicog-s0: its output .*scores.json is missing"):
+        Evaluation("eval/sicog-s0", tmp_path / "eval").scores()
+
+
 def test_unknown_rows_and_failed_steps_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown rows"):
         get_variants(["sicog", "nope"])
@@ -86,7 +121,7 @@ def micro(tmp_path_factory):
 def test_micro_cycle_runs_and_resumes(micro):
     out, cmd, first = micro
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for name in ("results.md", "results.csv", "results.xlsx", "diagnostics.json",
+    for name in ("results.md", "results.csv", "results.xlsx", "diagnostics.json", "gains.csv",
                  "plots/variants.png", "plots/threshold_curve.png", "plots/score_histogram.png",
                  "plots/training_curves.png"):
         assert (out / name).stat().st_size > 0, name
@@ -120,6 +155,105 @@ def test_micro_cycle_runs_and_resumes(micro):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "running:" not in second.stderr and "already done" in second.stderr
     assert (out / "results.csv").read_text() == table
+
+
+def _scores(out: Path, step: str) -> dict:
+    return json.loads((out / step / "scores.json").read_text())
+
+
+def _csv(path: Path) -> dict[str, dict]:
+    import csv
+
+    return {r["variant"]: r for r in csv.DictReader(path.open())}
+
+
+@pytest.mark.slow
+def test_micro_tables_equal_the_per_seed_results_by_hand(micro):
+    """results.csv and gains.csv recomputed from each row's `sicog evaluate` scores.json (one seed)."""
+    out, _, first = micro
+    assert first.returncode == 0, first.stderr[-3000:]
+    results, gains_csv = _csv(out / "results.csv"), _csv(out / "gains.csv")
+    assert list(results) == ["baseline", "sicog", "no_curation"] and list(gains_csv) == ["sicog", "no_curation"]
+    qa = {row: _scores(out, f"eval/{row}-s0")["benchmarks"]["qa"]["scores"]["accuracy"] for row in results}
+    pope = {row: _scores(out, f"eval/{row}-s0")["benchmarks"]["pope"]["scores"]["f1"] for row in results}
+    for row in results:
+        assert float(results[row]["QA overall"]) == pytest.approx(qa[row], abs=1e-12)
+        assert float(results[row]["POPE F1"]) == pytest.approx(pope[row], abs=1e-12)
+    for row in gains_csv:
+        assert float(gains_csv[row]["QA gain"]) == pytest.approx(qa[row] - qa["baseline"], abs=1e-12)
+        assert float(gains_csv[row]["POPE F1 gain"]) == pytest.approx(pope[row] - pope["baseline"], abs=1e-12)
+    # The no-curation row's cost: the pick, stage 1.5 and stage 2 it adds to the baseline (the warm-up
+    # and generation it shares with SICOG count for it too: both start from the baseline).
+    walls = {json.loads(m.read_text())["step"]: json.loads(m.read_text())["wall_s"]
+             for m in (out / "steps").rglob("*.done.json")}
+    own = ["pools", "stage0/perception-cod-s0", "stage0/reasoning-cot-s0", "generate/perception-cod-s0/run",
+           "generate/perception-cod-s0/merge", "generate/reasoning-cot-s0/run", "generate/reasoning-cot-s0/merge",
+           "pick/perception-cod-s0", "pick/reasoning-cot-s0", "stage1_5/no_curation-s0", "stage2/no_curation-s0"]
+    assert float(gains_csv["no_curation"]["extra wall s"]) == pytest.approx(sum(walls[s] for s in own))
+
+
+@pytest.mark.slow
+def test_micro_no_curation_row_trains_on_the_random_pick(micro):
+    """The no-curation row's stage 1.5 reads the random method's records (one per input, the picked
+    candidate written by the same record writer as the curated rows); SICOG's reads the embedding curation."""
+    out, _, first = micro
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    def mixture(row: str) -> list[Path]:
+        return [Path(e["json_path"]) for e in yaml.safe_load((out / "mixtures" / f"stage1_5-{row}-s0.yaml").read_text())]
+
+    picks = mixture("no_curation")
+    assert [p.relative_to(out.resolve()).parts[:2] for p in picks] == [("pick", "perception-cod-s0"),
+                                                                      ("pick", "reasoning-cot-s0")]
+    assert [p.relative_to(out.resolve()).parts[0] for p in mixture("sicog")] == ["curate", "curate"]
+    for path in picks:
+        summary = json.loads((path.parent / "summary.json").read_text())
+        assert summary["method"] == "random"
+        (kind,) = summary["kinds"]     # cod or cot, read from the generation metadata
+        candidates = {r["id"]: r for r in map(json.loads, Path(summary["candidates_file"]).read_text().splitlines())}
+        chosen = {r["id"]: r["argmax"] for r in map(json.loads, (path.parent / "scores.jsonl").read_text().splitlines())}
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        assert sorted(r["id"] for r in records) == sorted(candidates)      # one record per input, none dropped
+        for r in records:
+            text = full_text(candidates[r["id"]]["candidates"][chosen[r["id"]]], kind)
+            assert r["conversations"][1]["value"] == text
+
+
+def _files(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_micro_report_runs_no_step_and_names_a_missing_output(micro):
+    """The report reads finished outputs only: written again on the finished run folder it adds no file
+    (no step folder, marker or log), and with an output moved away it fails naming the step, running nothing."""
+    out, _, first = micro
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = run_cycle(out, load_plan("micro"))   # every step done: each is skipped
+    before = _files(out)
+    table = (out / "results.csv").read_text()
+    write_report(result)
+    assert _files(out) == before and (out / "results.csv").read_text() == table
+    vote, scores = out / "curate" / "reasoning-cot-s0-vote", out / "eval" / "sicog-s0" / "scores.json"
+    aside = out.parent / "aside"
+    aside.mkdir(exist_ok=True)
+    try:
+        shutil.move(str(vote), str(aside / "vote"))
+        with pytest.raises(MissingOutput, match="step curate/reasoning-cot-s0-vote: its output"):
+            write_report(result)
+        assert not vote.exists()     # the report did not run the vote curation again
+        shutil.move(str(aside / "vote"), str(vote))
+        shutil.move(str(scores), str(aside / "scores.json"))
+        with pytest.raises(MissingOutput, match="step eval/sicog-s0: its output"):
+            write_report(result)
+        assert not scores.exists()
+    finally:
+        if (aside / "vote").exists():
+            shutil.move(str(aside / "vote"), str(vote))
+        if (aside / "scores.json").exists():
+            shutil.move(str(aside / "scores.json"), str(scores))
+    write_report(result)
+    assert _files(out) == before and (out / "results.csv").read_text() == table
 
 
 def test_gains_over_the_baseline_by_hand(tmp_path):
