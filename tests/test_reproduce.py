@@ -234,24 +234,34 @@ def test_micro_report_runs_no_step_and_names_a_missing_output(micro):
     table = (out / "results.csv").read_text()
     write_report(result)
     assert _files(out) == before and (out / "results.csv").read_text() == table
-    vote, scores = out / "curate" / "reasoning-cot-s0-vote", out / "eval" / "sicog-s0" / "scores.json"
+    # Moved away: the vote curation's folder and its marker (as if it had never run), then an evaluation's scores.
+    vote = [out / "curate" / "reasoning-cot-s0-vote", out / "steps" / "curate" / "reasoning-cot-s0-vote.done.json"]
+    scores = out / "eval" / "sicog-s0" / "scores.json"
     aside = out.parent / "aside"
-    aside.mkdir(exist_ok=True)
+    moved = []
+
+    def move_aside(path: Path) -> None:
+        target = aside / str(len(moved))
+        aside.mkdir(exist_ok=True)
+        shutil.move(str(path), str(target))
+        moved.append((target, path))
+
     try:
-        shutil.move(str(vote), str(aside / "vote"))
+        for path in vote:
+            move_aside(path)
         with pytest.raises(MissingOutput, match="step curate/reasoning-cot-s0-vote: its output"):
             write_report(result)
-        assert not vote.exists()     # the report did not run the vote curation again
-        shutil.move(str(aside / "vote"), str(vote))
-        shutil.move(str(scores), str(aside / "scores.json"))
+        assert not any(p.exists() for p in vote)     # the report did not run the vote curation
+        while moved:
+            target, path = moved.pop()
+            shutil.move(str(target), str(path))
+        move_aside(scores)
         with pytest.raises(MissingOutput, match="step eval/sicog-s0: its output"):
             write_report(result)
         assert not scores.exists()
     finally:
-        if (aside / "vote").exists():
-            shutil.move(str(aside / "vote"), str(vote))
-        if (aside / "scores.json").exists():
-            shutil.move(str(aside / "scores.json"), str(scores))
+        for target, path in moved:
+            shutil.move(str(target), str(path))
     write_report(result)
     assert _files(out) == before and (out / "results.csv").read_text() == table
 

@@ -96,7 +96,8 @@ class Cycle:
         names = CAPTION_MODES[mode]["seed_data"] if kind == "perception" else REASONING_MODES[mode]["seed_data"]
         names = (names,) if isinstance(names, str) else names
         data = self.mixture(f"stage0-{kind}-{mode}", [seed_data.get(n) for n in names])
-        return self.train(f"stage0/{kind}-{mode}-{tag}s{seed}", "stage0", data, seed, ["--model_name_or_path", start.model])
+        return self.train(f"stage0/{kind}-{mode}-{tag}s{seed}", "stage0", data, seed,
+                          ["--model_name_or_path", start.model])
 
     def pools(self) -> Pools:
         """The unlabeled pools used for generation: the first `pool_images` / `pool_questions` records."""
@@ -109,8 +110,7 @@ class Cycle:
         return Pools("pools", folder / "pool_images.jsonl", folder / "pool_questions.jsonl")
 
     def generate(self, name: str, model: Model, task: str, prompt: str, seed: int, augment: str = "") -> Candidates:
-        pools = self.pools()
-        data = pools.require(pools.for_task(task))
+        data = self.pools().for_task(task)
         folder = self.run.folder(name)
         tokens = self.plan.caption_max_new_tokens if task == "caption" else self.plan.reasoning_max_new_tokens
         args = ["generate", "--model", model.model, "--data", data, "--image-folder", self.world,
@@ -129,15 +129,14 @@ class Cycle:
     def curate(self, name: str, candidates: Candidates, model: Model, method: str = "embedding",
                seed: int = 0) -> Curation:
         taus = ",".join(str(t) for t in self.plan.thresholds)
-        folder = self.run.sicog(name, ["curate", "--candidates", candidates.require(candidates.merged),
+        folder = self.run.sicog(name, ["curate", "--candidates", candidates.existing(),
                                        "--out", self.run.folder(name), "--thresholds", taus, "--method", method,
                                        "--model", model.model, "--seed", seed])
         return Curation(name, folder)
 
     def gold_for_pool(self, kind: str) -> Records:
         """The world's gold texts (`cod` captions or `cot` answers) for the ids of the pool in use."""
-        pools = self.pools()
-        pool = pools.require(pools.caption if kind == "cod" else pools.reasoning)
+        pool = self.pools().for_task("caption" if kind == "cod" else "reasoning")
 
         def select(folder: Path) -> None:
             ids = {str(r["id"]) for r in read_records(pool)}
@@ -180,9 +179,9 @@ class Cycle:
         name = f"preferences/{gen_tag}"
         pairs = Records(name, self.run.folder(name) / "pairs.jsonl")
         self.run.sicog(name, ["build-preferences", "--source", "both", "--pairs", curated.preferences,
-                              "--noisy", noisy.require(noisy.merged), "--curated", curated.curated(self.plan.threshold),
+                              "--noisy", noisy.existing(), "--curated", curated.curated(self.plan.threshold),
                               "--seed", seed, "--out", pairs.file])
-        return self.train(f"stage0/dpo-{gen_tag}", "dpo", pairs.require(pairs.file), seed,
+        return self.train(f"stage0/dpo-{gen_tag}", "dpo", pairs.existing(), seed,
                           ["--model_name_or_path", sft_model.model])
 
     def variant_model(self, v: Variant, seed: int, base: Model, seed_data: SeedData,
@@ -200,7 +199,8 @@ class Cycle:
             start = previous.final
         if v.source == "gold":
             data = ()
-            files = [self.gold_for_pool(kind).file for kind, mode in (("cod", v.captions), ("cot", v.reasoning)) if mode]
+            files = [self.gold_for_pool(kind).file
+                     for kind, mode in (("cod", v.captions), ("cot", v.reasoning)) if mode]
         else:
             data = tuple(self.generated_data(v, seed, start, seed_data))
             files = [g.file for g in data]

@@ -90,7 +90,7 @@ def curation_diagnostics(result: CycleResult) -> dict:
     plan, seed = result.plan, result.seeds[0]
     out = {}
     for kind, inputs in result.diagnostics.items():
-        correct = judged_candidates(inputs.candidates.require(inputs.candidates.merged), kind, result.world)
+        correct = judged_candidates(inputs.candidates.existing(), kind, result.world)
         d = score_diagnostics(inputs.curation.scores, correct, plan.thresholds, plan.threshold, seed)
         if inputs.vote is not None:
             v = score_diagnostics(inputs.vote.scores, correct, plan.thresholds, plan.threshold, seed)

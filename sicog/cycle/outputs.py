@@ -48,8 +48,12 @@ class Model(StepOutput):
 
 @dataclass(frozen=True)
 class Records(StepOutput):
-    """A step that writes one JSONL of records (a pool cut, gold texts, preference pairs)."""
+    """A step that writes one file (a pool cut, gold texts, preference pairs)."""
     file: Path
+
+    def existing(self) -> Path:
+        """The file, or MissingOutput naming the step."""
+        return self.require(self.file)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,7 @@ class SeedData:
     files: dict[str, Records]
 
     def get(self, name: str) -> Path:
-        records = self.files[name]
-        return records.require(records.file)
+        return self.files[name].existing()
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,13 @@ class Pools(StepOutput):
     reasoning: Path                       # the question pool
 
     def for_task(self, task: str) -> Path:
-        return self.caption if task == "caption" else self.reasoning
+        """The pool a `caption` or `reasoning` generation reads; MissingOutput naming the step if absent."""
+        return self.require(self.caption if task == "caption" else self.reasoning)
 
 
 @dataclass(frozen=True)
-class Candidates(StepOutput):
+class Candidates(Records):
     """`sicog generate` and `merge-candidates`: N candidates per input in one checked file."""
-    merged: Path
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,8 @@ class Evaluation(StepOutput):
 
 
 @dataclass(frozen=True)
-class Probe(StepOutput):
+class Probe(Records):
     """`sicog probe`: one JSON of probe accuracies, answer reading and gates."""
-    file: Path
 
     def result(self) -> dict:
         return self.read_json(self.file)

@@ -321,8 +321,9 @@ def write_report(result: CycleResult) -> str:
     plot_diagnostics(plots, diag)
 
     headline = not_run(result, ("baseline", "sicog"))
+    total = sum(c["wall_s"] for c in cost)
     lines = [f"# SICOG on the mini world ({result.plan.size})", "",
-             f"Command: `{reproduce_command(result)}`; steps' total wall time {sum(c['wall_s'] for c in cost) / 60:.1f} min.",
+             f"Command: `{reproduce_command(result)}`; steps' total wall time {total / 60:.1f} min.",
              "", markdown_table(columns, rows), "", verdict(rows), "",
              "Columns are percentages on the world's held-out benchmarks (QA accuracy by skill and overall, "
              "POPE F1, caption object recall and hallucination rate CHAIR-i: lower is better); mean ± std over seeds.",

@@ -41,9 +41,9 @@ class MissingOutput(RuntimeError):
     """A finished step's output is not where the step wrote it (the run folder was changed since)."""
 
     def __init__(self, step: str, path: Path):
-        super().__init__(f"step {step}: its output {path} is missing, yet the step is marked finished "
-                         f"(OUT/{STEPS}/{step}.done.json); delete that marker and rerun `sicog reproduce` "
-                         "to run the step again")
+        super().__init__(f"step {step}: its output {path} is missing; rerun `sicog reproduce` to run the step "
+                         f"again (first delete its marker OUT/{STEPS}/{step}.done.json if it is there: a step with "
+                         "a marker counts as finished and is skipped)")
         self.step, self.path = step, path
 
 
