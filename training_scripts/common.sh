@@ -50,12 +50,12 @@ train_common() {
     fi
     [ -z "${IMAGE_FOLDER:-}" ] || need_dir IMAGE_FOLDER "the folder the records' image paths are relative to"
 
-    TRAIN_ARGS=(--stage "$stage" --profile "$SICOG_PROFILE" --data_path "$DATA_PATH"
+    TRAIN_ARGS=(--stage "$stage" --profile "$SICOG_PROFILE" --data-path "$DATA_PATH"
                 --output_dir "$OUTPUT_ROOT/$EXPERIMENT_NAME")
-    [ -z "${IMAGE_FOLDER:-}" ] || TRAIN_ARGS+=(--image_folder "$IMAGE_FOLDER")
+    [ -z "${IMAGE_FOLDER:-}" ] || TRAIN_ARGS+=(--image-folder "$IMAGE_FOLDER")
     [ "$ZERO" = none ] || TRAIN_ARGS+=(--deepspeed "$REPO_ROOT/configs/deepspeed/zero$ZERO.json")
     if [ -n "${ACCU_STEPS:-}" ]; then need_pos_int ACCU_STEPS; TRAIN_ARGS+=(--gradient_accumulation_steps "$ACCU_STEPS"); fi
-    if [ -n "${GLOBAL_BATCH:-}" ]; then need_pos_int GLOBAL_BATCH; TRAIN_ARGS+=(--global_batch_size "$GLOBAL_BATCH"); fi
+    if [ -n "${GLOBAL_BATCH:-}" ]; then need_pos_int GLOBAL_BATCH; TRAIN_ARGS+=(--global-batch-size "$GLOBAL_BATCH"); fi
     case "$RESUME" in
         none) ;;
         auto) TRAIN_ARGS+=(--resume_from_checkpoint auto) ;;

@@ -64,7 +64,7 @@ check_curate() {
 
 # run_curate [EXTRA ARGS...]: extra arguments go to `sicog curate` as they are.
 run_curate() {
-    local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --model "$MODEL_NAME_OR_PATH"
+    local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --generator "$MODEL_NAME_OR_PATH"
         --thresholds "$THRESHOLDS" --method "$METHOD" --kind "$KIND" --seed "$SEED" --batch-size "$BATCH_SIZE"
         --min-candidates "$MIN_CANDIDATES" --encoder-dtype "$ENCODER_DTYPE")
     [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || args+=(--encoder "$ENCODER_MODEL_NAME_OR_PATH")

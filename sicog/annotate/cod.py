@@ -1,6 +1,6 @@
 """`sicog annotate-cod`: rewrite captioned records into CoD captions through a teacher model.
 
-Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-dir, a
+Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-folder, a
 question (a `question` field, else the first human turn without `<image>`) and an original caption
 (a `caption` field as in ALLaVA, else the first gpt turn). Each record is sent to an
 OpenAI-compatible chat-completions endpoint with the image as a data URL (--base-url, else
@@ -50,7 +50,7 @@ from sicog.data.formats import (
     normalise_steps,
     strip_image_token,
 )
-from sicog.data.checks import InputError, check_input_dir, check_output_dir, check_world
+from sicog.data.checks import InputError, add_flag, check_input_dir, check_output_dir, check_world
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_input_records, read_records, record_id, write_json, write_jsonl
 
@@ -70,16 +70,17 @@ DEFAULT_PRICE_OUTPUT = 10.00
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="records with image, question and caption (JSON or JSONL)")
-    parser.add_argument("--image-dir", required=True, help="folder the records' image paths are relative to")
+    add_flag(parser, "--image-folder", "--image-dir", help="folder the records' image paths are relative to (required)")
     parser.add_argument("--output-cod-dir", required=True, help="CoD records, progress, failures and summary")
     parser.add_argument("--output-dd-dir", required=True, help="DD records (step-5 bodies)")
-    parser.add_argument("--model", default="gpt-4o")
+    add_flag(parser, "--teacher", "--model", default="gpt-4o", help="the teacher model's name at the endpoint")
     parser.add_argument("--base-url", default=None, help="endpoint; default $OPENAI_BASE_URL, else the OpenAI API")
     parser.add_argument("--world-teacher", metavar="WORLD_DIR", default=None,
                         help="serve the mini world's teacher in this process on a free loopback port and annotate "
                              "against it (instead of --base-url; no API key needed)")
     parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--max-tokens", type=int, default=2048)
+    add_flag(parser, "--max-new-tokens", "--max-tokens", type=int, default=2048,
+             help="longest answer, in tokens (the request's max_tokens)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--max-attempts", type=int, default=6, help="attempts per record, first one included")
@@ -334,7 +335,10 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
         raise InputError(f"--max-attempts {args.max_attempts}: must be at least 1")
     if not args.timeout > 0:
         raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
-    image_dir = check_input_dir(args.image_dir, "--image-dir", "the folder the records' image paths are relative to")
+    what = "the folder the records' image paths are relative to"
+    if args.image_folder is None:
+        raise InputError(f"--image-folder is required: {what}")
+    image_dir = check_input_dir(args.image_folder, "--image-folder", what)
     try:
         request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)
     except ValueError as e:
@@ -357,18 +361,18 @@ def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, item
         moved = _move_failures(failures_path, cod_dir / RETRIED_FILE, {item.id for item in items})
         log.info("retrying %d earlier failures", moved)
     client = TeacherClient(
-        model=args.model,
+        model=args.teacher,
         api_key=api_key,
         base_url=base_url,
         temperature=args.temperature,
-        max_tokens=args.max_tokens,
+        max_tokens=args.max_new_tokens,
         timeout=args.timeout,
         policy=RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_cap, args.retry_after_cap),
         seed=args.seed,
     )
     for name in ("httpx", "httpx2"):  # one INFO line per request would bury the progress bar
         logging.getLogger(name).setLevel(logging.WARNING)
-    log.info("annotating with model %s at %s", args.model, mask_url(client.base_url) or "the OpenAI API")
+    log.info("annotating with model %s at %s", args.teacher, mask_url(client.base_url) or "the OpenAI API")
 
     started = time.monotonic()
     with JsonlAppender(progress_path) as progress, JsonlAppender(failures_path) as failures:
@@ -381,7 +385,7 @@ def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, item
     cods, n_failed, total_usage = write_outputs(items, cod_dir, dd_dir)
     price = (args.price_input, args.price_output)
     summary = {
-        "model": args.model,
+        "model": args.teacher,
         "input": str(args.input),
         "records": len(items),
         "annotated": len(cods),
