@@ -16,7 +16,7 @@
 #   PYTHON            the interpreter with sicog installed                            [python3]
 # Extra arguments to a stage script are passed on to `sicog train` (e.g. --max_steps 10).
 
-source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../sicog/shell/checks.sh"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -28,7 +28,6 @@ train_common() {
     need_set EXPERIMENT_NAME "names the output folder"
     [[ "$EXPERIMENT_NAME" =~ ^[A-Za-z0-9._+-]+$ ]] || die "EXPERIMENT_NAME='$EXPERIMENT_NAME' may hold only letters, digits and ._+-"
     OUTPUT_ROOT=${OUTPUT_ROOT:-./checkpoints}
-    WORLD_DIR=${WORLD_DIR:-runs/world}
     if [ "$SICOG_PROFILE" = tiny ]; then ZERO=${ZERO:-none}; else ZERO=${ZERO:-2}; fi
     need_choice ZERO 2 3 none
     RESUME=${RESUME:-auto}
@@ -36,13 +35,12 @@ train_common() {
     MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}; MASTER_PORT=${MASTER_PORT:-29500}
     PYTHON=${PYTHON:-python3}
     check_layout
-    command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable (the interpreter with sicog installed)"
+    need_exe PYTHON "the interpreter with sicog installed"
 
     if [ -z "${DATA_PATH:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -n "$default_data" ]; then
         DATA_PATH=$WORLD_DIR/$default_data
     fi
-    need_set DATA_PATH "the training records: LLaVA JSON/JSONL or a mixture YAML"
-    [ -f "$DATA_PATH" ] || die "DATA_PATH='$DATA_PATH' is not a file"
+    need_file DATA_PATH "the training records: LLaVA JSON/JSONL or a mixture YAML"
     if [ -z "${IMAGE_FOLDER:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -d "$WORLD_DIR" ]; then
         case "$(cd "$(dirname "$DATA_PATH")" && pwd)/" in
             "$(cd "$WORLD_DIR" && pwd)"/*) IMAGE_FOLDER=$WORLD_DIR ;;

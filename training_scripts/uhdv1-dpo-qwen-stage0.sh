@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ "${SICOG_PROFILE:-tiny}" = tiny ]; then
     DATA_PATH=${DATA_PATH:-${CURATION_DIR:-runs/curation/reasoning}/preferences.jsonl}
-    if [ -z "${IMAGE_FOLDER:-}" ] && [ -d "${WORLD_DIR:-runs/world}" ]; then IMAGE_FOLDER=${WORLD_DIR:-runs/world}; fi
+    if [ -z "${IMAGE_FOLDER:-}" ] && [ -d "$WORLD_DIR" ]; then IMAGE_FOLDER=$WORLD_DIR; fi
 fi
 train_common dpo ""
 [ "$ZERO" != 3 ] || die "ZERO=3 is not supported by the dpo stage (it keeps a whole reference copy per device); use ZERO=2 or none"

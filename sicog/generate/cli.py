@@ -27,7 +27,7 @@ from sicog.data.records import JsonlAppender, read_appended, read_input_records
 from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
-from sicog.generate.settings import SamplingSettings, shell_defaults
+from sicog.generate.settings import AUGMENT_METHODS, SamplingSettings, shell_defaults
 from sicog.generate.shard import Chunk, rejects_path, shard_glob, shard_path
 from sicog.model.precision import DTYPES, default_precision, dtype_named, resolve_precision
 from sicog.runtime import rank_info, resolve_device
@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-new-tokens", type=int, default=d.min_new_tokens)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=8, help="inputs per prefill (each expands to N candidate rows)")
-    p.add_argument("--augment", default="", help="comma list of gaussian_blur,color_jitter,mirror_rotation,mask: "
+    p.add_argument("--augment", default="", help=f"comma list of {','.join(AUGMENT_METHODS)}: "
                                                  "corrupt each image with one of them (seeded by id)")
     p.add_argument("--chunk", default="", help="only chunk i/k of the input ids (zero-based, by stable hash)")
     add_flag(p, "--model-max-length", "--max-length", type=int,
