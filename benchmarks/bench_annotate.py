@@ -35,9 +35,9 @@ def annotate(world: Path, records: Path, out: Path, concurrency: int, faults: Fa
         parser = argparse.ArgumentParser()
         cod.add_arguments(parser)
         args = parser.parse_args([
-            "--input", str(records), "--image-dir", str(world),
+            "--input", str(records), "--image-folder", str(world),
             "--output-cod-dir", str(out / "cod"), "--output-dd-dir", str(out / "dd"),
-            "--model", "sicog-world-teacher", "--concurrency", str(concurrency),
+            "--teacher", "sicog-world-teacher", "--concurrency", str(concurrency),
             "--backoff-base", "0.05", "--backoff-cap", "0.5", "--max-attempts", "8",
         ])
         start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Same tiny-tier model (reset to the same weights), same records, one full epoch each; only the
 batching differs: the modality-length grouped sampler vs plain shuffled batches (what
-`--group_by_modality_length false` gives). Prints the padding fraction of each, non-pad tokens/s,
+`--group-by-modality-length false` gives). Prints the padding fraction of each, non-pad tokens/s,
 and MFU against this machine's matmul peak measured in the same run.
 
     .venv/bin/python benchmarks/bench_train.py [--records 96] [--batch-size 8] [--device cpu|cuda]

@@ -1,10 +1,11 @@
 # Shared by recap_inference.sh and reasoning_inference.sh: variable checks, the launch, the merge.
 # Sourced, not run. Every check names the variable it rejects.
 
-source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../sicog/shell/checks.sh"
 
-# Profile defaults: tiny = the mini world (WORLD_DIR, default runs/world) and the stage-0 models the
-# training scripts write under ./checkpoints; paper = model, data and image paths must be given.
+# Profile defaults: tiny = the mini world (WORLD_DIR, default runs/world: sicog/shell/checks.sh) and
+# the stage-0 models the training scripts write under ./checkpoints; paper = model, data and image
+# paths must be given.
 profile_defaults() {
     SICOG_PROFILE=${SICOG_PROFILE:-tiny}
     need_choice SICOG_PROFILE tiny paper
@@ -17,7 +18,6 @@ profile_defaults() {
     MASTER_PORT=${MASTER_PORT:-29511}
     PYTHON=${PYTHON:-python3}
     if [ "$SICOG_PROFILE" = tiny ]; then
-        WORLD_DIR=${WORLD_DIR:-runs/world}
         IMAGE_FOLDER=${IMAGE_FOLDER:-$WORLD_DIR}
         MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}
         BATCH_SIZE=${BATCH_SIZE:-4}
@@ -27,8 +27,9 @@ profile_defaults() {
         NPROC_PER_NODE=${NPROC_PER_NODE:-8}
     fi
     # TEMPERATURE TOP_P BEAMS N_CANDIDATES SEED (and MAX_NEW_TOKENS at paper scale): the package's
-    # sampling defaults, kept where already set. settings.py needs only the standard library, so
-    # any python3 runs it by path (PYTHON may be `echo` for a dry run).
+    # sampling defaults, kept where already set; AUGMENT_CHOICES: the image corruptions it knows.
+    # settings.py needs only the standard library, so any python3 runs it by path (PYTHON may be
+    # `echo` for a dry run).
     local defaults settings
     settings="$(dirname "${BASH_SOURCE[0]}")/../sicog/generate/settings.py"
     defaults=$(python3 "$settings") || die "could not read the sampling defaults: python3 $settings failed"
@@ -52,10 +53,12 @@ check_common() {
     need_pos_int BATCH_SIZE
     need_int SEED
     check_layout
+    # Node 0 merges; other nodes may still be writing their shards: it waits MERGE_WAIT seconds for their ids.
+    MERGE_WAIT=${MERGE_WAIT:-$([ "$NNODES" -gt 1 ] && echo 7200 || echo 0)}
+    need_int MERGE_WAIT
     local m
     for m in ${AUGMENT_METHODS//,/ }; do
-        case "$m" in gaussian_blur|color_jitter|mirror_rotation|mask) ;;
-            *) die "AUGMENT_METHODS: unknown method '$m' (use gaussian_blur,color_jitter,mirror_rotation,mask)";; esac
+        [[ ",$AUGMENT_CHOICES," == *",$m,"* ]] || die "AUGMENT_METHODS: unknown method '$m' (use $AUGMENT_CHOICES)"
     done
 }
 
@@ -96,10 +99,7 @@ run_generation() {
     echo "[$task] profile=$SICOG_PROFILE model=$MODEL_PATH data=$DATA_FILE -> $out (nodes=$NNODES x $NPROC_PER_NODE)"
     run_sicog "${args[@]}"
     if [ "$NODE_RANK" -eq 0 ]; then
-        # Other nodes may still be writing their shards: wait for their ids (MERGE_WAIT seconds).
-        local wait=${MERGE_WAIT:-$([ "$NNODES" -gt 1 ] && echo 7200 || echo 0)}
-        need_int wait
         "$PYTHON" -m sicog merge-candidates --inputs "$DATA_FILE" --shards "$out.rank*-of-*.jsonl" \
-            --out "$out" "${CHUNK_ARGS[@]}" --wait "$wait"
+            --out "$out" "${CHUNK_ARGS[@]}" --wait "$MERGE_WAIT"
     fi
 }

@@ -10,7 +10,7 @@
 #                    .chunk{i}-of-{k}), or NAME = DATA_PATH is a folder holding NAME.jsonl/NAME.json
 #   PROMPT           cot-default (step-by-step, default) | default (direct answer)
 #   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (defaults: sicog/generate/settings.py)
-#   AUGMENT_METHODS  optional comma list of gaussian_blur,color_jitter,mirror_rotation,mask
+#   AUGMENT_METHODS  optional comma list of image corruptions (AUGMENT_METHODS in sicog/generate/settings.py)
 #                    (corrupted-image candidates: the rejected side of DPO pairs)
 #   SICOG_PROFILE    tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)
 #   NNODES NPROC_PER_NODE NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (1, tiny 1 | paper 8, 0,

@@ -7,7 +7,7 @@
 #   IMAGE_FOLDER     root of the records' image paths (tiny default: WORLD_DIR, default runs/world)
 #   PROMPT           cod-default (step-by-step, default) | default (detailed caption) | cod-conv
 #   TEMPERATURE TOP_P BEAMS N_CANDIDATES MAX_NEW_TOKENS SEED BATCH_SIZE   sampling (defaults: sicog/generate/settings.py)
-#   AUGMENT_METHODS  optional comma list of gaussian_blur,color_jitter,mirror_rotation,mask
+#   AUGMENT_METHODS  optional comma list of image corruptions (AUGMENT_METHODS in sicog/generate/settings.py)
 #   SPLIT            optional: i/k (zero-based chunk of the ids) or NAME (DATA_PATH/NAME.json[l])
 #   SICOG_PROFILE    tiny (default) | paper;  OUTPUT_ROOT (default runs);  PYTHON (default python3)
 #   NNODES NPROC_PER_NODE NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (1, tiny 1 | paper 8, 0,

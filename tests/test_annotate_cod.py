@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from sicog.annotate import cod
+from sicog.annotate.cod_records import accept_cod
 from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, parse_retry_after
 from sicog.annotate.media import sniff_image_mime
 from sicog.data.checks import InputError
@@ -177,9 +178,9 @@ def make_dataset(root: Path, n: int, *, jsonl: bool = True) -> Path:
 
 
 def cli_args(root: Path, url: str, *extra: str) -> list[str]:
-    return ["--input", str(root / "records.jsonl"), "--image-dir", str(root / "images"),
+    return ["--input", str(root / "records.jsonl"), "--image-folder", str(root / "images"),
             "--output-cod-dir", str(root / "cod"), "--output-dd-dir", str(root / "dd"),
-            "--base-url", url, "--model", "teacher-test", "--concurrency", "4", "--timeout", "0.4",
+            "--base-url", url, "--teacher", "teacher-test", "--concurrency", "4", "--timeout", "0.4",
             "--max-attempts", "4", "--backoff-base", "0.01", "--backoff-cap", "0.05",
             "--retry-after-cap", "0.2", *extra]
 
@@ -243,7 +244,7 @@ def test_client_honours_retry_after(action, expected):
                                policy=RetryPolicy(max_attempts=2, backoff_base=100.0, backoff_cap=100.0))
         done = client.complete([{"role": "system", "content": "s"},
                                 {"role": "user", "content": [{"type": "text", "text": "Question: item-1\n\n"
-                                                              "Original description: x"}]}], cod.accept_cod)
+                                                              "Original description: x"}]}], accept_cod)
     assert done.attempts == 2 and check_steps(done.text, COD_HEADINGS) is None
     assert len(sleeps) == 1
     if expected is not None:
@@ -258,7 +259,7 @@ def test_client_gives_up_with_reason():
                                policy=RetryPolicy(max_attempts=2))
         with pytest.raises(TeacherFailed) as info:
             client.complete([{"role": "user", "content": [{"type": "text", "text": "Question: item-2"}]}],
-                            cod.accept_cod)
+                            accept_cod)
     assert info.value.attempts == 2 and info.value.error.status_code == 500
     assert API_KEY not in repr(client)
     assert info.value.error.reason == "http 500"

@@ -19,7 +19,7 @@ COT_SH = REPO / "training_data_annotation" / "revise_cot.sh"
 
 def base_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_DIR", "WORLD_DIR", "SICOG_", "MODEL"))}
+           if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_", "WORLD_DIR", "SICOG_", "MODEL"))}
     env.update({"PYTHON": sys.executable, "PYTHONPATH": str(REPO), "SICOG_PROFILE": "paper", **extra})
     return env
 
@@ -29,7 +29,7 @@ def bash(script: Path, env: dict, *args: str, cwd: Path) -> subprocess.Completed
 
 
 def cod_env(root: Path, url: str) -> dict:
-    return base_env(ORIGINAL_CAPTION_FILE=str(root / "records.jsonl"), IMAGE_DIR=str(root / "images"),
+    return base_env(ORIGINAL_CAPTION_FILE=str(root / "records.jsonl"), IMAGE_FOLDER=str(root / "images"),
                     OUTPUT_COD_DIR=str(root / "out" / "cod"), OUTPUT_DD_DIR=str(root / "out" / "dd"),
                     OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=url, MODEL="teacher-x", CONCURRENCY="3")
 
@@ -49,6 +49,15 @@ def test_revise_cod_end_to_end_from_env(tmp_path):
     assert summary["annotated"] == 4 and summary["failed"] == 1
 
 
+def test_revise_cod_reads_the_authors_image_dir(tmp_path):
+    make_dataset(tmp_path, 1)
+    env = cod_env(tmp_path, "http://127.0.0.1:9/v1")
+    env["IMAGE_DIR"] = env.pop("IMAGE_FOLDER")
+    done = bash(COD_SH, {**env, "DRY_RUN": "1"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"--image-folder {tmp_path / 'images'} " in done.stdout and "--teacher teacher-x " in done.stdout
+
+
 def test_revise_cod_positional_arguments(tmp_path):
     make_dataset(tmp_path, 2)
     with FakeTeacher() as teacher:
@@ -60,17 +69,17 @@ def test_revise_cod_positional_arguments(tmp_path):
 
 @pytest.mark.parametrize("name, value, message", [
     ("ORIGINAL_CAPTION_FILE", None, "ORIGINAL_CAPTION_FILE is not set"),
-    ("ORIGINAL_CAPTION_FILE", "nope.jsonl", "ORIGINAL_CAPTION_FILE=nope.jsonl is not a file"),
-    ("IMAGE_DIR", None, "IMAGE_DIR is not set"),
-    ("IMAGE_DIR", "records.jsonl", "is not a folder"),
+    ("ORIGINAL_CAPTION_FILE", "nope.jsonl", "ORIGINAL_CAPTION_FILE='nope.jsonl' is not a file"),
+    ("IMAGE_FOLDER", None, "IMAGE_FOLDER is not set"),
+    ("IMAGE_FOLDER", "records.jsonl", "IMAGE_FOLDER='records.jsonl' is not a folder"),
     ("OUTPUT_COD_DIR", None, "OUTPUT_COD_DIR is not set"),
     ("OUTPUT_DD_DIR", None, "OUTPUT_DD_DIR is not set"),
     ("OPENAI_API_KEY", None, "OPENAI_API_KEY is not set"),
     ("OPENAI_BASE_URL", "localhost:8000", "must start with http:// or https://"),
-    ("CONCURRENCY", "0", "CONCURRENCY=0 is not a positive integer"),
-    ("CONCURRENCY", "lots", "CONCURRENCY=lots is not a positive integer"),
-    ("PYTHON", "no-such-python", "PYTHON=no-such-python is not an executable"),
-    ("SICOG_PROFILE", "huge", "SICOG_PROFILE=huge must be tiny or paper"),
+    ("CONCURRENCY", "0", "CONCURRENCY='0' must be a positive integer"),
+    ("CONCURRENCY", "lots", "CONCURRENCY='lots' must be a positive integer"),
+    ("PYTHON", "no-such-python", "PYTHON='no-such-python' is not an executable"),
+    ("SICOG_PROFILE", "huge", "SICOG_PROFILE='huge' must be one of: tiny paper"),
 ])
 def test_revise_cod_names_the_bad_variable(tmp_path, name, value, message):
     make_dataset(tmp_path, 1)
@@ -106,10 +115,11 @@ def test_revise_cot_end_to_end_and_bad_variables(tmp_path):
         done = bash(COT_SH, bad, cwd=tmp_path)
         assert done.returncode == 2 and f"{name} is not set" in done.stderr
     done = bash(COT_SH, {**env, "SICOG_PROFILE": "tiny", "ORIGINAL_COT_FILE": ""}, cwd=tmp_path)
-    assert done.returncode == 2 and "ORIGINAL_COT_FILE=runs/world/data/llava_cot_seed.json is not a file" in done.stderr
+    assert done.returncode == 2 and "ORIGINAL_COT_FILE='runs/world/data/llava_cot_seed.json' is not a file" in done.stderr
 
 
 def test_revise_cod_tiny_profile_without_a_world_says_what_to_do(tmp_path):
+    # the world every script defaults to (runs/world), whatever OUTPUT_ROOT is
     done = bash(COD_SH, base_env(SICOG_PROFILE="tiny", OUTPUT_ROOT=str(tmp_path / "r")), cwd=tmp_path)
     assert done.returncode == 2
-    assert f"WORLD_DIR={tmp_path / 'r' / 'world'} holds no built world" in done.stderr
+    assert "WORLD_DIR='runs/world' holds no built world (run: sicog world build --out runs/world)" in done.stderr

@@ -24,8 +24,9 @@ def root(tmp_path_factory):
 
 def tiny_env(root: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_DIR", "WORLD_DIR", "SICOG_", "MODEL"))}
-    return {**env, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "OUTPUT_ROOT": str(root)}
+           if not k.startswith(("OPENAI_", "ORIGINAL_", "OUTPUT_", "IMAGE_", "WORLD_DIR", "SICOG_", "MODEL"))}
+    return {**env, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "OUTPUT_ROOT": str(root),
+            "WORLD_DIR": str(root / "world")}
 
 
 def canonical(path: Path) -> list[str]:

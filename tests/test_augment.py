@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sicog.generate.augment import METHODS, choose_method, corrupt, parse_methods
+from sicog.generate.augment import choose_method, corrupt, parse_methods
+from sicog.generate.settings import AUGMENT_METHODS
 
 
 def scene(w=96, h=64):
@@ -15,7 +16,7 @@ def scene(w=96, h=64):
     return img
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", AUGMENT_METHODS)
 def test_corruption_changes_image_and_is_deterministic(method):
     img = scene()
     a, b = corrupt(img, method, seed=3), corrupt(img, method, seed=3)
@@ -37,7 +38,7 @@ def test_mask_blacks_out_rectangles_only():
 
 def test_tiny_and_odd_images_do_not_crash():
     for size in [(1, 1), (3, 2), (17, 5)]:
-        for m in METHODS:
+        for m in AUGMENT_METHODS:
             assert corrupt(Image.new("L", size, 128), m, seed=1).size == size
 
 

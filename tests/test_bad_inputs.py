@@ -48,7 +48,7 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
     images = str(data.parent)
     gen = ["generate", "--model", str(model), "--image-folder", images, "--num-candidates", "2",
            "--max-new-tokens", "4"]
-    train = ["train", "--stage", "stage2", "--global_batch_size", "2", "--per_device_train_batch_size", "1"]
+    train = ["train", "--stage", "stage2", "--global-batch-size", "2", "--per_device_train_batch_size", "1"]
     evaluate = ["evaluate", "--model", str(model)]
     curate = ["curate", "--method", "vote"]
     prefs = ["build-preferences", "--out", f"{root}/p/pairs.jsonl"]
@@ -76,18 +76,18 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
           "--out", f"{root}/g3/c.jsonl"], "has no weights"),
         ("generate --image-folder missing", gen + ["--data", str(data), "--out", f"{root}/g/c.jsonl",
                                                    "--image-folder", str(root / "nope")], "--image-folder"),
-        ("train --output_dir is a file", train + ["--model_name_or_path", str(model), "--data_path", str(data),
+        ("train --output_dir is a file", train + ["--model-name-or-path", str(model), "--data-path", str(data),
                                                   "--output_dir", str(root / "afile")], "--output_dir"),
-        ("train --data_path is a folder", train + ["--model_name_or_path", str(model), "--data_path",
-                                                   str(root / "folder"), "--output_dir", f"{root}/t"], "--data_path"),
-        ("train --data_path empty", train + ["--model_name_or_path", str(model), "--data_path",
+        ("train --data-path is a folder", train + ["--model-name-or-path", str(model), "--data-path",
+                                                   str(root / "folder"), "--output_dir", f"{root}/t"], "--data-path"),
+        ("train --data-path empty", train + ["--model-name-or-path", str(model), "--data-path",
                                              str(root / "empty.jsonl"), "--output_dir", f"{root}/t"],
          "holds no records"),
-        ("train --model_name_or_path without config.json",
-         train + ["--model_name_or_path", str(root / "noconfig"), "--data_path", str(data), "--output_dir",
+        ("train --model-name-or-path without config.json",
+         train + ["--model-name-or-path", str(root / "noconfig"), "--data-path", str(data), "--output_dir",
                   f"{root}/t"], "has no config.json"),
-        ("train --model_name_or_path of another type",
-         train + ["--model_name_or_path", str(root / "llama"), "--data_path", str(data), "--output_dir",
+        ("train --model-name-or-path of another type",
+         train + ["--model-name-or-path", str(root / "llama"), "--data-path", str(data), "--output_dir",
                   f"{root}/t"], "not a SICOG model"),
         ("evaluate --out is a file", evaluate + ["--world", str(root / "fakeworld"), "--out", str(root / "afile")],
          "--out"),
@@ -120,14 +120,14 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
         ("convert-cot --output-cot-dir is a file", ["convert-cot", "--input", str(data), "--output-cot-dir",
                                                     str(root / "afile"), "--output-short-dir", f"{root}/short"],
          "--output-cot-dir"),
-        ("annotate-cod --input empty", ["annotate-cod", "--input", str(root / "empty.jsonl"), "--image-dir", images,
+        ("annotate-cod --input empty", ["annotate-cod", "--input", str(root / "empty.jsonl"), "--image-folder", images,
                                         "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
                                         "--base-url", "http://127.0.0.1:9/v1"], "holds no records"),
-        ("annotate-cod --output-dd-dir is a file", ["annotate-cod", "--input", str(data), "--image-dir", images,
+        ("annotate-cod --output-dd-dir is a file", ["annotate-cod", "--input", str(data), "--image-folder", images,
                                                     "--output-cod-dir", f"{root}/cod", "--output-dd-dir",
                                                     str(root / "afile"), "--base-url", "http://127.0.0.1:9/v1"],
          "--output-dd-dir"),
-        ("annotate-cod --world-teacher not a world", ["annotate-cod", "--input", str(data), "--image-dir", images,
+        ("annotate-cod --world-teacher not a world", ["annotate-cod", "--input", str(data), "--image-folder", images,
                                                       "--output-cod-dir", f"{root}/cod", "--output-dd-dir",
                                                       f"{root}/dd", "--world-teacher", str(root / "folder")],
          "--world-teacher"),
@@ -168,22 +168,28 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                                  "--eval-config", "v999"], "--eval-config"),
         ("probe --out is a folder", probe + ["--world", str(root / "fakeworld"), "--parts", "answers",
                                              "--out", str(root / "folder")], "--out"),
-        ("train --learning_rate negative", train + ["--model_name_or_path", str(model), "--data_path", str(data),
+        ("train --learning_rate negative", train + ["--model-name-or-path", str(model), "--data-path", str(data),
                                                     "--output_dir", f"{root}/t", "--learning_rate", "-1"],
          "learning_rate must be a number at least 0"),
-        ("train --stage unknown", ["train", "--stage", "stage9", "--model_name_or_path", str(model), "--data_path",
+        ("train --stage unknown", ["train", "--stage", "stage9", "--model-name-or-path", str(model), "--data-path",
                                    str(data), "--output_dir", f"{root}/t"], "unknown stage 'stage9'"),
-        ("train --image_folder missing", train + ["--model_name_or_path", str(model), "--data_path", str(data),
-                                                  "--output_dir", f"{root}/t", "--image_folder", str(root / "nope")],
-         "--image_folder"),
-        ("train --mm_projector_checkpoint missing", ["train", "--stage", "stage1_5", "--mm_projector_checkpoint",
-                                                     str(root / "nope"), "--data_path", str(data), "--output_dir",
-                                                     f"{root}/t"], "--mm_projector_checkpoint"),
-        ("annotate-cod --max-attempts 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+        ("train --image-folder missing", train + ["--model-name-or-path", str(model), "--data-path", str(data),
+                                                  "--output_dir", f"{root}/t", "--image-folder", str(root / "nope")],
+         "--image-folder"),
+        ("train --mm-projector-checkpoint missing", ["train", "--stage", "stage1_5", "--mm-projector-checkpoint",
+                                                     str(root / "nope"), "--data-path", str(data), "--output_dir",
+                                                     f"{root}/t"], "--mm-projector-checkpoint"),
+        ("train --data_path (LLaVA's spelling) is a folder", train + ["--model_name_or_path", str(model), "--data_path",
+                                                                     str(root / "folder"), "--output_dir", f"{root}/t"],
+         "--data-path"),
+        ("annotate-cod without --image-folder", ["annotate-cod", "--input", str(data), "--output-cod-dir",
+                                                 f"{root}/cod", "--output-dd-dir", f"{root}/dd", "--base-url",
+                                                 "http://127.0.0.1:9/v1"], "--image-folder is required"),
+        ("annotate-cod --max-attempts 0", ["annotate-cod", "--input", str(data), "--image-folder", images,
                                            "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
                                            "--base-url", "http://127.0.0.1:9/v1", "--max-attempts", "0"],
          "--max-attempts 0"),
-        ("annotate-cod --timeout 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+        ("annotate-cod --timeout 0", ["annotate-cod", "--input", str(data), "--image-folder", images,
                                       "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
                                       "--base-url", "http://127.0.0.1:9/v1", "--timeout", "0"], "--timeout"),
         ("evaluate --benchmarks unknown", evaluate + ["--world", str(root / "fakeworld"), "--out", f"{root}/e",
@@ -196,7 +202,7 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                                 "--min-candidates", "0"], "--min-candidates 0"),
         ("curate --batch-size 0", curate + ["--candidates", str(root / "cands.jsonl"), "--out", f"{root}/cu",
                                             "--batch-size", "0"], "--batch-size 0"),
-        ("annotate-cod --concurrency 0", ["annotate-cod", "--input", str(data), "--image-dir", images,
+        ("annotate-cod --concurrency 0", ["annotate-cod", "--input", str(data), "--image-folder", images,
                                           "--output-cod-dir", f"{root}/cod", "--output-dd-dir", f"{root}/dd",
                                           "--base-url", "http://127.0.0.1:9/v1", "--concurrency", "0"],
          "--concurrency 0"),
@@ -214,12 +220,14 @@ def _cases(root: Path, model: Path, data: Path) -> list[tuple[str, list[str], st
                                             "--out", f"{root}/ic"], "--in"),
         ("import-checkpoint --out is a file", ["import-checkpoint", "--from", "authors", "--in", str(root / "folder"),
                                                "--out", str(root / "afile")], "--out"),
-        ("vlmeval --model-path without config.json", ["vlmeval", "--model-path", str(root / "noconfig"), "--data-dir",
+        ("vlmeval --model without config.json", ["vlmeval", "--model", str(root / "noconfig"), "--data-dir",
                                                       str(root / "folder"), "--work-dir", f"{root}/vw"],
-         "--model-path"),
-        ("vlmeval --work-dir is a file", ["vlmeval", "--model-path", str(model), "--data-dir", str(root / "folder"),
+         "--model"),
+        ("vlmeval --work-dir is a file", ["vlmeval", "--model", str(model), "--data-dir", str(root / "folder"),
                                           "--work-dir", str(root / "afile")], "--work-dir"),
-        ("vlmeval --limit 0", ["vlmeval", "--model-path", str(model), "--data-dir", str(root / "folder"),
+        ("vlmeval without --model", ["vlmeval", "--data-dir", str(root / "folder"), "--work-dir", f"{root}/vw"],
+         "--model is required"),
+        ("vlmeval --limit 0", ["vlmeval", "--model", str(model), "--data-dir", str(root / "folder"),
                                "--work-dir", f"{root}/vw", "--limit", "0"], "--limit 0"),
         ("reproduce --size unknown", ["reproduce", "--out", f"{root}/rp", "--size", "huge"], "--size"),
         ("reproduce --rows unknown", ["reproduce", "--out", f"{root}/rp", "--size", "micro", "--rows", "sicog,nope"],
@@ -262,7 +270,7 @@ def test_bad_input_stops_with_one_line_naming_it(w, name, monkeypatch):
 def test_annotate_cod_without_an_api_key_names_the_variable(w, monkeypatch):
     root, model, data = w
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    rc, err = sicog("annotate-cod", "--input", str(data), "--image-dir", str(data.parent), "--output-cod-dir",
+    rc, err = sicog("annotate-cod", "--input", str(data), "--image-folder", str(data.parent), "--output-cod-dir",
                     f"{root}/cod", "--output-dd-dir", f"{root}/dd", "--base-url", "http://127.0.0.1:9/v1")
     assert rc == 2 and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
 
@@ -294,7 +302,7 @@ def test_debug_flag_shows_the_traceback_of_a_bad_input(w):
 def test_annotate_cod_fails_when_every_record_failed(w, tmp_path, monkeypatch):
     root, model, data = w
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    rc, err = sicog("annotate-cod", "--input", str(data), "--image-dir", str(root / "folder"),  # no images there
+    rc, err = sicog("annotate-cod", "--input", str(data), "--image-folder", str(root / "folder"),  # no images there
                     "--output-cod-dir", str(tmp_path / "cod"), "--output-dd-dir", str(tmp_path / "dd"),
                     "--base-url", "http://127.0.0.1:9/v1")
     assert rc == 1
@@ -306,7 +314,7 @@ def test_annotate_cod_masks_credentials_of_the_base_url(w, tmp_path, monkeypatch
     root, model, data = w
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     caplog.set_level("INFO")
-    sicog("annotate-cod", "--input", str(data), "--image-dir", str(root / "folder"),
+    sicog("annotate-cod", "--input", str(data), "--image-folder", str(root / "folder"),
           "--output-cod-dir", str(tmp_path / "cod"), "--output-dd-dir", str(tmp_path / "dd"),
           "--base-url", "http://user:PASSWORD@127.0.0.1:9/v1?api-key=SECRETKEY&api-version=1")
     assert "127.0.0.1:9/v1" in caplog.text and "api-version=1" in caplog.text

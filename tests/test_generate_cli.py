@@ -74,7 +74,7 @@ def test_resume_skips_done_ids_and_refuses_other_settings(world, tmp_path):
 def test_prompt_too_long_and_augment_are_recorded(world, tmp_path):
     model, data = world
     out = tmp_path / "long.jsonl"
-    assert main(gen_args(model, data, out, "--max-length", "40")) == 0
+    assert main(gen_args(model, data, out, "--model-max-length", "40")) == 0
     rej = lines(rejects_path(shard_path(out, 0, 1)))
     assert sum("prompt too long" in r["reason"] for r in rej) == GOOD
     out = tmp_path / "aug.jsonl"

@@ -73,6 +73,7 @@ def test_reasoning_script_chunk_split_and_augment(root):
     ({"BEAMS": "2"}, "N_CANDIDATES=6 must be <= BEAMS=2"),
     ({"NNODES": "2", "NODE_RANK": "2"}, "NODE_RANK=2 must be < NNODES=2"),
     ({"EXPERIMENT_NAME": "a/b"}, "EXPERIMENT_NAME='a/b' may hold only"),
+    ({"MERGE_WAIT": "soon"}, "MERGE_WAIT='soon' must be a non-negative integer"),
 ])
 def test_recap_script_validation_names_the_variable(root, env, message):
     run = sh(RECAP, root, **env)

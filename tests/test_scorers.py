@@ -7,7 +7,7 @@ from sicog.data.formats import COD_HEADINGS, COT_HEADINGS, format_steps
 from sicog.data.records import write_jsonl
 from sicog.evaluate.judge import judge_answer, judge_caption
 from sicog.evaluate.scorers import (
-    extract_choice, normalise_answer, score_benchmark, score_captions, score_pope, score_predictions, score_qa, yes_no,
+    extract_choice, normalise_answer, score_benchmark, score_captions, score_pope, score_qa, yes_no,
 )
 from sicog.world.parse import parse_caption
 
@@ -113,22 +113,19 @@ def test_judge_caption_right_partial_hallucinated_and_wrong_attribute():
     assert nothing["recall"] == 0.0 and nothing["precision"] == 1.0 and nothing["hallucination_rate"] == 0.0
 
 
-def test_caption_scores_and_the_file_helpers(tmp_path):
+def test_caption_scores_and_the_benchmark_entry(tmp_path):
     records = [{"id": "a", "scene": SCENE, "scene_id": "s1"}, {"id": "b", "scene": SCENE, "scene_id": "s1"}]
     preds = [{"id": "a", "prediction": "A large red circle with the letter K, a blue square and a green triangle."},
              {"id": "b", "prediction": "A red circle and a yellow cross."}]
     s = score_captions(records, preds)
     assert s["accuracy"] == 0.5 and s["recall"] == pytest.approx((1 + 1 / 3) / 2)
     assert s["chair_i"] == pytest.approx(1 / 5) and s["chair_s"] == 0.5
-    write_jsonl(tmp_path / "gold.jsonl", records)
-    write_jsonl(tmp_path / "pred.jsonl", preds)
-    assert score_predictions(tmp_path / "pred.jsonl", tmp_path / "gold.jsonl", "captions") == s
-    # caption records without their scene take it from the world's world.jsonl
+    # what the evaluation runs: caption records without their scene take it from the world's world.jsonl
     write_jsonl(tmp_path / "world.jsonl", [{"id": "s1", **SCENE}])
     bare = [{"id": r["id"], "scene_id": "s1"} for r in records]
-    assert score_benchmark(tmp_path, "eval", "captions", bare, preds)["accuracy"] == 0.5
-    with pytest.raises(ValueError, match="unknown kind"):
-        score_predictions(tmp_path / "pred.jsonl", tmp_path / "gold.jsonl", "bleu")
+    assert score_benchmark(tmp_path, "eval", "captions", bare, preds) == s
+    with pytest.raises(ValueError, match="unknown benchmark 'bleu'"):
+        score_benchmark(tmp_path, "eval", "bleu", records, preds)
 
 
 def test_a_benchmark_record_without_answer_is_a_clear_error():

@@ -65,7 +65,7 @@ def test_dry_run_refuses_a_layout_that_does_not_divide_the_global_batch(files):
 
 
 @pytest.mark.parametrize("env, named", [
-    ({"PREV_STAGE_CHECKPOINT": "{empty}"}, "--model_name_or_path {empty} has no config.json"),
+    ({"PREV_STAGE_CHECKPOINT": "{empty}"}, "--model-name-or-path {empty} has no config.json"),
     ({"PREV_STAGE_CHECKPOINT": "{model}", "RESUME": "{tmp}/checkpoint-7"},
      "--resume_from_checkpoint {tmp}/checkpoint-7 is not a complete checkpoint: no checkpoint_complete.json"),
 ])

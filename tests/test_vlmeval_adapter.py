@@ -119,7 +119,7 @@ def test_vlmevalkit_runs_the_checkpoint_on_exported_tsvs(setup, monkeypatch, cap
     assert torch.is_grad_enabled(), "importing VLMEvalKit must not switch autograd off for the process"
     work = setup["root"] / "vlmeval-out"
     limit = 4
-    rc = main(["vlmeval", "--model-path", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
+    rc = main(["vlmeval", "--model", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
                "--work-dir", str(work), "--eval-config", setup["cfg"], "--model-name", "sicog-tiny",
                "--limit", str(limit)])
     assert rc == 0, capsys.readouterr().err[-2000:]
@@ -150,7 +150,7 @@ def test_vlmevalkit_scores_gold_answers_as_perfect(setup, monkeypatch):
     monkeypatch.setenv("LMUData", str(setup["lmu"]))
     monkeypatch.setattr(SicogVLM, "generate_inner", oracle)
     work = setup["root"] / "vlmeval-oracle"
-    rc = main(["vlmeval", "--model-path", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
+    rc = main(["vlmeval", "--model", str(setup["ckpt"]), "--data-dir", str(setup["lmu"]),
                "--work-dir", str(work), "--eval-config", setup["cfg"], "--model-name", "oracle"])
     assert rc == 0
     scores = json.loads((work / "vlmeval_scores.json").read_text())["scores"]
@@ -162,7 +162,7 @@ def test_vlmevalkit_scores_gold_answers_as_perfect(setup, monkeypatch):
 
 
 def test_vlmeval_command_explains_what_is_missing(setup, monkeypatch, capsys, tmp_path):
-    args = ["vlmeval", "--model-path", str(setup["ckpt"]), "--work-dir", str(tmp_path / "w")]
+    args = ["vlmeval", "--model", str(setup["ckpt"]), "--work-dir", str(tmp_path / "w")]
     if HAVE_VLMEVAL:
         assert main(args + ["--data-dir", str(tmp_path)]) == 2          # no export there
         assert "run `sicog world export-vlmeval" in capsys.readouterr().err

@@ -4,8 +4,8 @@
 #
 #   ORIGINAL_CAPTION_FILE  records with image, question and caption, JSON or JSONL   (or argument 1)
 #                          (tiny default: WORLD_DIR/data/cod_seed_raw.jsonl)
-#   IMAGE_DIR              folder the records' image paths are relative to          (or argument 2)
-#                          (tiny default: WORLD_DIR)
+#   IMAGE_FOLDER           folder the records' image paths are relative to          (or argument 2)
+#                          (tiny default: WORLD_DIR; IMAGE_DIR, the authors' name, is read too)
 #   OUTPUT_COD_DIR         receives cod.jsonl, annotate_progress.jsonl,
 #                          annotate_failures.jsonl and annotate_summary.json         (or argument 3)
 #                          (tiny default: OUTPUT_ROOT/annotation/cod)
@@ -17,64 +17,62 @@
 #   MODEL                  teacher model (default gpt-4o; sicog-world-teacher for the world teacher)
 #   CONCURRENCY            requests in flight at once (default 8)
 #   SICOG_PROFILE          tiny (default) | paper;  OUTPUT_ROOT (default runs); WORLD_DIR (default
-#                          OUTPUT_ROOT/world);  PYTHON (default python3)
+#                          runs/world);  PYTHON (default python3)
 #
 # Arguments starting with -- are passed on to `sicog annotate-cod` (e.g. --retry-failures,
 # --max-attempts 8). Rerunning resumes: ids already annotated or failed are skipped.
 set -euo pipefail
 
-source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../sicog/shell/checks.sh"
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 4 && $1 != --* ]]; do positional+=("$1"); shift; done
 SICOG_PROFILE=${SICOG_PROFILE:-tiny}
-[[ $SICOG_PROFILE == tiny || $SICOG_PROFILE == paper ]] || die "SICOG_PROFILE=$SICOG_PROFILE must be tiny or paper"
+need_choice SICOG_PROFILE tiny paper
 OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
+IMAGE_FOLDER=${IMAGE_FOLDER:-${IMAGE_DIR:-}}
 teacher=()
 if [[ $SICOG_PROFILE == tiny ]]; then
-  WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
   ORIGINAL_CAPTION_FILE=${ORIGINAL_CAPTION_FILE:-$WORLD_DIR/data/cod_seed_raw.jsonl}
-  IMAGE_DIR=${IMAGE_DIR:-$WORLD_DIR}
+  IMAGE_FOLDER=${IMAGE_FOLDER:-$WORLD_DIR}
   OUTPUT_COD_DIR=${OUTPUT_COD_DIR:-$OUTPUT_ROOT/annotation/cod}
   OUTPUT_DD_DIR=${OUTPUT_DD_DIR:-$OUTPUT_ROOT/annotation/dd}
   if [[ -z ${OPENAI_BASE_URL:-} ]]; then
-    [[ -f $WORLD_DIR/world.jsonl ]] || die "WORLD_DIR=$WORLD_DIR holds no built world (run: sicog world build --out $WORLD_DIR), or set OPENAI_BASE_URL"
+    [[ -f $WORLD_DIR/world.jsonl ]] || die "WORLD_DIR='$WORLD_DIR' holds no built world (run: sicog world build --out $WORLD_DIR), or set OPENAI_BASE_URL"
     teacher=(--world-teacher "$WORLD_DIR")
     MODEL=${MODEL:-sicog-world-teacher}
   fi
 fi
 ORIGINAL_CAPTION_FILE=${positional[0]:-${ORIGINAL_CAPTION_FILE:-}}
-IMAGE_DIR=${positional[1]:-${IMAGE_DIR:-}}
+IMAGE_FOLDER=${positional[1]:-$IMAGE_FOLDER}
 OUTPUT_COD_DIR=${positional[2]:-${OUTPUT_COD_DIR:-}}
 OUTPUT_DD_DIR=${positional[3]:-${OUTPUT_DD_DIR:-}}
 MODEL=${MODEL:-gpt-4o}
 CONCURRENCY=${CONCURRENCY:-8}
 PYTHON=${PYTHON:-python3}
 
-[[ -n $ORIGINAL_CAPTION_FILE ]] || die "ORIGINAL_CAPTION_FILE is not set (the captioned records to revise; or argument 1)"
-[[ -f $ORIGINAL_CAPTION_FILE ]] || die "ORIGINAL_CAPTION_FILE=$ORIGINAL_CAPTION_FILE is not a file"
-[[ -n $IMAGE_DIR ]] || die "IMAGE_DIR is not set (the folder the records' images are relative to; or argument 2)"
-[[ -d $IMAGE_DIR ]] || die "IMAGE_DIR=$IMAGE_DIR is not a folder"
-[[ -n $OUTPUT_COD_DIR ]] || die "OUTPUT_COD_DIR is not set (where the CoD records go; or argument 3)"
-[[ -n $OUTPUT_DD_DIR ]] || die "OUTPUT_DD_DIR is not set (where the DD records go; or argument 4)"
+need_file ORIGINAL_CAPTION_FILE "the captioned records to revise; or argument 1"
+need_dir IMAGE_FOLDER "the folder the records' image paths are relative to; or argument 2"
+need_set OUTPUT_COD_DIR "where the CoD records go; or argument 3"
+need_set OUTPUT_DD_DIR "where the DD records go; or argument 4"
 if [[ ${#teacher[@]} -eq 0 ]]; then
-  [[ -n ${OPENAI_API_KEY:-} ]] || die "OPENAI_API_KEY is not set (the key of the teacher endpoint; export it)"
+  need_set OPENAI_API_KEY "the key of the teacher endpoint; export it"
   if [[ -n ${OPENAI_BASE_URL:-} && ! $OPENAI_BASE_URL =~ ^https?:// ]]; then
-    die "OPENAI_BASE_URL=$OPENAI_BASE_URL must start with http:// or https://"
+    die "OPENAI_BASE_URL='$OPENAI_BASE_URL' must start with http:// or https://"
   fi
 fi
-[[ -n $MODEL ]] || die "MODEL is empty (the teacher model name, default gpt-4o)"
-[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY=$CONCURRENCY is not a positive integer"
-command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an executable"
+need_set MODEL "the teacher model name, default gpt-4o"
+need_pos_int CONCURRENCY
+need_exe PYTHON
 
 [[ -z ${OPENAI_API_KEY:-} ]] || export OPENAI_API_KEY
 [[ -z ${OPENAI_BASE_URL:-} ]] || export OPENAI_BASE_URL
 exec_sicog annotate-cod \
   --input "$ORIGINAL_CAPTION_FILE" \
-  --image-dir "$IMAGE_DIR" \
+  --image-folder "$IMAGE_FOLDER" \
   --output-cod-dir "$OUTPUT_COD_DIR" \
   --output-dd-dir "$OUTPUT_DD_DIR" \
-  --model "$MODEL" \
+  --teacher "$MODEL" \
   --concurrency "$CONCURRENCY" \
   ${teacher[@]+"${teacher[@]}"} \
   "$@"

@@ -10,18 +10,17 @@
 #   OUTPUT_SHORT_DIR   receives short.jsonl (conclusions, questions as in the input)
 #                      (tiny default: OUTPUT_ROOT/annotation/cot_short)              (or argument 3)
 #   SICOG_PROFILE      tiny (default) | paper;  OUTPUT_ROOT (default runs); WORLD_DIR (default
-#                      OUTPUT_ROOT/world);  PYTHON (default python3)
+#                      runs/world);  PYTHON (default python3)
 set -euo pipefail
 
-source "$(dirname "${BASH_SOURCE[0]}")/../training_scripts/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../sicog/shell/checks.sh"
 
 positional=()
 while [[ $# -gt 0 && ${#positional[@]} -lt 3 && $1 != --* ]]; do positional+=("$1"); shift; done
 SICOG_PROFILE=${SICOG_PROFILE:-tiny}
-[[ $SICOG_PROFILE == tiny || $SICOG_PROFILE == paper ]] || die "SICOG_PROFILE=$SICOG_PROFILE must be tiny or paper"
+need_choice SICOG_PROFILE tiny paper
 OUTPUT_ROOT=${OUTPUT_ROOT:-runs}
 if [[ $SICOG_PROFILE == tiny ]]; then
-  WORLD_DIR=${WORLD_DIR:-$OUTPUT_ROOT/world}
   ORIGINAL_COT_FILE=${ORIGINAL_COT_FILE:-$WORLD_DIR/data/llava_cot_seed.json}
   OUTPUT_COT_DIR=${OUTPUT_COT_DIR:-$OUTPUT_ROOT/annotation/cot}
   OUTPUT_SHORT_DIR=${OUTPUT_SHORT_DIR:-$OUTPUT_ROOT/annotation/cot_short}
@@ -31,11 +30,10 @@ OUTPUT_COT_DIR=${positional[1]:-${OUTPUT_COT_DIR:-}}
 OUTPUT_SHORT_DIR=${positional[2]:-${OUTPUT_SHORT_DIR:-}}
 PYTHON=${PYTHON:-python3}
 
-[[ -n $ORIGINAL_COT_FILE ]] || die "ORIGINAL_COT_FILE is not set (the LLaVA-CoT records to convert; or argument 1)"
-[[ -f $ORIGINAL_COT_FILE ]] || die "ORIGINAL_COT_FILE=$ORIGINAL_COT_FILE is not a file"
-[[ -n $OUTPUT_COT_DIR ]] || die "OUTPUT_COT_DIR is not set (where the four-step records go; or argument 2)"
-[[ -n $OUTPUT_SHORT_DIR ]] || die "OUTPUT_SHORT_DIR is not set (where the short-answer records go; or argument 3)"
-command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an executable"
+need_file ORIGINAL_COT_FILE "the LLaVA-CoT records to convert; or argument 1"
+need_set OUTPUT_COT_DIR "where the four-step records go; or argument 2"
+need_set OUTPUT_SHORT_DIR "where the short-answer records go; or argument 3"
+need_exe PYTHON
 
 exec_sicog convert-cot \
   --input "$ORIGINAL_COT_FILE" \

@@ -16,7 +16,7 @@
 #   PYTHON            the interpreter with sicog installed                            [python3]
 # Extra arguments to a stage script are passed on to `sicog train` (e.g. --max_steps 10).
 
-source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../sicog/shell/checks.sh"
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -28,7 +28,6 @@ train_common() {
     need_set EXPERIMENT_NAME "names the output folder"
     [[ "$EXPERIMENT_NAME" =~ ^[A-Za-z0-9._+-]+$ ]] || die "EXPERIMENT_NAME='$EXPERIMENT_NAME' may hold only letters, digits and ._+-"
     OUTPUT_ROOT=${OUTPUT_ROOT:-./checkpoints}
-    WORLD_DIR=${WORLD_DIR:-runs/world}
     if [ "$SICOG_PROFILE" = tiny ]; then ZERO=${ZERO:-none}; else ZERO=${ZERO:-2}; fi
     need_choice ZERO 2 3 none
     RESUME=${RESUME:-auto}
@@ -36,13 +35,12 @@ train_common() {
     MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}; MASTER_PORT=${MASTER_PORT:-29500}
     PYTHON=${PYTHON:-python3}
     check_layout
-    command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable (the interpreter with sicog installed)"
+    need_exe PYTHON "the interpreter with sicog installed"
 
     if [ -z "${DATA_PATH:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -n "$default_data" ]; then
         DATA_PATH=$WORLD_DIR/$default_data
     fi
-    need_set DATA_PATH "the training records: LLaVA JSON/JSONL or a mixture YAML"
-    [ -f "$DATA_PATH" ] || die "DATA_PATH='$DATA_PATH' is not a file"
+    need_file DATA_PATH "the training records: LLaVA JSON/JSONL or a mixture YAML"
     if [ -z "${IMAGE_FOLDER:-}" ] && [ "$SICOG_PROFILE" = tiny ] && [ -d "$WORLD_DIR" ]; then
         case "$(cd "$(dirname "$DATA_PATH")" && pwd)/" in
             "$(cd "$WORLD_DIR" && pwd)"/*) IMAGE_FOLDER=$WORLD_DIR ;;
@@ -50,12 +48,12 @@ train_common() {
     fi
     [ -z "${IMAGE_FOLDER:-}" ] || need_dir IMAGE_FOLDER "the folder the records' image paths are relative to"
 
-    TRAIN_ARGS=(--stage "$stage" --profile "$SICOG_PROFILE" --data_path "$DATA_PATH"
+    TRAIN_ARGS=(--stage "$stage" --profile "$SICOG_PROFILE" --data-path "$DATA_PATH"
                 --output_dir "$OUTPUT_ROOT/$EXPERIMENT_NAME")
-    [ -z "${IMAGE_FOLDER:-}" ] || TRAIN_ARGS+=(--image_folder "$IMAGE_FOLDER")
+    [ -z "${IMAGE_FOLDER:-}" ] || TRAIN_ARGS+=(--image-folder "$IMAGE_FOLDER")
     [ "$ZERO" = none ] || TRAIN_ARGS+=(--deepspeed "$REPO_ROOT/configs/deepspeed/zero$ZERO.json")
     if [ -n "${ACCU_STEPS:-}" ]; then need_pos_int ACCU_STEPS; TRAIN_ARGS+=(--gradient_accumulation_steps "$ACCU_STEPS"); fi
-    if [ -n "${GLOBAL_BATCH:-}" ]; then need_pos_int GLOBAL_BATCH; TRAIN_ARGS+=(--global_batch_size "$GLOBAL_BATCH"); fi
+    if [ -n "${GLOBAL_BATCH:-}" ]; then need_pos_int GLOBAL_BATCH; TRAIN_ARGS+=(--global-batch-size "$GLOBAL_BATCH"); fi
     case "$RESUME" in
         none) ;;
         auto) TRAIN_ARGS+=(--resume_from_checkpoint auto) ;;

@@ -15,19 +15,19 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ "${SICOG_PROFILE:-tiny}" = tiny ]; then
     DATA_PATH=${DATA_PATH:-${CURATION_DIR:-runs/curation/reasoning}/preferences.jsonl}
-    if [ -z "${IMAGE_FOLDER:-}" ] && [ -d "${WORLD_DIR:-runs/world}" ]; then IMAGE_FOLDER=${WORLD_DIR:-runs/world}; fi
+    if [ -z "${IMAGE_FOLDER:-}" ] && [ -d "$WORLD_DIR" ]; then IMAGE_FOLDER=$WORLD_DIR; fi
 fi
 train_common dpo ""
 [ "$ZERO" != 3 ] || die "ZERO=3 is not supported by the dpo stage (it keeps a whole reference copy per device); use ZERO=2 or none"
 need_dir PREV_STAGE_CHECKPOINT "the model to start from and the frozen reference"
-TRAIN_ARGS+=(--model_name_or_path "$PREV_STAGE_CHECKPOINT")
+TRAIN_ARGS+=(--model-name-or-path "$PREV_STAGE_CHECKPOINT")
 add_lr_batch FINETUNE_LEARNING_RATE FINETUNE_BATCH
 if [ -n "${DPO_BETA:-}" ]; then
     need_pos_float DPO_BETA
-    TRAIN_ARGS+=(--dpo_beta "$DPO_BETA")
+    TRAIN_ARGS+=(--dpo-beta "$DPO_BETA")
 fi
-if [ -n "${DPO_SFT_WEIGHT:-}" ]; then need_float DPO_SFT_WEIGHT; TRAIN_ARGS+=(--dpo_sft_weight "$DPO_SFT_WEIGHT"); fi
+if [ -n "${DPO_SFT_WEIGHT:-}" ]; then need_float DPO_SFT_WEIGHT; TRAIN_ARGS+=(--dpo-sft-weight "$DPO_SFT_WEIGHT"); fi
 DPO_PRECOMPUTE_REF=${DPO_PRECOMPUTE_REF:-0}
 need_choice DPO_PRECOMPUTE_REF 0 1
-[ "$DPO_PRECOMPUTE_REF" = 0 ] || TRAIN_ARGS+=(--dpo_precompute_ref true)
+[ "$DPO_PRECOMPUTE_REF" = 0 ] || TRAIN_ARGS+=(--dpo-precompute-ref true)
 launch "$@"

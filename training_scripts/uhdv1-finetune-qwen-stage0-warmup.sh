@@ -9,6 +9,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 train_common stage0 data/cod_seed.jsonl
 need_dir PREV_STAGE_CHECKPOINT "the base MLLM to warm up"
-TRAIN_ARGS+=(--model_name_or_path "$PREV_STAGE_CHECKPOINT")
+TRAIN_ARGS+=(--model-name-or-path "$PREV_STAGE_CHECKPOINT")
 add_lr_batch FINETUNE_LEARNING_RATE FINETUNE_BATCH
 launch "$@"

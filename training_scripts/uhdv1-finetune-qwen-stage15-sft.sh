@@ -12,8 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 train_common stage1_5 ""
 need_set MM_PROJECTOR_CHECKPOINT "the stage-1 projector artefact"
 [ -e "$MM_PROJECTOR_CHECKPOINT" ] || die "MM_PROJECTOR_CHECKPOINT='$MM_PROJECTOR_CHECKPOINT' does not exist"
-TRAIN_ARGS+=(--mm_projector_checkpoint "$MM_PROJECTOR_CHECKPOINT")
-if [ -n "${LLM_CKPT_DIR:-}" ]; then need_dir LLM_CKPT_DIR "an LLM folder"; TRAIN_ARGS+=(--llm_ckpt_dir "$LLM_CKPT_DIR"); fi
-if [ -n "${MODEL_PATH:-}" ]; then need_dir MODEL_PATH "the model the projector fits"; TRAIN_ARGS+=(--model_name_or_path "$MODEL_PATH"); fi
+TRAIN_ARGS+=(--mm-projector-checkpoint "$MM_PROJECTOR_CHECKPOINT")
+if [ -n "${LLM_CKPT_DIR:-}" ]; then need_dir LLM_CKPT_DIR "an LLM folder"; TRAIN_ARGS+=(--llm-ckpt-dir "$LLM_CKPT_DIR"); fi
+if [ -n "${MODEL_PATH:-}" ]; then need_dir MODEL_PATH "the model the projector fits"; TRAIN_ARGS+=(--model-name-or-path "$MODEL_PATH"); fi
 add_lr_batch FINETUNE_LEARNING_RATE FINETUNE_BATCH
 launch "$@"

@@ -12,11 +12,11 @@ train_common stage2 data/sft.jsonl
 if [ -n "${MM_PROJECTOR_CHECKPOINT:-}" ]; then
     [ -z "${PREV_STAGE_CHECKPOINT:-}" ] || die "set PREV_STAGE_CHECKPOINT or MM_PROJECTOR_CHECKPOINT, not both"
     [ -e "$MM_PROJECTOR_CHECKPOINT" ] || die "MM_PROJECTOR_CHECKPOINT='$MM_PROJECTOR_CHECKPOINT' does not exist"
-    TRAIN_ARGS+=(--mm_projector_checkpoint "$MM_PROJECTOR_CHECKPOINT")
-    if [ -n "${MODEL_PATH:-}" ]; then need_dir MODEL_PATH "the model the projector fits"; TRAIN_ARGS+=(--model_name_or_path "$MODEL_PATH"); fi
+    TRAIN_ARGS+=(--mm-projector-checkpoint "$MM_PROJECTOR_CHECKPOINT")
+    if [ -n "${MODEL_PATH:-}" ]; then need_dir MODEL_PATH "the model the projector fits"; TRAIN_ARGS+=(--model-name-or-path "$MODEL_PATH"); fi
 else
     need_dir PREV_STAGE_CHECKPOINT "the model to instruction-tune (or set MM_PROJECTOR_CHECKPOINT for the baseline)"
-    TRAIN_ARGS+=(--model_name_or_path "$PREV_STAGE_CHECKPOINT")
+    TRAIN_ARGS+=(--model-name-or-path "$PREV_STAGE_CHECKPOINT")
 fi
 add_lr_batch FINETUNE_LEARNING_RATE FINETUNE_BATCH
 launch "$@"

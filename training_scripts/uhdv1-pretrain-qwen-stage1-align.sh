@@ -9,6 +9,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 train_common stage1 data/align.jsonl
 need_dir MODEL_PATH "the assembled model to align"
-TRAIN_ARGS+=(--model_name_or_path "$MODEL_PATH")
+TRAIN_ARGS+=(--model-name-or-path "$MODEL_PATH")
 add_lr_batch PRETRAIN_LEARNING_RATE PRETRAIN_BATCH
 launch "$@"

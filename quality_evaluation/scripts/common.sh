@@ -1,7 +1,7 @@
 # Shared by recaption_quality_eval.sh and reasoning_quality_eval.sh: variable checks and the launch.
 # Sourced, not run. Every check names the variable it rejects.
 
-source "$(dirname "${BASH_SOURCE[0]}")/../../training_scripts/checks.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../sicog/shell/checks.sh"
 
 # curate_defaults TASK: TASK is recaption or reasoning. The tiny profile reads the candidates the
 # recap scripts write under OUTPUT_ROOT; the paper profile needs every path given.
@@ -39,13 +39,10 @@ curate_defaults() {
 }
 
 check_curate() {
-    need_set RAW_DATASET "the candidates file written by the recap scripts"
-    [ -f "$RAW_DATASET" ] || die "RAW_DATASET='$RAW_DATASET' is not a file (the candidates file written by the recap scripts)"
+    need_file RAW_DATASET "the candidates file written by the recap scripts"
     need_set MODEL_NAME_OR_PATH "the model that generated the candidates; recorded in the summary"
     need_set OUTPUT_DIR "the folder for the curated data, pairs, scores and plots"
-    if [ -n "${ENCODER_MODEL_NAME_OR_PATH:-}" ]; then
-        [ -d "$ENCODER_MODEL_NAME_OR_PATH" ] || die "ENCODER_MODEL_NAME_OR_PATH='$ENCODER_MODEL_NAME_OR_PATH' is not a folder (a local sentence-transformers model)"
-    fi
+    [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || need_dir ENCODER_MODEL_NAME_OR_PATH "a local sentence-transformers model"
     [[ "$THRESHOLDS" =~ ^[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+)*$ ]] || die "THRESHOLDS='$THRESHOLDS' must be comma-separated numbers, e.g. 0.8,0.85,0.9"
     local tau
     for tau in ${THRESHOLDS//,/ }; do  # a max score lies in [0, 1]: above 1 nothing is kept, at 0 everything
@@ -59,12 +56,12 @@ check_curate() {
     need_choice TRUST_REMOTE_CODE 0 1
     need_choice ENCODER_DTYPE auto float32 bfloat16 float16
     check_layout
-    command -v "$PYTHON" >/dev/null || die "PYTHON='$PYTHON' is not an executable"
+    need_exe PYTHON
 }
 
 # run_curate [EXTRA ARGS...]: extra arguments go to `sicog curate` as they are.
 run_curate() {
-    local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --model "$MODEL_NAME_OR_PATH"
+    local args=(curate --candidates "$RAW_DATASET" --out "$OUTPUT_DIR" --generator "$MODEL_NAME_OR_PATH"
         --thresholds "$THRESHOLDS" --method "$METHOD" --kind "$KIND" --seed "$SEED" --batch-size "$BATCH_SIZE"
         --min-candidates "$MIN_CANDIDATES" --encoder-dtype "$ENCODER_DTYPE")
     [ -z "${ENCODER_MODEL_NAME_OR_PATH:-}" ] || args+=(--encoder "$ENCODER_MODEL_NAME_OR_PATH")

@@ -1,6 +1,6 @@
 """`sicog annotate-cod`: rewrite captioned records into CoD captions through a teacher model.
 
-Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-dir, a
+Input: LLaVA-style records (JSON list or JSONL) with an `image` path relative to --image-folder, a
 question (a `question` field, else the first human turn without `<image>`) and an original caption
 (a `caption` field as in ALLaVA, else the first gpt turn). Each record is sent to an
 OpenAI-compatible chat-completions endpoint with the image as a data URL (--base-url, else
@@ -25,6 +25,9 @@ ids in the failures file are attempted again: their old lines move to
 OUTPUT_COD_DIR/annotate_retried_failures.jsonl first (kept for their reasons and token cost), so
 that every record is in exactly one of progress and failures. Records without an image file,
 question or caption go to the failures file without an API call. Input ids must be unique.
+
+This module is the command: its flags, the teacher client, the requests in flight and the summary.
+What it reads and writes per record, and those files, are `sicog.annotate.cod_records`.
 """
 from __future__ import annotations
 
@@ -39,29 +42,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sicog.annotate.client import RetryPolicy, TeacherClient, TeacherFailed, TeacherRejected, Usage, mask_url
+from sicog.annotate.cod_records import (
+    COD_FILE,
+    DD_FILE,
+    FAILURES_FILE,
+    PROGRESS_FILE,
+    RETRIED_FILE,
+    SUMMARY_FILE,
+    Item,
+    accept_cod,
+    cod_record,
+    failure_line,
+    load_items,
+    move_failures,
+    write_outputs,
+)
 from sicog.annotate.media import image_data_url
 from sicog.annotate.prompts import CodRequest
-from sicog.data.formats import (
-    COD_ANNOTATION_SUFFIX,
-    COD_HEADINGS,
-    IMAGE_TOKEN,
-    cod_to_dd,
-    first_human_turn,
-    normalise_steps,
-    strip_image_token,
-)
-from sicog.data.checks import InputError, check_input_dir, check_output_dir, check_world
+from sicog.data.checks import InputError, add_flag, check_input_dir, check_output_dir, check_world
 from sicog.data.output_lock import OutputLock
-from sicog.data.records import JsonlAppender, read_input_records, read_records, record_id, write_json, write_jsonl
+from sicog.data.records import JsonlAppender, write_json
 
 log = logging.getLogger(__name__)
-
-PROGRESS_FILE = "annotate_progress.jsonl"
-FAILURES_FILE = "annotate_failures.jsonl"
-RETRIED_FILE = "annotate_retried_failures.jsonl"
-SUMMARY_FILE = "annotate_summary.json"
-COD_FILE = "cod.jsonl"
-DD_FILE = "dd.jsonl"
 
 # gpt-4o list prices, USD per 1M tokens.
 DEFAULT_PRICE_INPUT = 2.50
@@ -70,16 +72,17 @@ DEFAULT_PRICE_OUTPUT = 10.00
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="records with image, question and caption (JSON or JSONL)")
-    parser.add_argument("--image-dir", required=True, help="folder the records' image paths are relative to")
+    add_flag(parser, "--image-folder", "--image-dir", help="folder the records' image paths are relative to (required)")
     parser.add_argument("--output-cod-dir", required=True, help="CoD records, progress, failures and summary")
     parser.add_argument("--output-dd-dir", required=True, help="DD records (step-5 bodies)")
-    parser.add_argument("--model", default="gpt-4o")
+    add_flag(parser, "--teacher", "--model", default="gpt-4o", help="the teacher model's name at the endpoint")
     parser.add_argument("--base-url", default=None, help="endpoint; default $OPENAI_BASE_URL, else the OpenAI API")
     parser.add_argument("--world-teacher", metavar="WORLD_DIR", default=None,
                         help="serve the mini world's teacher in this process on a free loopback port and annotate "
                              "against it (instead of --base-url; no API key needed)")
     parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--max-tokens", type=int, default=2048)
+    add_flag(parser, "--max-new-tokens", "--max-tokens", type=int, default=2048,
+             help="longest answer, in tokens (the request's max_tokens)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--max-attempts", type=int, default=6, help="attempts per record, first one included")
@@ -99,141 +102,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 'Question: {question}\\n\\nOriginal description: {caption}')")
 
 
-@dataclass(frozen=True)
-class Item:
-    id: str
-    image: str | None
-    question: str | None
-    caption: str | None
-
-
-def to_item(record: dict, index: int) -> Item:
-    question = record.get("question")
-    if not isinstance(question, str):
-        turn = first_human_turn(record)
-        question = strip_image_token(turn) if isinstance(turn, str) else None
-    caption = record.get("caption")
-    if not isinstance(caption, str):
-        caption = next(
-            (t.get("value") for t in record.get("conversations") or [] if isinstance(t, dict) and t.get("from") == "gpt"),
-            None,
-        )
-    image = record.get("image")
-    return Item(
-        id=record_id(record, index),
-        image=image if isinstance(image, str) and image.strip() else None,
-        question=question.strip() if isinstance(question, str) and question.strip() else None,
-        caption=caption.strip() if isinstance(caption, str) and caption.strip() else None,
-    )
-
-
-def cod_record(item: Item, caption: str) -> dict:
-    return {
-        "id": item.id,
-        "image": item.image,
-        "conversations": [
-            {"from": "human", "value": f"{IMAGE_TOKEN}\n{item.question}{COD_ANNOTATION_SUFFIX}"},
-            {"from": "gpt", "value": caption},
-        ],
-    }
-
-
-def dd_record(cod: dict) -> dict:
-    """The DD record of a CoD record: the question without the step-by-step suffix, the step-5 body."""
-    question = cod["conversations"][0]["value"]
-    if question.endswith(COD_ANNOTATION_SUFFIX):
-        question = question[: -len(COD_ANNOTATION_SUFFIX)]
-    return {
-        "id": cod["id"],
-        "image": cod["image"],
-        "conversations": [
-            {"from": "human", "value": question},
-            {"from": "gpt", "value": cod_to_dd(cod["conversations"][1]["value"])},
-        ],
-    }
-
-
-def accept_cod(text: str) -> str:
-    """The caption in the exact five-step layout; ValueError when the steps are not all there."""
-    return normalise_steps(text, COD_HEADINGS)
-
-
-def _failure(item: Item, reason: str, message: str, *, status_code=None, error_class="InputError",
-             attempts: int = 0, usage: Usage | None = None) -> dict:
-    return {
-        "id": item.id,
-        "image": item.image,
-        "reason": reason,
-        "status_code": status_code,
-        "error_class": error_class,
-        "message": message,
-        "attempts": attempts,
-        "usage": (usage or Usage()).as_dict(),
-    }
-
-
 def annotate_item(item: Item, image_dir: Path, client: TeacherClient,
                   request: CodRequest | None = None) -> tuple[str, dict]:
     """("ok", progress line) or ("failed", failure line). Raises TeacherRejected on 401/403."""
     if item.image is None:
-        return "failed", _failure(item, "no image", "the record has no image path")
+        return "failed", failure_line(item, "no image", "the record has no image path")
     if item.question is None:
-        return "failed", _failure(item, "no question", "the record has no question")
+        return "failed", failure_line(item, "no question", "the record has no question")
     if item.caption is None:
-        return "failed", _failure(item, "no caption", "the record has no caption to revise")
+        return "failed", failure_line(item, "no caption", "the record has no caption to revise")
     try:
         url = image_data_url(image_dir / item.image)
     except FileNotFoundError:
-        return "failed", _failure(item, "missing image", f"image not found: {item.image}")
+        return "failed", failure_line(item, "missing image", f"image not found: {item.image}")
     except (OSError, ValueError) as e:
-        return "failed", _failure(item, "unreadable image", f"{type(e).__name__}: {e}")
+        return "failed", failure_line(item, "unreadable image", f"{type(e).__name__}: {e}")
     try:
         done = client.complete((request or CodRequest()).messages(item.question, item.caption, url), accept_cod)
     except TeacherFailed as e:
-        return "failed", _failure(item, e.error.reason, e.error.message, status_code=e.error.status_code,
+        return "failed", failure_line(item, e.error.reason, e.error.message, status_code=e.error.status_code,
                                   error_class=e.error.error_class, attempts=e.attempts, usage=e.usage)
     line = {"id": item.id, "cod": cod_record(item, done.text), "usage": done.usage.as_dict(), "attempts": done.attempts}
     return "ok", line
-
-
-def _move_failures(failures_path: Path, history_path: Path, ids: set[str]) -> int:
-    """Move the failure lines of `ids` to the history file so that they are attempted again.
-
-    The history keeps their reasons and the tokens they cost; the failures file is rewritten
-    atomically. Returns how many lines moved.
-    """
-    if not failures_path.exists():
-        return 0
-    with JsonlAppender(failures_path):  # cuts a partial last line
-        pass
-    lines = read_records(failures_path)
-    moved = [r for r in lines if str(r.get("id")) in ids]
-    if moved:
-        with JsonlAppender(history_path, id_key="id") as history:
-            for line in moved:
-                history.write(line)
-        write_jsonl(failures_path, [r for r in lines if str(r.get("id")) not in ids])
-    return len(moved)
-
-
-def _total_usage(lines: list[dict]) -> Usage:
-    total = Usage()
-    for line in lines:
-        u = line.get("usage") or {}
-        total.add(Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))))
-    return total
-
-
-def load_items(path: str) -> list[Item]:
-    """The input's items; InputError for a missing, unreadable or empty file, or repeated ids."""
-    records = read_input_records(path, "--input")
-    items = [to_item(r, i) for i, r in enumerate(records)]
-    first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.id in first:
-            raise InputError(f"--input {path}: id {item.id!r} appears at records {first[item.id]} and {i}; ids must be unique")
-        first[item.id] = i
-    return items
 
 
 @dataclass
@@ -293,23 +183,6 @@ def annotate_all(todo: list[Item], image_dir: Path, client: TeacherClient, progr
     return stats
 
 
-def write_outputs(items: list[Item], cod_dir: Path, dd_dir: Path) -> tuple[list[dict], int, Usage]:
-    """Merged CoD and DD files in input order from the progress file, written atomically.
-
-    Returns (CoD records, failed count, tokens of every answer recorded so far).
-    """
-    progress_path, failures_path, history_path = (cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE,
-                                                  cod_dir / RETRIED_FILE)
-    progress = {str(r["id"]): r for r in read_records(progress_path)} if progress_path.exists() else {}
-    failures = {str(r["id"]): r for r in read_records(failures_path)} if failures_path.exists() else {}
-    history = read_records(history_path) if history_path.exists() else []
-    cods = [progress[item.id]["cod"] for item in items if item.id in progress]
-    write_jsonl(cod_dir / COD_FILE, cods)
-    write_jsonl(dd_dir / DD_FILE, [dd_record(c) for c in cods])
-    n_failed = sum(item.id in failures for item in items)
-    return cods, n_failed, _total_usage([*progress.values(), *failures.values(), *history])
-
-
 def run(args: argparse.Namespace) -> int:
     if args.world_teacher:
         from sicog.world.teacher import start_teacher
@@ -334,7 +207,10 @@ def annotate(args: argparse.Namespace, base_url: str | None, api_key: str) -> in
         raise InputError(f"--max-attempts {args.max_attempts}: must be at least 1")
     if not args.timeout > 0:
         raise InputError(f"--timeout {args.timeout}: must be a positive number of seconds")
-    image_dir = check_input_dir(args.image_dir, "--image-dir", "the folder the records' image paths are relative to")
+    what = "the folder the records' image paths are relative to"
+    if args.image_folder is None:
+        raise InputError(f"--image-folder is required: {what}")
+    image_dir = check_input_dir(args.image_folder, "--image-folder", what)
     try:
         request = CodRequest.from_files(args.system_prompt_file, args.prefill_file, args.user_template_file)
     except ValueError as e:
@@ -354,21 +230,21 @@ def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, item
               cod_dir: Path, dd_dir: Path, request: CodRequest) -> int:
     progress_path, failures_path = cod_dir / PROGRESS_FILE, cod_dir / FAILURES_FILE
     if args.retry_failures:
-        moved = _move_failures(failures_path, cod_dir / RETRIED_FILE, {item.id for item in items})
+        moved = move_failures(failures_path, cod_dir / RETRIED_FILE, {item.id for item in items})
         log.info("retrying %d earlier failures", moved)
     client = TeacherClient(
-        model=args.model,
+        model=args.teacher,
         api_key=api_key,
         base_url=base_url,
         temperature=args.temperature,
-        max_tokens=args.max_tokens,
+        max_tokens=args.max_new_tokens,
         timeout=args.timeout,
         policy=RetryPolicy(args.max_attempts, args.backoff_base, args.backoff_cap, args.retry_after_cap),
         seed=args.seed,
     )
     for name in ("httpx", "httpx2"):  # one INFO line per request would bury the progress bar
         logging.getLogger(name).setLevel(logging.WARNING)
-    log.info("annotating with model %s at %s", args.model, mask_url(client.base_url) or "the OpenAI API")
+    log.info("annotating with model %s at %s", args.teacher, mask_url(client.base_url) or "the OpenAI API")
 
     started = time.monotonic()
     with JsonlAppender(progress_path) as progress, JsonlAppender(failures_path) as failures:
@@ -379,14 +255,33 @@ def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, item
     wall = time.monotonic() - started
 
     cods, n_failed, total_usage = write_outputs(items, cod_dir, dd_dir)
+    summary = _summary(args, items, len(cods), n_failed, stats, wall, total_usage, cod_dir, dd_dir)
+    write_json(cod_dir / SUMMARY_FILE, summary)
+    log.info("annotated %d, failed %d, pending %d; %d+%d tokens this run (~$%.4f)", summary["annotated"],
+             summary["failed"], summary["pending"], stats.usage.prompt_tokens, stats.usage.completion_tokens,
+             summary["this_run"]["estimated_cost_usd"])
+    if stats.rejected is not None:
+        log.error("the endpoint refused the request (%s); check OPENAI_API_KEY and the model name. "
+                  "%d records are left for a rerun", stats.rejected, summary["pending"])
+        return 1
+    if not cods:
+        log.error("no record was annotated: all %d failed (reasons in %s); fix the cause and rerun with "
+                  "--retry-failures", n_failed, cod_dir / FAILURES_FILE)
+        return 1
+    return 0
+
+
+def _summary(args: argparse.Namespace, items: list[Item], n_annotated: int, n_failed: int, stats: RunStats,
+             wall: float, total_usage: Usage, cod_dir: Path, dd_dir: Path) -> dict:
+    """annotate_summary.json: counts, this run's and all runs' tokens and estimated cost, the files."""
     price = (args.price_input, args.price_output)
-    summary = {
-        "model": args.model,
+    return {
+        "model": args.teacher,
         "input": str(args.input),
         "records": len(items),
-        "annotated": len(cods),
+        "annotated": n_annotated,
         "failed": n_failed,
-        "pending": len(items) - len(cods) - n_failed,
+        "pending": len(items) - n_annotated - n_failed,
         "this_run": {
             "annotated": stats.annotated,
             "failed": stats.failed,
@@ -401,21 +296,8 @@ def _annotate(args: argparse.Namespace, base_url: str | None, api_key: str, item
         "files": {
             "cod": str(cod_dir / COD_FILE),
             "dd": str(dd_dir / DD_FILE),
-            "progress": str(progress_path),
-            "failures": str(failures_path),
+            "progress": str(cod_dir / PROGRESS_FILE),
+            "failures": str(cod_dir / FAILURES_FILE),
             "retried_failures": str(cod_dir / RETRIED_FILE),
         },
     }
-    write_json(cod_dir / SUMMARY_FILE, summary)
-    log.info("annotated %d, failed %d, pending %d; %d+%d tokens this run (~$%.4f)", summary["annotated"],
-             summary["failed"], summary["pending"], stats.usage.prompt_tokens, stats.usage.completion_tokens,
-             summary["this_run"]["estimated_cost_usd"])
-    if stats.rejected is not None:
-        log.error("the endpoint refused the request (%s); check OPENAI_API_KEY and the model name. "
-                  "%d records are left for a rerun", stats.rejected, summary["pending"])
-        return 1
-    if not cods:
-        log.error("no record was annotated: all %d failed (reasons in %s); fix the cause and rerun with "
-                  "--retry-failures", n_failed, failures_path)
-        return 1
-    return 0

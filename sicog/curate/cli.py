@@ -44,7 +44,7 @@ from sicog.curate.select import (
     score_stats,
     training_record,
 )
-from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
+from sicog.data.checks import InputError, add_flag, check_input_dir, check_input_file, check_output_dir
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_appended, write_json, write_jsonl
 from sicog.runtime import rank_info, resolve_device
@@ -95,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-candidates", type=int, default=2,
                         help="inputs with fewer usable candidates are skipped (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rejected-candidate choice and of --method random's pick")
-    parser.add_argument("--model", default=None, help="the model that generated the candidates (recorded)")
+    add_flag(parser, "--generator", "--model", default=None,
+             help="the model that generated the candidates: a label, recorded in summary.json as `model`")
     parser.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda:0, ...")
     parser.add_argument("--dist-timeout-min", type=int, default=120, help="collective timeout under torchrun")
 
@@ -257,7 +258,7 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
     busiest = max((s for _, s in throughput), default=0.0)
     summary = {
         "candidates_file": str(args.candidates),
-        "model": args.model,
+        "model": args.generator,
         "generation_models": sorted({str(g.get("model")) for g in generations if g.get("model") is not None}),
         "generation": generations[:10],
         "method": args.method,

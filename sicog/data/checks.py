@@ -1,4 +1,4 @@
-"""Bad-input errors and the path checks every command makes before it starts work.
+"""Bad-input errors, the path checks every command makes before it starts work, and its flags' aliases.
 
 An `InputError` is a problem with what the user gave (a path, a value, a file's content), not a bug:
 `sicog` prints it as one line naming the argument and exits with status 2 (`sicog --debug ...`
@@ -6,12 +6,29 @@ shows the traceback as well). Each check names the argument it was given for.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 
 class InputError(ValueError):
     """A bad input, reported to the user as one line (no traceback)."""
+
+
+def add_flag(parser, flag: str, *aliases: str, **kwargs) -> argparse.Action:
+    """`parser.add_argument(flag, **kwargs)`; each of `aliases`, an older spelling that scripts may still
+    pass, sets the same value and is not listed by `--help`.
+
+    Every subcommand's own flags are spelled with dashes (`--image-folder`). A required flag cannot
+    take an alias here (argparse would still ask for `flag`): make it optional and check it in `run`.
+    """
+    if aliases and kwargs.get("required"):
+        raise ValueError(f"{flag}: a required flag cannot have hidden aliases")
+    action = parser.add_argument(flag, **kwargs)
+    if aliases:
+        same = {k: v for k, v in kwargs.items() if k not in ("help", "default", "metavar", "dest")}
+        parser.add_argument(*aliases, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **same)
+    return action
 
 
 def check_input_file(path: str | os.PathLike, arg: str) -> Path:

@@ -31,11 +31,14 @@ COT_TAGS: tuple[str, ...] = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
 
 SHORT_ANSWER_PHRASE = "Answer the question using a single word or phrase."
 STEP_BY_STEP_PHRASE = "Answer the question step-by-step."
+# The two CoD suffixes differ by a hyphen, as in the authors' code (SPEC section 2): the annotated
+# CoD training data asks "step by step"; the generation prompts (cod-default, cod-conv) ask
+# "step-by-step". Each string is written only here.
 COD_ANNOTATION_SUFFIX = " Describe the image step by step."
-COD_CONV_SUFFIX = " Describe the image step-by-step."
+COD_PROMPT_SUFFIX = " Describe the image step-by-step."
 
 CAPTION_PROMPTS: dict[str, str] = {
-    "cod-default": "Please generate a detailed caption of this image. Describe the image step-by-step.",
+    "cod-default": "Please generate a detailed caption of this image." + COD_PROMPT_SUFFIX,
     "default": "Please generate a detailed caption of this image. Be as descriptive as possible.",
 }
 
@@ -161,7 +164,7 @@ def generation_prompt(record: dict, task: str, prompt: str) -> str:
             turn = first_human_turn(record)
             if not turn or not strip_image_token(turn):
                 raise ValueError("no human turn to build a cod-conv prompt from")
-            body = strip_image_token(turn) + COD_CONV_SUFFIX
+            body = strip_image_token(turn) + COD_PROMPT_SUFFIX
         else:
             raise ValueError(f"unknown caption prompt {prompt!r}; use cod-default, default or cod-conv")
     elif task == "reasoning":

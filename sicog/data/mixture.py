@@ -3,7 +3,7 @@
 A mixture YAML is a list of entries (or a mapping with a `datasets:` list), each with:
 
     json_path: captions.jsonl          # relative paths resolve against the YAML's folder
-    image_folder: images               # optional; default: --image_folder, else the JSON file's folder
+    image_folder: images               # optional; default: --image-folder, else the JSON file's folder
     sampling_strategy: all             # all | first:N | end:N | random:N | N%
                                        # (N a count or a percentage such as 10%; bare N% = random:N%)
 

@@ -149,10 +149,3 @@ def score_benchmark(world: str | Path, split: str, benchmark: str, records: list
     if benchmark == "captions":
         records = _attach_scenes(Path(world), records)
     return SCORERS[benchmark](records, predictions)
-
-
-def score_predictions(pred_file: str | Path, gold_file: str | Path, kind: str) -> dict:
-    """Score a predictions file (`{"id", "prediction"}` per line) against a benchmark file."""
-    if kind not in SCORERS:
-        raise ValueError(f"unknown kind {kind!r}; use one of {sorted(SCORERS)}")
-    return SCORERS[kind](read_records(gold_file), read_records(pred_file))

@@ -191,7 +191,9 @@ def collect_scores(work_dir: Path, model_name: str, datasets: list[str]) -> dict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-path", required=True, help="a trained SICOG checkpoint folder")
+    from sicog.data.checks import add_flag
+
+    add_flag(parser, "--model", "--model-path", help="a trained SICOG checkpoint folder (required)")
     parser.add_argument("--data-dir", required=True,
                         help="$LMUData: the folder written by `sicog world export-vlmeval`, where VLMEvalKit also "
                              "keeps the TSVs of its own datasets")
@@ -209,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
     from sicog.data.checks import InputError, check_input_dir, check_output_dir
     from sicog.model.folder import check_model_folder
 
-    check_model_folder(args.model_path, "--model-path")
+    if args.model is None:
+        raise InputError("--model is required: a trained SICOG checkpoint folder")
+    check_model_folder(args.model, "--model")
     check_input_dir(args.data_dir, "--data-dir", "the TSV folder written by `sicog world export-vlmeval`")
     check_output_dir(args.work_dir, "--work-dir", create=False)
     if args.limit is not None and args.limit < 1:
@@ -227,13 +231,13 @@ def run(args: argparse.Namespace) -> int:
               "or name VLMEvalKit datasets with --datasets", file=sys.stderr)
         return 2
     datasets = args.datasets.split(",") if args.datasets else sorted(manifest["datasets"])
-    model_name = args.model_name or f"sicog-{Path(args.model_path).resolve().name}"
+    model_name = args.model_name or f"sicog-{Path(args.model).resolve().name}"
     try:
         data, types = dataset_entries(datasets, manifest)
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
-    cfg = vlmeval_config(model_name, args.model_path, data, types, args.eval_config)
+    cfg = vlmeval_config(model_name, args.model, data, types, args.eval_config)
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / "vlmeval_config.json"
     write_json(config_path, cfg)

@@ -17,17 +17,16 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
+from sicog.generate.settings import AUGMENT_METHODS
 from sicog.generate.shard import derive_seed
-
-METHODS: tuple[str, ...] = ("gaussian_blur", "color_jitter", "mirror_rotation", "mask")
 
 
 def parse_methods(spec: str | None) -> list[str]:
     """`"gaussian_blur,mask"` -> ["gaussian_blur", "mask"]; empty -> []. Raises on an unknown name."""
     names = [m.strip() for m in (spec or "").split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in AUGMENT_METHODS]
     if unknown:
-        raise ValueError(f"unknown augment method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown augment method(s) {unknown}; choose from {', '.join(AUGMENT_METHODS)}")
     return list(dict.fromkeys(names))
 
 
@@ -40,8 +39,8 @@ def choose_method(methods: list[str], seed: int, record_id: str) -> str:
 
 def corrupt(image: Image.Image, method: str, seed: int) -> Image.Image:
     """`image` corrupted by `method`; the same (image, method, seed) always gives the same pixels."""
-    if method not in METHODS:
-        raise ValueError(f"unknown augment method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in AUGMENT_METHODS:
+        raise ValueError(f"unknown augment method {method!r}; choose from {', '.join(AUGMENT_METHODS)}")
     rng = np.random.default_rng(derive_seed(seed, method))
     x = F.pil_to_tensor(image.convert("RGB"))  # uint8 [3, H, W]
     if method == "gaussian_blur":

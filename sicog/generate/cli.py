@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sicog.data.checks import InputError, check_input_dir, check_output_file
+from sicog.data.checks import InputError, add_flag, check_input_dir, check_output_file
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_appended, read_input_records
 from sicog.generate.augment import parse_methods
 from sicog.generate.engine import CandidateEngine
 from sicog.generate.inputs import InputSpec, Prepared, Rejected, my_jobs, prepare, split_jobs
-from sicog.generate.settings import SamplingSettings, shell_defaults
+from sicog.generate.settings import AUGMENT_METHODS, SamplingSettings, shell_defaults
 from sicog.generate.shard import Chunk, rejects_path, shard_glob, shard_path
 from sicog.model.precision import DTYPES, default_precision, dtype_named, resolve_precision
 from sicog.runtime import rank_info, resolve_device
@@ -70,11 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-new-tokens", type=int, default=d.min_new_tokens)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=8, help="inputs per prefill (each expands to N candidate rows)")
-    p.add_argument("--augment", default="", help="comma list of gaussian_blur,color_jitter,mirror_rotation,mask: "
+    p.add_argument("--augment", default="", help=f"comma list of {','.join(AUGMENT_METHODS)}: "
                                                  "corrupt each image with one of them (seeded by id)")
     p.add_argument("--chunk", default="", help="only chunk i/k of the input ids (zero-based, by stable hash)")
-    p.add_argument("--max-length", type=int,
-                   help="prompt + new tokens limit (default: the LLM's max_position_embeddings)")
+    add_flag(p, "--model-max-length", "--max-length", type=int,
+             help="longest prompt + new tokens (default: the LLM's max_position_embeddings)")
     p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK when CUDA is available, else cpu; "
                                                      "cuda: cuda:LOCAL_RANK; or an explicit device such as cuda:1")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
@@ -192,7 +192,7 @@ def _generate(args, records, settings, augment, chunk, info, prompt_name) -> int
     torch.manual_seed(args.seed)
     device = resolve_device(args.device, info.local_rank)
     model, processor = load_model(args.model, device, resolve_dtype(args.dtype, device))
-    max_length = args.max_length or int(model.language_model.config.max_position_embeddings)
+    max_length = args.model_max_length or int(model.language_model.config.max_position_embeddings)
     spec = InputSpec(args.task, prompt_name, Path(args.image_folder), tuple(augment), args.seed, max_length,
                      settings.max_new_tokens)
     log.info("rank %d/%d on %s: %d of %d unique inputs are this shard's (chunk %s), %d already done, %d to do; "

@@ -116,10 +116,6 @@ class CandidateEngine:
             log.info("num_beams=%d: beam search runs through model.generate (one call per batch, "
                      "candidates = the top %d beams)", settings.num_beams, settings.num_candidates)
 
-    def generate(self, ids: list[str], items: list[dict]) -> list[list[str]]:
-        """`settings.num_candidates` strings for each encoded item (processor.encode output)."""
-        return [[self.text(t) for t in rows] for rows in self.generate_ids(ids, items)]
-
     def generate_ids(self, ids: list[str], items: list[dict]) -> list[list[list[int]]]:
         """Token ids (end token excluded) of the candidates of each item; `ids` key their randomness."""
         batch = self.processor.collate(items, padding_side="left")

@@ -1,14 +1,21 @@
-"""The sampling defaults of candidate generation: one definition for `SamplingSettings`, the
-`sicog generate` flags and the shell scripts.
+"""The sampling defaults of candidate generation and the names of its image corruptions: one
+definition for `SamplingSettings`, `sicog.generate.augment`, the `sicog generate` flags and the
+shell scripts.
 
 The shell reads them with `python3 sicog/generate/settings.py` (or `sicog generate --print-defaults`),
 which prints one `: "${VAR:=value}"` line per default under the scripts' variable names, so a value
-already exported wins. This file needs only the standard library, so any python3 runs it by path.
+already exported wins, and `AUGMENT_CHOICES=<the corruptions, comma-separated>`. This file needs
+only the standard library, so any python3 runs it by path.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, fields
+
+
+# The image corruptions of `--augment` (corrupted-image candidates, the rejected side of DPO pairs);
+# sicog.generate.augment implements them.
+AUGMENT_METHODS: tuple[str, ...] = ("gaussian_blur", "color_jitter", "mirror_rotation", "mask")
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,11 @@ SHELL_NAMES: dict[str, str] = {
 
 
 def shell_defaults() -> str:
-    """`: "${VAR:=value}"` lines for every sampling default (a value already set is kept)."""
+    """`: "${VAR:=value}"` lines for every sampling default (a value already set is kept), then the
+    `AUGMENT_CHOICES=...` line the scripts check AUGMENT_METHODS against."""
     defaults = SamplingSettings()
-    return "".join(f': "${{{SHELL_NAMES[f.name]}:={getattr(defaults, f.name)}}}"\n' for f in fields(defaults))
+    lines = [f': "${{{SHELL_NAMES[f.name]}:={getattr(defaults, f.name)}}}"\n' for f in fields(defaults)]
+    return "".join(lines) + f"AUGMENT_CHOICES={','.join(AUGMENT_METHODS)}\n"
 
 
 if __name__ == "__main__":

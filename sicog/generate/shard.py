@@ -15,7 +15,6 @@ from pathlib import Path
 from sicog.runtime import RankInfo, rank_info  # noqa: F401  (re-exported)
 
 _CHUNK_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
-_SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)\.jsonl$")
 
 
 def stable_hash(record_id: str) -> int:
@@ -73,7 +72,3 @@ def rejects_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     base = p.with_suffix("") if p.suffix in (".jsonl", ".json") else p
     return base.with_name(f"{base.name}.rejects.jsonl")
-
-
-def is_shard(path: str | os.PathLike) -> bool:
-    return bool(_SHARD_RE.search(str(path)))

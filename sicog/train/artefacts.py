@@ -2,8 +2,8 @@
 
 Stage 1 trains only the projector and writes `mm_projector.safetensors` (the projector's state
 dict) with `mm_projector_config.json` (the model config it fits and the base model it was trained
-on). Stage 1.5 loads it (`--mm_projector_checkpoint`, a file or the folder holding it) and, when
-given, the language model weights of an LLM folder (`--llm_ckpt_dir`, safetensors only).
+on). Stage 1.5 loads it (`--mm-projector-checkpoint`, a file or the folder holding it) and, when
+given, the language model weights of an LLM folder (`--llm-ckpt-dir`, safetensors only).
 Both loaders work under ZeRO-3 (parameters are gathered, written on rank 0, and re-partitioned).
 """
 from __future__ import annotations

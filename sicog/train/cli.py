@@ -1,10 +1,12 @@
 """`sicog train`: every stage through one entry.
 
-    sicog train --stage stage1 --profile tiny --model_name_or_path M --data_path D.jsonl --output_dir OUT
+    sicog train --stage stage1 --profile tiny --model-name-or-path M --data-path D.jsonl --output_dir OUT
     sicog train --config run.yaml --learning_rate 1e-4          # flags override the YAML
 
 Settings come from configs/stages/<profile>.yaml, then --config, then flags (see
-sicog.train.config). Besides the SICOG settings below, every HF TrainingArguments field is a flag
+sicog.train.config). The SICOG settings below are spelled with dashes, like every other command's
+flags (their LLaVA spellings with underscores, `--model_name_or_path`, `--data_path`, ..., still
+work); every HF TrainingArguments field is a flag in HF's own spelling
 (--learning_rate, --per_device_train_batch_size, --gradient_accumulation_steps (checked against
 the global batch), --num_train_epochs, --output_dir, --deepspeed, --bf16,
 --gradient_checkpointing, --save_steps, --logging_steps, --seed, --resume_from_checkpoint PATH|auto,
@@ -27,45 +29,50 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# Each setting's flag is its name with dashes; the name as it is (LLaVA's spelling) is a hidden alias.
 OWN_ARGUMENTS: list[tuple[str, dict]] = [
-    ("--config", dict(help="YAML with TrainConfig and TrainingArguments settings")),
-    ("--stage", dict(help="stage0 | stage1 | stage1_5 | stage2 | dpo (see sicog.train.stages)")),
-    ("--profile", dict(choices=["tiny", "paper"], help="stage hyperparameters: configs/stages/<profile>.yaml")),
-    ("--model_name_or_path", dict(help="SICOG model folder the stage starts from")),
-    ("--data_path", dict(help="LLaVA JSON/JSONL file or a mixture YAML")),
-    ("--image_folder", dict(help="image root (default: the data file's folder)")),
-    ("--mm_projector_checkpoint", dict(help="stage-1 projector artefact (file or folder) to load")),
-    ("--llm_ckpt_dir", dict(help="LLM folder whose weights replace the language model's")),
-    ("--model_max_length", dict(type=int, help="longest sample after image expansion; longer ones are dropped")),
-    ("--global_batch_size", dict(type=int, help="samples per optimizer step over all ranks")),
-    ("--group_by_modality_length", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
-                                        help="modality-length grouped batches (true/false)")),
-    ("--mega_batch_mult", dict(type=int, help="mega-batch size in per-step batches for length grouping")),
-    ("--peak_tflops", dict(type=float, help="peak TFLOP/s per device for MFU (default: measured)")),
-    ("--mm_vision_tower_lr", dict(type=float, help="learning rate of the vision tower (default: --learning_rate)")),
-    ("--mm_projector_lr", dict(type=float, help="learning rate of the projector (default: --learning_rate)")),
-    ("--warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
-    ("--attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
-    ("--precision", dict(choices=["auto", "fp32", "bf16"],
-                         help="bf16: autocast over fp32 master weights (the Trainer's --bf16); auto (default, or "
-                              "SICOG_PRECISION): bf16 where the CPU/GPU has it natively, else fp32")),
-    ("--dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),
-    ("--dpo_sft_weight", dict(type=float, help="dpo stage: weight of the SFT term on the chosen answer (default 1.0)")),
-    ("--dry-run", dict(dest="dry_run", action="store_true",
-                       help="print the resolved config, batch arithmetic, DeepSpeed config and output/resume "
-                            "paths for WORLD_SIZE ranks, then exit without loading anything")),
-    ("--dpo_precompute_ref", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
-                                  help="dpo stage: compute the reference log-probs once before training (true/false)")),
+    ("config", dict(help="YAML with TrainConfig and TrainingArguments settings")),
+    ("stage", dict(help="stage0 | stage1 | stage1_5 | stage2 | dpo (see sicog.train.stages)")),
+    ("profile", dict(choices=["tiny", "paper"], help="stage hyperparameters: configs/stages/<profile>.yaml")),
+    ("model_name_or_path", dict(help="SICOG model folder the stage starts from")),
+    ("data_path", dict(help="LLaVA JSON/JSONL file or a mixture YAML")),
+    ("image_folder", dict(help="image root (default: the data file's folder)")),
+    ("mm_projector_checkpoint", dict(help="stage-1 projector artefact (file or folder) to load")),
+    ("llm_ckpt_dir", dict(help="LLM folder whose weights replace the language model's")),
+    ("model_max_length", dict(type=int, help="longest sample after image expansion; longer ones are dropped")),
+    ("global_batch_size", dict(type=int, help="samples per optimizer step over all ranks")),
+    ("group_by_modality_length", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
+                                      help="modality-length grouped batches (true/false)")),
+    ("mega_batch_mult", dict(type=int, help="mega-batch size in per-step batches for length grouping")),
+    ("peak_tflops", dict(type=float, help="peak TFLOP/s per device for MFU (default: measured)")),
+    ("mm_vision_tower_lr", dict(type=float, help="learning rate of the vision tower (default: --learning_rate)")),
+    ("mm_projector_lr", dict(type=float, help="learning rate of the projector (default: --learning_rate)")),
+    ("warmup_ratio", dict(type=float, help="warmup as a fraction of the steps (alias of a fractional --warmup_steps)")),
+    ("attn_implementation", dict(help="auto | sdpa | flash_attention_2 | eager")),
+    ("precision", dict(choices=["auto", "fp32", "bf16"],
+                       help="bf16: autocast over fp32 master weights (the Trainer's --bf16); auto (default, or "
+                            "SICOG_PRECISION): bf16 where the CPU/GPU has it natively, else fp32")),
+    ("dpo_beta", dict(type=float, help="dpo stage: beta of the sigmoid DPO loss (default 0.1)")),
+    ("dpo_sft_weight", dict(type=float, help="dpo stage: weight of the SFT term on the chosen answer (default 1.0)")),
+    ("dry_run", dict(action="store_true",
+                     help="print the resolved config, batch arithmetic, DeepSpeed config and output/resume "
+                          "paths for WORLD_SIZE ranks, then exit without loading anything")),
+    ("dpo_precompute_ref", dict(type=lambda s: s.lower() in ("1", "true", "yes"),
+                                help="dpo stage: compute the reference log-probs once before training (true/false)")),
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from transformers import HfArgumentParser, TrainingArguments
 
-    for flag, kw in OWN_ARGUMENTS:
-        parser.add_argument(flag, default=argparse.SUPPRESS, **kw)
+    from sicog.data.checks import add_flag
+
+    for name, kw in OWN_ARGUMENTS:
+        flag = "--" + name.replace("_", "-")
+        aliases = () if flag == f"--{name}" else (f"--{name}",)
+        add_flag(parser, flag, *aliases, default=argparse.SUPPRESS, **kw)
     group = parser.add_argument_group("HF TrainingArguments (any field)")
-    own = {flag[2:] for flag, _ in OWN_ARGUMENTS}
+    own = {name for name, _ in OWN_ARGUMENTS}
     hints = get_type_hints(TrainingArguments)
     for field in dataclasses.fields(TrainingArguments):
         if not field.init or field.name in own:
@@ -212,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_projector(path: str | None) -> None:
-    """A given --mm_projector_checkpoint holds a projector artefact; InputError naming it otherwise."""
+    """A given --mm-projector-checkpoint holds a projector artefact; InputError naming it otherwise."""
     if not path:
         return
     from sicog.data.checks import InputError
@@ -221,7 +228,7 @@ def _check_projector(path: str | None) -> None:
     try:
         projector_paths(path)
     except FileNotFoundError as e:
-        raise InputError(f"--mm_projector_checkpoint: {e}") from None
+        raise InputError(f"--mm-projector-checkpoint: {e}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -260,11 +267,11 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         raise InputError(str(e)) from None
     # bad paths stop here, in one line, before anything is built
     check_output_dir(cfg.output_dir, "--output_dir", create=False)
-    check_model_folder(cfg.model_name_or_path, "--model_name_or_path")
-    check_input_file(cfg.data_path, "--data_path")
+    check_model_folder(cfg.model_name_or_path, "--model-name-or-path")
+    check_input_file(cfg.data_path, "--data-path")
     _check_projector(cfg.mm_projector_checkpoint)  # also when it came from --config
     if cfg.image_folder:
-        check_input_dir(cfg.image_folder, "--image_folder", "the folder the records' image paths are relative to")
+        check_input_dir(cfg.image_folder, "--image-folder", "the folder the records' image paths are relative to")
     stage = get_stage(cfg.stage)
     _default_training_settings(cfg.training, stage, cfg.world_size, on_this_machine=not dry_run)
     _apply_precision(cfg, on_this_machine=not dry_run)
@@ -290,9 +297,9 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         try:
             entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
         except (ValueError, FileNotFoundError) as e:
-            raise InputError(f"--data_path: {e}") from None
+            raise InputError(f"--data-path: {e}") from None
         if not entries:
-            raise InputError(f"--data_path {cfg.data_path} holds no records (an empty file)")
+            raise InputError(f"--data-path {cfg.data_path} holds no records (an empty file)")
 
     model, processor = load_for_stage(cfg, stage)
     freeze(model, stage)

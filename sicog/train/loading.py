@@ -30,7 +30,7 @@ def load_for_stage(cfg: TrainConfig, stage: Stage):
     attn = choose_attn_implementation(cfg.attn_implementation)
     # Parameters stay fp32 (the optimizer's master copy) unless DeepSpeed keeps its own.
     dtype = torch.bfloat16 if cfg.training.get("bf16") and cfg.training.get("deepspeed") else torch.float32
-    model, processor = load_model_folder(cfg.model_name_or_path, "--model_name_or_path",
+    model, processor = load_model_folder(cfg.model_name_or_path, "--model-name-or-path",
                                          attn_implementation=attn, dtype=dtype)
     logger.info("loaded the model from %s (attention: %s, dtype: %s)", cfg.model_name_or_path, attn, dtype)
     if cfg.llm_ckpt_dir:

@@ -18,7 +18,7 @@ import json
 
 import torch
 
-from sicog.data.checks import InputError, check_input_dir, check_input_file
+from sicog.data.checks import InputError, add_flag, check_input_dir, check_input_file
 from sicog.train import memory
 from sicog.train.memory import GIB, Launch, ModelShape
 
@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zero", type=int, default=2, choices=[2, 3], help="DeepSpeed ZeRO stage")
     parser.add_argument("--data", help="data file: steps per epoch from its record count")
     parser.add_argument("--per-device-batch", type=int, help="micro-batch per GPU (default: the stage's)")
-    parser.add_argument("--seq-len", type=int, help="tokens per sample (default: the stage's model_max_length)")
+    add_flag(parser, "--model-max-length", "--seq-len", type=int,
+             help="tokens per sample (default: the stage's model_max_length)")
     parser.add_argument("--supervised-fraction", type=float, default=0.5,
                         help="share of tokens that are supervised, so get logits (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
@@ -104,7 +105,7 @@ def plan(args: argparse.Namespace) -> dict:
     else:
         config = tier_config(args.tier)
     per_device = args.per_device_batch or int(settings.get("per_device_train_batch_size", 1))
-    seq = args.seq_len or int(settings.get("model_max_length", 4096))
+    seq = args.model_max_length or int(settings.get("model_max_length", 4096))
     global_batch = int(settings.get("global_batch_size", per_device * args.gpus))
     try:
         accumulation = derive_accumulation(global_batch, per_device, args.gpus)

@@ -27,12 +27,34 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _LazyParser(argparse.ArgumentParser):
+    """A sub-command's parser that imports its module, and so learns its flags, only when that
+    sub-command is parsed (or its --help shown): `sicog world teacher` never imports `pretrain`."""
+
+    def __init__(self, *args, module: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.module = module
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            importlib.import_module(self.module).add_arguments(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="world_command", metavar="SUBCOMMAND", required=True)
+    sub = parser.add_subparsers(dest="world_command", metavar="SUBCOMMAND", required=True, parser_class=_LazyParser)
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, module=module)
         p.set_defaults(_world_module=module)
-        importlib.import_module(module).add_arguments(p)
 
 
 def _building(out: Path) -> Path:

@@ -1,5 +1,10 @@
-# Variable checks shared by every stage script (training, generation, curation, annotation).
-# Sourced, not run. Each failure names the variable it rejects and exits with status 2.
+# Variable checks and defaults shared by every stage script (training_scripts/, recap_scripts/,
+# quality_evaluation/scripts/, training_data_annotation/): each folder's script sources this file by
+# its path relative to the script. Sourced, not run. Each failure names the variable it rejects and
+# exits with status 2.
+
+# The mini world the tiny profile reads, one default for every script.
+WORLD_DIR=${WORLD_DIR:-runs/world}
 
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 need_set() { [ -n "${!1:-}" ] || die "$1 is not set${2:+ ($2)}"; }
@@ -13,6 +18,8 @@ need_pos_float() {
         || die "$1='${!1:-}' must be a positive number"
 }
 need_dir() { need_set "$1" "$2"; [ -d "${!1}" ] || die "$1='${!1}' is not a folder${2:+ ($2)}"; }
+need_file() { need_set "$1" "$2"; [ -f "${!1}" ] || die "$1='${!1}' is not a file${2:+ ($2)}"; }
+need_exe() { command -v "${!1:-}" >/dev/null || die "$1='${!1:-}' is not an executable${2:+ ($2)}"; }
 need_choice() {
     local name=$1 v
     shift
