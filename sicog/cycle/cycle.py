@@ -17,10 +17,10 @@ from sicog.cycle.plans import Plan
 from sicog.cycle.steps import StepRunner
 from sicog.cycle.variants import CAPTION_MODES, REASONING_MODES, VARIANTS, Variant
 from sicog.data.records import read_records, write_jsonl
-from sicog.generate.settings import SamplingSettings
+from sicog.generate.settings import AUGMENT_METHODS, SamplingSettings
 
 SAMPLING = SamplingSettings()   # the generation defaults, written out in every step's command
-NOISY_AUGMENTS = "gaussian_blur,color_jitter,mirror_rotation,mask"   # corruptions of the DPO warm-up's pairs
+NOISY_AUGMENTS = ",".join(AUGMENT_METHODS)   # corruptions of the DPO warm-up's pairs
 
 
 class Cycle:
@@ -51,7 +51,7 @@ class Cycle:
 
     def train(self, name: str, stage: str, data: Path, seed: int, start: list) -> Model:
         model = self.run.folder(name) / "model"
-        args = ["train", "--stage", stage, "--profile", "tiny", "--data_path", data, "--image_folder", self.world,
+        args = ["train", "--stage", stage, "--profile", "tiny", "--data-path", data, "--image-folder", self.world,
                 "--output_dir", model, "--seed", seed, *start]
         for key, value in self.plan.overrides(stage).items():
             args += [f"--{key}", value]
@@ -64,7 +64,7 @@ class Cycle:
         data = self.world / "data"
         cod, cot = self.run.folder("annotate"), self.run.folder("convert_cot")
         self.run.sicog("annotate", ["annotate-cod", "--input", data / "cod_seed_raw.jsonl",
-                                    "--image-dir", self.world, "--output-cod-dir", cod / "cod",
+                                    "--image-folder", self.world, "--output-cod-dir", cod / "cod",
                                     "--output-dd-dir", cod / "dd", "--world-teacher", self.world, "--concurrency", 4])
         self.run.sicog("convert_cot", ["convert-cot", "--input", data / "llava_cot_seed.json",
                                        "--output-cot-dir", cot / "cot", "--output-short-dir", cot / "short"])
@@ -76,11 +76,11 @@ class Cycle:
     # ------------------------------------------------------------------ per seed
     def stage1(self, seed: int, base: Model) -> Model:
         return self.train(f"stage1/s{seed}", "stage1", self.world / "data" / "align.jsonl", seed,
-                          ["--model_name_or_path", base.model])
+                          ["--model-name-or-path", base.model])
 
     def baseline(self, seed: int, stage1: Model) -> Model:
         return self.train(f"stage2/baseline-s{seed}", "stage2", self.world / "data" / "sft.jsonl", seed,
-                          ["--mm_projector_checkpoint", stage1.model])
+                          ["--mm-projector-checkpoint", stage1.model])
 
     def mixture(self, name: str, files: list[Path]) -> Path:
         """A mixture YAML over `files` (each with the world as image folder)."""
@@ -97,7 +97,7 @@ class Cycle:
         names = (names,) if isinstance(names, str) else names
         data = self.mixture(f"stage0-{kind}-{mode}", [seed_data.get(n) for n in names])
         return self.train(f"stage0/{kind}-{mode}-{tag}s{seed}", "stage0", data, seed,
-                          ["--model_name_or_path", start.model])
+                          ["--model-name-or-path", start.model])
 
     def pools(self) -> Pools:
         """The unlabeled pools used for generation: the first `pool_images` / `pool_questions` records."""
@@ -131,7 +131,7 @@ class Cycle:
         taus = ",".join(str(t) for t in self.plan.thresholds)
         folder = self.run.sicog(name, ["curate", "--candidates", candidates.existing(),
                                        "--out", self.run.folder(name), "--thresholds", taus, "--method", method,
-                                       "--model", model.model, "--seed", seed])
+                                       "--generator", model.model, "--seed", seed])
         return Curation(name, folder)
 
     def gold_for_pool(self, kind: str) -> Records:
@@ -182,7 +182,7 @@ class Cycle:
                               "--noisy", noisy.existing(), "--curated", curated.curated(self.plan.threshold),
                               "--seed", seed, "--out", pairs.file])
         return self.train(f"stage0/dpo-{gen_tag}", "dpo", pairs.existing(), seed,
-                          ["--model_name_or_path", sft_model.model])
+                          ["--model-name-or-path", sft_model.model])
 
     def variant_model(self, v: Variant, seed: int, base: Model, seed_data: SeedData,
                       done: dict[tuple[str, int], RowModels]) -> RowModels:
@@ -205,9 +205,9 @@ class Cycle:
             data = tuple(self.generated_data(v, seed, start, seed_data))
             files = [g.file for g in data]
         s15 = self.train(f"stage1_5/{v.name}-s{seed}", "stage1_5", self.mixture(f"stage1_5-{v.name}-s{seed}", files),
-                         seed, ["--mm_projector_checkpoint", stage1.model])
+                         seed, ["--mm-projector-checkpoint", stage1.model])
         final = self.train(f"stage2/{v.name}-s{seed}", "stage2", self.world / "data" / "sft.jsonl", seed,
-                           ["--model_name_or_path", s15.model])
+                           ["--model-name-or-path", s15.model])
         done[(v.name, seed)] = RowModels(stage1, final, s15, data)
         return done[(v.name, seed)]
 
