@@ -179,11 +179,25 @@ def test_benchmarks_have_every_skill_balanced_pope_and_caption_scenes(world):
         assert r["scene"]["objects"] == scenes[r["scene_id"]]["objects"]
     sft = read_records(world / "data/sft.jsonl")
     assert any(len(r["conversations"]) > 2 for r in sft) and any("image" not in r for r in sft)
-    for r in sft:  # existence questions (as the POPE probes ask) answered from the scene graph
+    kinds = Counter()
+    for r in sft:  # existence questions (as the POPE probes ask, or of one word) answered from the scene graph
         if r.get("image") and r["conversations"][0]["value"].startswith("<image>\nIs there "):
             asked = r["conversations"][0]["value"].split("Is there ", 1)[1].split(" in the image")[0].split(" ", 1)[1]
-            present = {f"{o['colour']} {o['shape']}" for o in scenes[r["id"]]["objects"]}
+            objects = scenes[Path(r["image"]).stem]["objects"]
+            if asked.endswith(" object"):
+                kinds["colour"] += 1
+                present = {o["colour"] + " object" for o in objects}
+            elif " " in asked:
+                kinds["pair"] += 1
+                present = {f"{o['colour']} {o['shape']}" for o in objects}
+            else:
+                kinds["shape"] += 1
+                present = {o["shape"] for o in objects}
             assert r["conversations"][1]["value"] == ("yes" if asked in present else "no")
+    # one single-question conversation of each kind per image, besides the pair questions inside conversations
+    n_images = sum(1 for r in sft if r.get("image"))
+    assert kinds["colour"] == kinds["shape"] > 0 and kinds["pair"] >= kinds["colour"]
+    assert sum(1 for r in sft if r["id"].endswith("-exists-colour")) == kinds["colour"] == n_images // 4
 
 
 def test_tokenizer_round_trip_with_chat_template(world):

@@ -132,15 +132,25 @@ def test_in_context_accuracy_counts_whole_answers():
 
 
 def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
-    """Each `clip` scene gives several conversations; their contexts are the object names or the full
-    description, and the questions are answered from that context."""
-    from sicog.world.build import LM_CHAT_PER_SCENE
+    """Each `clip` scene gives several conversations and one single existence question of each kind;
+    their contexts are the object names or the full description, and the questions are answered
+    from that context."""
+    from sicog.world.build import EXISTENCE_KINDS_PER_SCENE, LM_CHAT_PER_SCENE
     from sicog.world.texts import describe, name
 
     world = pretrained / "world"
     scenes = {s["id"]: s for s in map(json.loads, (world / "world.jsonl").read_text().splitlines()) if s["split"] == "clip"}
     recs = [json.loads(line) for line in (world / "data/lm_chat.jsonl").read_text().splitlines()]
-    assert len(recs) == LM_CHAT_PER_SCENE * len(scenes)
+    assert len(recs) == (LM_CHAT_PER_SCENE + len(EXISTENCE_KINDS_PER_SCENE)) * len(scenes)
+    single = [r for r in recs if "-chat-exists-" in r["id"]]
+    assert sorted({r["skills"][0] for r in single}) == ["existence", "existence-colour", "existence-shape"]
+    for rec in single:   # yes exactly when the scene has what is asked
+        objects = scenes[rec["id"].rsplit("-chat", 1)[0]]["objects"]
+        asked = rec["conversations"][0]["value"].split("Is there ", 1)[1].split(" in the image")[0].split(" ", 1)[1]
+        present = {"existence": {f"{o['colour']} {o['shape']}" for o in objects},
+                   "existence-colour": {o["colour"] + " object" for o in objects},
+                   "existence-shape": {o["shape"] for o in objects}}[rec["skills"][0]]
+        assert len(rec["skills"]) == 1 and rec["conversations"][1]["value"] == ("yes" if asked in present else "no")
     assert {r["context"] for r in recs} == {"names", "description"}
     for rec in recs:
         scene = scenes[rec["id"].rsplit("-chat", 1)[0]]

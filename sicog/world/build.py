@@ -57,6 +57,10 @@ SPLITS = ("clip", "align", "cod_seed", "cot_seed", "sft", "pool", "val", "eval")
 POPE_VARIANTS = ("random", "popular", "adversarial")
 MC_RATE = 0.4
 LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
+# Single-question existence conversations, one of each kind (Q.EXISTENCE_KINDS), per `clip` scene
+# in the instruction phase and per `sft` image in stage 2: inside six-question conversations the
+# tiny LM never learned to answer existence questions (held-out accuracy at chance after 3,000 steps).
+EXISTENCE_KINDS_PER_SCENE = Q.EXISTENCE_KINDS
 
 
 def text_rng(seed: int, key: str, purpose: str) -> random.Random:
@@ -92,6 +96,11 @@ def perception_questions(scene: dict, rng: random.Random, n_skills: int, n_exist
     for _ in range(n_existence):
         qs.insert(rng.randrange(len(qs) + 1), Q.existence_question(scene, rng))
     return qs
+
+
+def scene_context(scene: dict, kind: str) -> str:
+    """A scene as text context: its object names ("green circle, blue cross") or its full description."""
+    return ", ".join(T.name(o) for o in scene["objects"]) if kind == "names" else T.describe(scene)
 
 
 def qa_turns(questions: list[dict], image: bool, context: str = "") -> list[dict]:
@@ -195,9 +204,14 @@ class WorldWriter:
                 rng = text_rng(self.seed, scene["id"], f"lm-chat-{k}")
                 qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
                 kind = "names" if rng.random() < 0.5 else "description"
-                context = ", ".join(T.name(o) for o in scene["objects"]) if kind == "names" else T.describe(scene)
                 recs.append({"id": f"{scene['id']}-chat-{k}", "context": kind, "skills": [q["skill"] for q in qs],
-                             "conversations": qa_turns(qs, image=False, context=context)})
+                             "conversations": qa_turns(qs, image=False, context=scene_context(scene, kind))})
+            for kind_q in EXISTENCE_KINDS_PER_SCENE:
+                rng = text_rng(self.seed, scene["id"], f"lm-exists-{kind_q}")
+                q = Q.existence_question(scene, rng, kind_q)
+                kind = "names" if rng.random() < 0.5 else "description"
+                recs.append({"id": f"{scene['id']}-chat-exists-{kind_q}", "context": kind, "skills": [q["skill"]],
+                             "conversations": qa_turns([q], image=False, context=scene_context(scene, kind))})
         self.jsonl("data/lm_chat.jsonl", recs)
 
     def align(self) -> None:
@@ -242,7 +256,9 @@ class WorldWriter:
 
         Each image's conversation holds one existence question (yes or no, half each, like the POPE
         probes) and 2-4 questions of the benchmark skills, so that one epoch gives the model several
-        thousand short perception answers at the cost of one image encoding per conversation.
+        thousand short perception answers at the cost of one image encoding per conversation. Each
+        image also gets one single-question conversation per existence kind (colour, shape, pair):
+        the question right after the image, where a small model learns the lookup soonest.
         """
         recs = []
         for scene in self.scenes["sft"]:
@@ -254,6 +270,10 @@ class WorldWriter:
                 turns = qa_turns(perception_questions(scene, rng, n_skills=rng.choice((2, 3, 4)), n_existence=1),
                                  image=True)
             recs.append({**base, "conversations": turns})
+            for kind in EXISTENCE_KINDS_PER_SCENE:
+                q = Q.existence_question(scene, text_rng(self.seed, scene["id"], f"sft-exists-{kind}"), kind)
+                recs.append({"id": f"{scene['id']}-exists-{kind}", "image": scene["image"],
+                             "conversations": qa_turns([q], image=True)})
         pairs = Q.text_only_questions()
         for i in range(self.n["sft_text"]):
             question, answer = pairs[i % len(pairs)]

@@ -248,18 +248,41 @@ def make_question(scene: dict, rng: random.Random, skill: str, mc: bool) -> dict
     raise ValueError(f"scene {scene['id']} has no objects")  # position always applies otherwise
 
 
-def existence_question(scene: dict, rng: random.Random) -> dict:
-    """`Is there a <colour> <shape> in the image?` (instruction data, like the POPE probes), half absent."""
+EXISTENCE_KINDS: tuple[str, ...] = ("pair", "colour", "shape")
+
+
+def existence_question(scene: dict, rng: random.Random, kind: str = "pair") -> dict:
+    """A yes-or-no existence question (instruction data, like the POPE probes), yes half the time.
+
+    `pair` asks `Is there a <colour> <shape> in the image?`, as POPE does; an absent pair is, half
+    the time, one that shares the colour or the shape of a present object (POPE's adversarial
+    negatives), else any absent pair. `colour` asks `Is there a <colour> object ...?` and `shape`
+    `Is there a <shape> ...?`: one word to match, the steps by which a small model learns the pair
+    (a scene that holds every colour, or every shape, gets a yes). The skill is `existence` for
+    pairs and `existence-<kind>` for the others.
+    """
     present = [name(o) for o in scene["objects"]]
-    if rng.random() < 0.5:
-        asked, answer = rng.choice(present), "yes"
+    colours = sorted({o["colour"] for o in scene["objects"]})
+    shapes = sorted({o["shape"] for o in scene["objects"]})
+    yes = rng.random() < 0.5
+    if kind == "pair":
+        absent = [f"{c} {s}" for c in sorted(COLOURS) for s in SHAPES if f"{c} {s}" not in present]
+        near = [p for p in absent if p.split()[0] in colours or p.split()[1] in shapes]
+        asked = rng.choice(present if yes else (near if near and rng.random() < 0.5 else absent))
+        what = asked
+    elif kind in ("colour", "shape"):
+        values = colours if kind == "colour" else shapes
+        absent = [v for v in (sorted(COLOURS) if kind == "colour" else SHAPES) if v not in values]
+        yes = yes or not absent
+        asked = rng.choice(values if yes else absent)
+        what = f"{asked} object" if kind == "colour" else asked
     else:
-        asked = rng.choice([f"{c} {s}" for c in sorted(COLOURS) for s in SHAPES if f"{c} {s}" not in present])
-        answer = "no"
-    reasoning = (f"The {asked} is one of the objects in the image, so the answer is yes." if answer == "yes" else
-                 f"None of the objects is {with_article(asked)}, so the answer is no.")
-    q = _q("existence", f"Is there {with_article(asked)} in the image?", answer, "yesno",
-           f"decide whether there is {with_article(asked)} in the image", reasoning)
+        raise ValueError(f"existence kind {kind!r} is not one of {EXISTENCE_KINDS}")
+    answer = "yes" if yes else "no"
+    reasoning = (f"The image has {with_article(what)}, so the answer is yes." if yes else
+                 f"None of the objects is {with_article(what)}, so the answer is no.")
+    q = _q("existence" if kind == "pair" else f"existence-{kind}", f"Is there {with_article(what)} in the image?",
+           answer, "yesno", f"decide whether there is {with_article(what)} in the image", reasoning)
     return finish_question(q, scene, rng, mc=False)
 
 
