@@ -145,7 +145,7 @@ def test_generation_in_bf16_runs_and_fp32_is_unchanged():
     eos = CandidateEngine(model, processor, s).eos_ids
     with torch.no_grad():
         embeds = model.embed_inputs(batch["input_ids"], batch["images"])
-        by_hand = decode_candidates(model.language_model, embeds, batch["attention_mask"],
+        by_hand = decode_candidates(model, embeds, batch["attention_mask"],
                                     [row_keys(1, r, 3) for r in ids], s, eos, [processor.image_token_id])
     assert fp32 == by_hand
     assert CandidateEngine(model, processor, s, precision="fp32").generate_ids(ids, items) == fp32
