@@ -9,7 +9,7 @@ import yaml
 import sicog.model.precision as P
 from generate_helpers import draw
 from model_helpers import Q, image
-from test_train_fixtures import make_world, save_tiny_model, train
+from train_fixtures import make_world, save_tiny_model, train
 
 
 @pytest.fixture

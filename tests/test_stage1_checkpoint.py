@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_scripts_train import SCRIPTS, TRAIN_VARS
-from test_train_fixtures import make_world, read_log, save_tiny_model
+from script_helpers import SCRIPTS, TRAIN_VARS
+from train_fixtures import make_world, read_log, save_tiny_model
 
 STAGE1 = SCRIPTS / "uhdv1-pretrain-qwen-stage1-align.sh"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_fixtures import make_world, save_tiny_model
+from train_fixtures import make_world, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = (

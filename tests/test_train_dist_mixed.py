@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from test_scripts_train import SCRIPTS, TRAIN_VARS
-from test_train_fixtures import make_world, save_tiny_model
+from script_helpers import SCRIPTS, TRAIN_VARS
+from train_fixtures import make_world, save_tiny_model
 
 STAGE2 = "uhdv1-finetune-qwen-stage2-sft.sh"
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from cli_helpers import sicog
-from test_train_fixtures import largest_change, make_world, read_log, save_tiny_model, train
+from train_fixtures import largest_change, make_world, read_log, save_tiny_model, train
 
 
 def test_stage1_projector_handoff_to_stage1_5(tmp_path):
