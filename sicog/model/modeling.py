@@ -121,12 +121,18 @@ class SicogModel(SicogPreTrainedModel):
     language model's last hidden states.
     """
 
-    def __init__(self, config: SicogConfig):
+    def __init__(self, config: SicogConfig, init_projector: bool = True):
+        """`init_projector=False`: the projector's random weights are left to the caller (the head)."""
         super().__init__(config)
         self.vision_tower = CLIPVisionModel(config.vision_config)
         self.projector = build_projector(config)
         self.language_model = Qwen2Model(config.text_config)
+        self._init_projector = init_projector
         self.post_init()
+
+    def init_weights(self):
+        if self._init_projector:  # the tower and the language model initialised themselves
+            super().init_weights()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -294,9 +300,15 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: SicogConfig):
         super().__init__(config)
-        self.model = SicogModel(config)
+        self.model = SicogModel(config, init_projector=False)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+
+    def initialize_weights(self):
+        """Random weights drawn in the order of the model before the base/head split (tower, language
+        model, LM head, projector), so that a seed gives the same model as it did then."""
+        self._initialize_weights(self.lm_head, self.is_custom_code())
+        super().initialize_weights()
 
     # --- the base model's parts ---------------------------------------------------------------
     @property
