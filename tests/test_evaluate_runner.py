@@ -83,8 +83,8 @@ def test_scores_of_fixed_predictions(setup, monkeypatch):
                "pope": iter([r["answer"] for r in shown["pope"]]), "captions": iter(["" for _ in shown["captions"]])}
     monkeypatch.setattr(GreedyGenerator, "generate", lambda self, items, bench: [next(answers[bench]) for _ in items])
     model, processor = build_random_tiny(seed=0)
-    result = evaluate(model, processor, setup["world"], setup["root"] / "run-fixed", load_eval_config(str(setup["cfg"])),
-                      limit=limit, device="cpu")
+    cfg = load_eval_config(str(setup["cfg"]))
+    result = evaluate(model, processor, setup["world"], setup["root"] / "run-fixed", cfg, limit=limit, device="cpu")
     assert all(next(a, None) is None for a in answers.values())  # every record generated once, in order
     n_qa, n_pope = len(shown["qa"]), len(shown["pope"])
     qa = result["benchmarks"]["qa"]["scores"]

@@ -105,7 +105,8 @@ def test_merge_gives_the_logits_of_the_in_place_write(tiny):
     ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
-        embeds[ids == proc.image_token_id] = torch.cat(model.get_image_features([batch["images"][0], batch["images"][2]]))
+        features = model.get_image_features([batch["images"][0], batch["images"][2]])
+        embeds[ids == proc.image_token_id] = torch.cat(features)
         ref = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
         ours = model(**batch).logits
     assert torch.equal(ours, ref)

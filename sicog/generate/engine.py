@@ -34,7 +34,7 @@ def decode_candidates(
 ) -> list[list[list[int]]]:
     """Token ids (end token excluded) of `len(keys[b])` candidates for each of the B left-padded rows.
 
-    `language_model` is any HF causal LM taking `inputs_embeds` (a SICOG model included); `keys[b][k]` is the random key of
+    `language_model` is a SICOG model or any HF causal LM taking `inputs_embeds`; `keys[b][k]` is the random key of
     candidate k of row b (see `sampling.row_keys`); `suppress_token_ids` are never generated.
     """
     batch, n = inputs_embeds.shape[0], len(keys[0])

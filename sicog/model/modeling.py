@@ -7,7 +7,8 @@ embeddings. `SicogForConditionalGeneration` puts the LM head (`lm_head`) on it a
 
 Checkpoints keep the names of the model before the split (`vision_tower.*`, `projector.*`,
 `language_model.model.*`, `language_model.lm_head.*`): `CHECKPOINT_PREFIXES`, registered with
-transformers' conversion mapping for `model_type` "sicog", renames them on load and back on save.
+transformers' conversion mapping for `model_type` "sicog", renames them on load and back on save
+(`model_key` does the same for a resumed run: `sicog.train.artefacts.load_model_weights`).
 """
 from __future__ import annotations
 
@@ -105,11 +106,12 @@ class SicogPreTrainedModel(PreTrainedModel):
 
         `vision_features` stops at the feature layer, so these never get a gradient; training
         freezes them (`sicog.train.stages.freeze`) rather than deleting them, so that a saved model
-        keeps the tower's full CLIP layout and loads anywhere CLIP does. Named as `named_parameters` names them.
+        keeps the tower's full CLIP layout and loads anywhere CLIP does. Named as `named_parameters`
+        names them.
         """
         tower = self.vision_tower
-        idle = {id(p) for m in (*tower.encoder.layers[layers_to_run(tower, self.config.vision_feature_layer):], tower.post_layernorm)
-                for p in m.parameters()}
+        above = tower.encoder.layers[layers_to_run(tower, self.config.vision_feature_layer):]
+        idle = {id(p) for m in (*above, tower.post_layernorm) for p in m.parameters()}
         return {name: p for name, p in self.named_parameters() if id(p) in idle}
 
 
@@ -361,18 +363,16 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         num_items = kwargs.pop("num_items_in_batch", None)
-        if labels is not None and self.training and past_key_values is None:
-            # training: the loss alone (logits=None), from logits at supervised positions only and
-            # the fp32 loss in chunks (sicog.model.loss). In eval mode the full logits come back.
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             inputs_embeds=inputs_embeds, images=images, use_cache=False, **kwargs)
-            loss = supervised_lm_loss(out.last_hidden_state, labels, self.lm_head, num_items)
-            return CausalLMOutputWithPast(loss=loss, logits=None)
+        # training: the loss alone (logits=None), from logits at supervised positions only and the
+        # fp32 loss in chunks (sicog.model.loss). In eval mode the full logits come back.
+        loss_only = labels is not None and self.training and past_key_values is None
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, inputs_embeds=inputs_embeds, images=images,
-                         use_cache=use_cache, **kwargs)
-        hidden = out.last_hidden_state
-        logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))
+                         use_cache=False if loss_only else use_cache, **kwargs)
+        if loss_only:
+            loss = supervised_lm_loss(out.last_hidden_state, labels, self.lm_head, num_items)
+            return CausalLMOutputWithPast(loss=loss)
+        logits = self.lm_head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,

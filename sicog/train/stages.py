@@ -73,7 +73,8 @@ def part_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def _layer_name(param_name: str) -> str:
-    """`model.vision_tower.encoder.layers.23.mlp.fc1.weight` -> `encoder.layers.23`; `...post_layernorm.weight` -> `post_layernorm`."""
+    """`model.vision_tower.encoder.layers.23.mlp.fc1.weight` -> `encoder.layers.23`;
+    `...post_layernorm.weight` -> `post_layernorm`."""
     parts = param_name.split("vision_tower.", 1)[1].split(".")
     return ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
 

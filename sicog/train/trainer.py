@@ -30,7 +30,8 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from sicog.data.records import atomic_write_text, dumps, read_appended
 from sicog.data.sampler import ModalityLengthGroupedSampler
-from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_model_weights, load_projector_artefact, save_projector_artefact
+from sicog.train.artefacts import (PROJECTOR_WEIGHTS, load_model_weights, load_projector_artefact,
+                                   save_projector_artefact)
 from sicog.train.checkpoints import STAGING, publish, write_marker
 from sicog.train.config import PART_LR_FIELDS, TrainConfig
 from sicog.train.flops import mfu
