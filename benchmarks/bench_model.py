@@ -6,7 +6,7 @@ features (the script checks it):
 - reference: one vision-tower call per overview and per slice, the feature map cut short of the
   unused layers by `output_hidden_states` (all layers run), and the resampler evaluated window by
   window (one ROI-align and one attention per query);
-- ours: `model.encode_images`: equal-size overviews and slices of all images in one vision-tower
+- ours: `model.get_image_features`: equal-size overviews and slices of all images in one vision-tower
   call that stops at the feature layer, the resampler batched over maps and windows.
 
 It then reports training throughput (forward + backward + AdamW step) of the whole model on a
@@ -112,7 +112,7 @@ def main() -> None:
 
     with torch.no_grad():
         t_ref, ref = timed(lambda: reference_encode(model, images), args.repeat)
-        t_ours, ours = timed(lambda: model.encode_images(images), args.repeat)
+        t_ours, ours = timed(lambda: model.get_image_features(images), args.repeat)
     err = max((a - b).abs().max().item() for a, b in zip(ref, ours))
     print(f"image encoding, {args.images} images / {units} overviews+slices, {args.threads} threads")
     print(f"  reference (per unit, per window): {t_ref * 1000:8.1f} ms")

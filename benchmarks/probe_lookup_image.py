@@ -34,11 +34,13 @@ p.mask_mode = 'assistant'
 if a.random_llm:
     from transformers import Qwen2ForCausalLM
     torch.manual_seed(1)
-    m.language_model = Qwen2ForCausalLM(m.config.text_config)
+    fresh = Qwen2ForCausalLM(m.config.text_config)
+    m.model.language_model, m.lm_head = fresh.model, fresh.lm_head
 if a.llm:
     from transformers import Qwen2ForCausalLM
     new = Qwen2ForCausalLM.from_pretrained(a.llm)
-    missing = m.language_model.load_state_dict(new.state_dict(), strict=True)
+    from sicog.model.modeling import causal_lm_view
+    missing = causal_lm_view(m).load_state_dict(new.state_dict(), strict=True)
     print('swapped LLM from', a.llm, flush=True)
 if a.scale:
     m.projector.register_forward_hook(lambda mod, i, o: o * a.scale)
@@ -67,9 +69,9 @@ def enc(s, c, ans, img=None):
         else:
             conv = [{"from": "human", "value": "<image>\nWhat colors are the objects? Answer the question using a single word or phrase."}, {"from": "gpt", "value": ', '.join(sorted({o['colour'] for o in s['objects']}))}]
     return p.encode(conv, image=p.load_image(W / (img or s['image'])))
-groups = [{'params': [x for n, x in m.named_parameters() if n.startswith('vision_tower')], 'lr': a.tower_lr},
-          {'params': [x for n, x in m.named_parameters() if n.startswith('projector')], 'lr': a.proj_lr or a.lr},
-          {'params': [x for n, x in m.named_parameters() if n.startswith('language_model')], 'lr': 0 if a.freeze_llm else a.lr}]
+groups = [{'params': [x for n, x in m.named_parameters() if n.startswith('model.vision_tower')], 'lr': a.tower_lr},
+          {'params': [x for n, x in m.named_parameters() if n.startswith('model.projector')], 'lr': a.proj_lr or a.lr},
+          {'params': [x for n, x in m.named_parameters() if n.startswith(('model.language_model', 'lm_head'))], 'lr': 0 if a.freeze_llm else a.lr}]
 opt = torch.optim.AdamW(groups, weight_decay=0)
 yes_id = p.tokenizer.encode('yes', add_special_tokens=False)[0]; no_id = p.tokenizer.encode('no', add_special_tokens=False)[0]
 def evaluate():

@@ -52,3 +52,15 @@ def resolve_device(spec: str | torch.device | None = "auto", local_rank: int | N
         local = rank_info().local_rank if local_rank is None else local_rank
         return torch.device(f"cuda:{local % max(torch.cuda.device_count(), 1)}")
     return torch.device("cpu")
+
+
+def to_device(value, device: "torch.device"):
+    """`value` moved to `device`: tensors and anything with `.to` (an ImageInput), inside lists, tuples
+    and dicts; anything else (None, ints, strings) as is."""
+    if hasattr(value, "to"):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value

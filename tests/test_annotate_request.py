@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from authors_fixtures import load_json
-from test_annotate_cod import API_KEY, FakeTeacher, cli_args, make_dataset, run_annotate
+from annotate_helpers import API_KEY, FakeTeacher, cli_args, make_dataset, run_annotate
 
 from sicog.annotate.prompts import COD_SYSTEM_PROMPT, CodRequest, cod_messages
 from sicog.data.checks import InputError

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from fault_inject import report_kills
-from test_annotate_cod import API_KEY, FakeTeacher, cli_args, jsonl, make_dataset
+from annotate_helpers import API_KEY, FakeTeacher, cli_args, jsonl, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FAULT = Path(__file__).with_name("fault_inject.py")

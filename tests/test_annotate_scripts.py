@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_annotate_cod import API_KEY, FakeTeacher, jsonl, make_dataset
-from test_convert_cot import rec, tagged
+from annotate_helpers import API_KEY, FakeTeacher, jsonl, make_dataset, rec, tagged
 
 REPO = Path(__file__).resolve().parents[1]
 COD_SH = REPO / "training_data_annotation" / "revise_cod.sh"

@@ -84,5 +84,5 @@ def test_vision_features_equal_theirs(imported):
     units = [im.slices[0], im.slices[1], im.overview]
     for k, pixels in enumerate(units):
         with torch.no_grad():
-            feats = model.vision_features(pixels[None])[0]
+            feats = model.model.vision_features(pixels[None])[0]
         torch.testing.assert_close(feats, out[f"vision_features_unit{k}"], rtol=0, atol=1e-5)

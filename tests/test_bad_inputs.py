@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import sicog
-from test_train_fixtures import make_world, save_tiny_model
+from train_fixtures import make_world, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,22 +7,10 @@ import json
 
 import pytest
 
+from annotate_helpers import PARTS, rec, tagged
 from sicog.annotate import cot
 from sicog.data.checks import InputError
 from sicog.data.formats import COT_HEADINGS, STEP_BY_STEP_PHRASE, check_steps, step_body
-
-PARTS = {"SUMMARY": "I will count the circles.", "CAPTION": "Three red circles on grey.",
-         "REASONING": "There are 3 circles, all red.", "CONCLUSION": "3"}
-
-
-def tagged(parts=PARTS, order=("SUMMARY", "CAPTION", "REASONING", "CONCLUSION"), sep="\n\n") -> str:
-    return sep.join(f"<{t}> {parts[t]} </{t}>" for t in order)
-
-
-def rec(rid, answer, question="<image>\nHow many circles? Answer the question using a single word or phrase."):
-    return {"id": rid, "image": f"{rid}.png",
-            "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
-
 
 def run_convert(tmp_path, records, *, as_json=False):
     src = tmp_path / ("in.json" if as_json else "in.jsonl")

@@ -98,15 +98,12 @@ def test_vote_normalisation_and_scores():
     assert vote_scores(["Two.", "2", "three", "The answer is two"]) == [0.75, 0.75, 0.25, 0.75]
 
 
-def test_thresholds_nest_and_keep_max_at_least_tau():
-    results = [{"id": str(k), "max_score": random.Random(k).uniform(0.5, 1.0)} for k in range(50)]
-    taus = [0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
-    sets = [{r["id"] for r in kept(results, t)} for t in taus]
-    for small, large in zip(sets[1:], sets[:-1]):
-        assert small <= large
-    for t, ids in zip(taus, sets):
-        assert ids == {r["id"] for r in results if r["max_score"] >= t}
-    assert len(sets[0]) > len(sets[-1])
+def test_kept_by_threshold_worked_by_hand():
+    results = [{"id": "a", "max_score": 0.95}, {"id": "b", "max_score": 0.6}, {"id": "c", "max_score": 0.8},
+               {"id": "d", "max_score": 0.7}, {"id": "e", "max_score": 0.85}]
+    expected = {0.0: "abcde", 0.6: "abcde", 0.61: "acde", 0.7: "acde", 0.8: "ace", 0.85: "ae", 0.9: "a", 0.96: ""}
+    for tau, ids in expected.items():
+        assert [r["id"] for r in kept(results, tau)] == list(ids), tau  # a score equal to tau is kept, order kept
 
 
 def test_max_score_is_never_negative_so_tau_0_keeps_everything():
@@ -267,17 +264,19 @@ def test_curate_cli_vote_end_to_end(tmp_path):
     assert summary["counts"]["lines_read"] == 10 and summary["counts"]["scored"] == 8
     skipped = {s["line"]: s["reason"] for s in summary["skipped"]}
     assert "at least 2" in skipped[9] and skipped[10].startswith("malformed JSON")
-    kept_ids = {}
-    for tau in ("0.5", "0.7", "0.9"):
+    # votes (reasoning_file): q0, q1, q4, q6 all "2"; q2, q5 three of four "2"; q3, q7 three different colours
+    assert {i: r["max_score"] for i, r in scores.items()} == pytest.approx(
+        {"q0": 1, "q1": 1, "q2": 0.75, "q3": 1 / 3, "q4": 1, "q5": 0.75, "q6": 1, "q7": 1 / 3})
+    expected = {"0.5": {"q0", "q1", "q2", "q4", "q5", "q6"}, "0.7": {"q0", "q1", "q2", "q4", "q5", "q6"},
+                "0.9": {"q0", "q1", "q4", "q6"}}
+    for tau, ids in expected.items():
         records = read_jsonl(out / f"curated_tau{tau}.jsonl")
-        kept_ids[tau] = {r["id"] for r in records}
-        assert kept_ids[tau] == {i for i, r in scores.items() if r["max_score"] >= float(tau)}
+        assert {r["id"] for r in records} == ids
         assert summary["kept"][tau]["count"] == len(records)
         for r in records:
             human, gpt = r["conversations"]
             assert human == {"from": "human", "value": QUESTION} and r["image"] == f"img/{r['id']}.png"
             assert check_steps(gpt["value"], COT_HEADINGS) is None
-    assert kept_ids["0.9"] <= kept_ids["0.7"] <= kept_ids["0.5"] and kept_ids["0.9"] != kept_ids["0.5"]
     pairs = read_jsonl(out / "preferences.jsonl")
     assert len(pairs) == summary["counts"]["preference_pairs"] > 0
     for p in pairs:

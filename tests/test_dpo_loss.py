@@ -1,112 +1,69 @@
-"""The DPO loss: against the published formula, against TRL's own loss code, and its log-prob sums."""
+"""The DPO loss and its log-prob sums, against numbers worked out by hand."""
 from __future__ import annotations
 
-from collections import defaultdict
-from types import SimpleNamespace
+import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sicog.data.template import IGNORE_INDEX
 from sicog.train.dpo import completion_logps, dpo_loss, preference_loss
 
+# Three pairs at beta 0.5 (summed completion log-probs; chosen, rejected; policy, reference):
+#   pair 1: chosen -10 vs -11 (+1), rejected -12 vs -11 (-1): rewards +0.5, -0.5, margin +1
+#   pair 2: chosen  -4 vs  -4 ( 0), rejected  -3 vs  -3 ( 0): rewards  0,    0,   margin  0
+#   pair 3: chosen  -9 vs  -7 (-2), rejected  -5 vs  -7 (+2): rewards -1,   +1,   margin -2
+# loss = -log sigmoid(margin) = log(1 + e^-margin): log(1 + 1/e), log 2, log(1 + e^2)
+BETA = 0.5
+PI_C, PI_R = [-10.0, -4.0, -9.0], [-12.0, -3.0, -5.0]
+REF_C, REF_R = [-11.0, -4.0, -7.0], [-11.0, -3.0, -7.0]
+LOSSES = [0.31326168751822286, 0.6931471805599453, 2.1269280110429727]
 
-def random_logps(seed: int, pairs: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    return [-50 * torch.rand(pairs, generator=g, dtype=torch.float64) for _ in range(4)]
+
+def t(values):
+    return torch.tensor(values, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
-def test_dpo_loss_matches_the_published_formula(beta):
-    pi_c, pi_r, ref_c, ref_r = random_logps(int(beta * 10))
-    losses, chosen_rewards, rejected_rewards = dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
-    expected = -torch.log(torch.sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))))
-    torch.testing.assert_close(losses, expected)
-    torch.testing.assert_close(chosen_rewards, beta * (pi_c - ref_c))
-    torch.testing.assert_close(rejected_rewards, beta * (pi_r - ref_r))
-    # Equal policy and reference give log 2 whatever the log-probs are.
-    same, _, _ = dpo_loss(pi_c, pi_r, pi_c, pi_r, beta)
-    torch.testing.assert_close(same, torch.full_like(same, torch.log(torch.tensor(2.0, dtype=same.dtype)).item()))
+def test_dpo_loss_worked_by_hand():
+    losses, chosen, rejected = dpo_loss(t(PI_C), t(PI_R), t(REF_C), t(REF_R), BETA)
+    assert losses.tolist() == pytest.approx(LOSSES, abs=1e-12)
+    assert chosen.tolist() == [0.5, 0.0, -1.0] and rejected.tolist() == [-0.5, 0.0, 1.0]
+    # a policy equal to its reference scores log 2 on every pair, whatever the log-probs
+    same, _, _ = dpo_loss(t(PI_C), t(PI_R), t(PI_C), t(PI_R), BETA)
+    assert same.tolist() == pytest.approx([math.log(2)] * 3, abs=1e-12)
 
 
 def test_dpo_loss_gradient_pushes_chosen_up_and_rejected_down():
-    pi_c, pi_r, ref_c, ref_r = (t.clone().requires_grad_(i < 2) for i, t in enumerate(random_logps(3)))
-    dpo_loss(pi_c, pi_r, ref_c, ref_r, 0.1)[0].sum().backward()
-    assert (pi_c.grad < 0).all() and (pi_r.grad > 0).all()
+    pi_c, pi_r = t(PI_C).requires_grad_(), t(PI_R).requires_grad_()
+    dpo_loss(pi_c, pi_r, t(REF_C), t(REF_R), BETA)[0].sum().backward()
+    # d/d(pi_c) of log(1 + e^-m) = -beta * sigmoid(-m): -0.5 * (0.2689, 0.5, 0.8808)
+    assert pi_c.grad.tolist() == pytest.approx([-0.13447071068499755, -0.25, -0.44039853898894116], abs=1e-12)
+    assert pi_r.grad.tolist() == pytest.approx([0.13447071068499755, 0.25, 0.44039853898894116], abs=1e-12)
 
 
-def test_preference_loss_adds_the_sft_term_per_chosen_token():
-    pi_c, pi_r, ref_c, ref_r = random_logps(7, pairs=4)
-    counts = torch.tensor([3, 5, 2, 7, 4, 4, 4, 4])
-    logps = torch.cat([pi_c, pi_r])
-    for weight in (0.0, 1.0, 0.25):
-        out = preference_loss(logps, counts, ref_c, ref_r, beta=0.1, sft_weight=weight)
-        dpo = (-F.logsigmoid(0.1 * ((pi_c - ref_c) - (pi_r - ref_r)))).mean()
-        nll = -pi_c.sum() / counts[:4].sum()
-        torch.testing.assert_close(out["dpo"], dpo)
-        torch.testing.assert_close(out["sft"], nll)
-        torch.testing.assert_close(out["loss"], dpo + weight * nll)
+@pytest.mark.parametrize("sft_weight, loss", [(0.0, 1.0444456263737136), (0.25, 1.6194456263737136),
+                                               (1.0, 3.3444456263737136)])
+def test_preference_loss_worked_by_hand(sft_weight, loss):
+    # chosen answers of 4, 2 and 4 tokens: the SFT term is -(-10 - 4 - 9) / 10 = 2.3 per chosen token;
+    # the rejected answers' token counts do not enter it
+    counts = torch.tensor([4, 2, 4, 9, 1, 3])
+    out = preference_loss(t(PI_C + PI_R), counts, t(REF_C), t(REF_R), beta=BETA, sft_weight=sft_weight)
+    assert out["dpo"].item() == pytest.approx(sum(LOSSES) / 3, abs=1e-12)
+    assert out["sft"].item() == pytest.approx(2.3, abs=1e-12)
+    assert out["loss"].item() == pytest.approx(loss, abs=1e-12)
+    assert out["chosen_rewards"].tolist() == [0.5, 0.0, -1.0]
+    assert out["rejected_rewards"].tolist() == [-0.5, 0.0, 1.0]
 
 
-def test_completion_logps_sums_only_labelled_next_tokens():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 7, 11, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, 11, (3, 7), generator=g)
-    labels[0, :4] = IGNORE_INDEX
-    labels[1, :] = IGNORE_INDEX
-    labels[1, 5] = 2
-    labels[2, ::2] = IGNORE_INDEX
+def test_completion_logps_worked_by_hand():
+    # vocabulary of 3; position t predicts token t+1. Row 0 labels tokens 1 and 3: p(1) = 2/4 at
+    # position 0 (logits log 1, log 2, log 1) and p(0) = 1/3 at position 2 (equal logits); the
+    # logits at positions 1 and 3 are never read. Row 1 labels nothing.
+    logits = torch.zeros(2, 4, 3, dtype=torch.float64)
+    logits[0, 0] = torch.log(t([1.0, 2.0, 1.0]))
+    logits[0, 1] = t([5.0, -3.0, 1.0])
+    logits[0, 3] = t([9.0, 9.0, -9.0])
+    labels = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, 0], [IGNORE_INDEX] * 4])
     sums, counts = completion_logps(logits, labels)
-    # Reference: cross entropy with the usual shift (position t predicts t+1), summed per row.
-    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), reduction="none",
-                                ignore_index=IGNORE_INDEX).view(3, 6)
-    torch.testing.assert_close(sums, -per_token.sum(-1))
-    assert counts.tolist() == [(labels[i, 1:] != IGNORE_INDEX).sum().item() for i in range(3)]
-    assert counts[1].item() == 1
-
-
-class _Outputs(SimpleNamespace):
-    pass
-
-
-def _trl_loss(per_token_logps, completion_mask, ref_chosen, ref_rejected, beta, sft_weight):
-    """TRL 1.16's DPOTrainer._compute_loss run on given per-token log-probs (its model calls faked)."""
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    batch, seq = completion_mask.shape
-    outputs = _Outputs(log_probs=per_token_logps, entropy=torch.zeros(batch, seq - 1),
-                       mean_logits=torch.zeros(batch, seq - 1), is_top1=torch.zeros(batch, seq - 1, dtype=torch.bool))
-    identity = lambda t: t  # noqa: E731
-    fake = SimpleNamespace(
-        model=SimpleNamespace(training=True), accelerator=SimpleNamespace(device="cpu", gather=identity,
-                                                                          gather_for_metrics=identity),
-        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=["sigmoid", "sft"], loss_weights=[1.0, sft_weight], beta=beta, use_weighting=False,
-        label_smoothing=0.0, _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
-    inputs = {"input_ids": torch.zeros(batch, seq, dtype=torch.long), "attention_mask": torch.ones(batch, seq),
-              "completion_mask": completion_mask, "ref_chosen_logps": ref_chosen, "ref_rejected_logps": ref_rejected}
-    loss = DPOTrainer._compute_loss(fake, lambda **kw: outputs, inputs, return_outputs=False)
-    return loss, fake._metrics["train"]
-
-
-def test_loss_matches_trl_dpo_trainer_sigmoid_plus_sft():
-    pytest.importorskip("trl")
-    g = torch.Generator().manual_seed(1)
-    pairs, seq = 3, 9
-    completion_mask = torch.zeros(2 * pairs, seq, dtype=torch.long)
-    for row, start in enumerate([3, 4, 5, 2, 6, 3]):
-        completion_mask[row, start:seq - row % 2] = 1
-    per_token = -3 * torch.rand(2 * pairs, seq - 1, generator=g)
-    # TRL's fused head gives log-probs already zeroed outside the completion (shifted mask).
-    per_token = per_token * completion_mask[:, 1:]
-    ref_chosen, ref_rejected = -20 * torch.rand(pairs, generator=g), -20 * torch.rand(pairs, generator=g)
-    trl_loss, metrics = _trl_loss(per_token, completion_mask, ref_chosen, ref_rejected, beta=0.1, sft_weight=1.0)
-
-    ours = preference_loss(per_token.sum(1), completion_mask[:, 1:].sum(1), ref_chosen, ref_rejected,
-                           beta=0.1, sft_weight=1.0)
-    torch.testing.assert_close(ours["loss"], trl_loss)
-    assert ours["chosen_rewards"].mean().item() == pytest.approx(metrics["rewards/chosen"][0], rel=1e-5)
-    assert ours["rejected_rewards"].mean().item() == pytest.approx(metrics["rewards/rejected"][0], rel=1e-5)
-    accuracy = (ours["chosen_rewards"] > ours["rejected_rewards"]).float().mean().item()
-    assert accuracy == pytest.approx(metrics["rewards/accuracies"][0])
+    assert sums.tolist() == pytest.approx([math.log(0.5) + math.log(1 / 3), 0.0], abs=1e-12)  # -log 6, 0
+    assert counts.tolist() == [2, 0]

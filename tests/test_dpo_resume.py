@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from dpo_helpers import good_pairs, read_jsonl, write_pairs
-from test_train_fixtures import save_tiny_model, train
+from train_fixtures import save_tiny_model, train
 
 
 @pytest.fixture(autouse=True, scope="module")

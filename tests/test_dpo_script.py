@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from dpo_helpers import good_pairs, read_jsonl, write_pairs
-from test_scripts_train import run_script
-from test_train_fixtures import save_tiny_model
+from script_helpers import run_script
+from train_fixtures import save_tiny_model
 
 SCRIPT = "uhdv1-dpo-qwen-stage0.sh"
 

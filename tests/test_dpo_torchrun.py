@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dpo_helpers import good_pairs, read_jsonl, write_pairs
-from test_train_fixtures import save_tiny_model, train
+from train_fixtures import save_tiny_model, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 KEYS = ("loss", "grad_norm", "logps/chosen", "logps/rejected", "sft_loss", "dpo_loss", "rewards/margins")

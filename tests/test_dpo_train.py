@@ -11,7 +11,7 @@ import torch
 from dpo_helpers import PROMPT, good_pairs, read_jsonl, write_pairs
 from sicog.data.template import IGNORE_INDEX, IM_END
 from sicog.train.dpo_data import PreferenceCollator, PreferenceDataset, conversation, prepare_pairs
-from test_train_fixtures import save_tiny_model, train
+from train_fixtures import save_tiny_model, train
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -73,6 +73,33 @@ def test_cli_writes_predictions_scores_and_summary(setup, capsys):
     assert summary.strip() in capsys.readouterr().out
 
 
+def test_scores_of_fixed_predictions(setup, monkeypatch):
+    """Scores of known predictions, exact: QA answered right on every other evaluated record, POPE
+    always right, captions left empty; over the evaluated records only (the skipped are not scored)."""
+    limit = 8
+    shown = {b: [r for r in read_records(setup["world"] / f"data/eval/{b}.jsonl")[:limit]
+                 if r["image"] not in setup["bad"]] for b in ("qa", "pope", "captions")}
+    answers = {"qa": iter([r["answer"] if i % 2 == 0 else "zzz" for i, r in enumerate(shown["qa"])]),
+               "pope": iter([r["answer"] for r in shown["pope"]]), "captions": iter(["" for _ in shown["captions"]])}
+    monkeypatch.setattr(GreedyGenerator, "generate", lambda self, items, bench: [next(answers[bench]) for _ in items])
+    model, processor = build_random_tiny(seed=0)
+    cfg = load_eval_config(str(setup["cfg"]))
+    result = evaluate(model, processor, setup["world"], setup["root"] / "run-fixed", cfg, limit=limit, device="cpu")
+    assert all(next(a, None) is None for a in answers.values())  # every record generated once, in order
+    n_qa, n_pope = len(shown["qa"]), len(shown["pope"])
+    qa = result["benchmarks"]["qa"]["scores"]
+    assert (qa["n"], qa["missing"], qa["accuracy"]) == (n_qa, 0, ((n_qa + 1) // 2) / n_qa)
+    assert sum(v["n"] for v in qa["per_skill"].values()) == n_qa
+    pope = result["benchmarks"]["pope"]["scores"]
+    assert any(r["answer"] == "yes" for r in shown["pope"]) and any(r["answer"] == "no" for r in shown["pope"])
+    assert {k: pope[k] for k in ("accuracy", "precision", "recall", "f1", "invalid", "n")} == {
+        "accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "invalid": 0, "n": n_pope}
+    assert pope["yes_ratio"] == sum(r["answer"] == "yes" for r in shown["pope"]) / n_pope
+    captions = result["benchmarks"]["captions"]["scores"]
+    assert {k: captions[k] for k in ("n", "recall", "chair_i", "chair_s", "accuracy")} == {
+        "n": len(shown["captions"]), "recall": 0.0, "chair_i": 0.0, "chair_s": 0.0, "accuracy": 0.0}
+
+
 def test_resume_generates_only_missing_ids(setup, monkeypatch):
     model, processor = build_random_tiny(seed=0)
     cfg = load_eval_config(str(setup["cfg"]))

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from fault_inject import report_kills
-from test_train_fixtures import read_log, resume_world, train
+from train_fixtures import read_log, resume_world, train
 
 FAULT = Path(__file__).with_name("fault_inject.py")
 
@@ -148,7 +148,7 @@ def torchrun(script: list[str], args: list[str]) -> subprocess.CompletedProcess:
 def test_two_ranks_killed_during_a_checkpoint_save_resume_to_identical_weights(tmp_path):
     """Stage 1 (projector artefact checkpoints) on 2 ranks (gloo): both ranks die inside the save of
     checkpoint-4; the rerun resumes from checkpoint-2 and ends with the uninterrupted run's weights."""
-    from test_train_fixtures import make_world, save_tiny_model
+    from train_fixtures import make_world, save_tiny_model
 
     model = save_tiny_model(tmp_path / "model")
     data = make_world(tmp_path / "world", n_image=12, n_text=0, sizes=((112, 112), (98, 126)))

@@ -28,10 +28,10 @@ def test_forward_backward_reaches_every_part(tiny):
     model.eval()
     assert out.logits is None and torch.isfinite(out.loss)  # training: the loss only (sicog.model.loss)
     out.loss.backward()
-    for name in ("vision_tower.embeddings.patch_embedding.weight",
-                 "vision_tower.encoder.layers.0.mlp.fc1.weight",
-                 "projector.query", "projector.kv_proj.weight", "projector.proj.weight",
-                 "language_model.model.layers.0.self_attn.q_proj.weight"):
+    for name in ("model.vision_tower.embeddings.patch_embedding.weight",
+                 "model.vision_tower.encoder.layers.0.mlp.fc1.weight",
+                 "model.projector.query", "model.projector.kv_proj.weight", "model.projector.proj.weight",
+                 "model.language_model.layers.0.self_attn.q_proj.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -74,19 +74,86 @@ def test_splice_places_features_in_layout_order(tiny):
     ids = item["input_ids"][None]
     with torch.no_grad():
         emb = model.embed_inputs(ids, [item["images"]])
-        feats = model.encode_images([item["images"]])[0]
+        feats = model.get_image_features([item["images"]])[0]
         sep = model.get_input_embeddings()(torch.tensor([proc.row_id, proc.overview_id]))
     mask = ids[0] == proc.image_token_id
     assert torch.equal(emb[0, mask], feats)
     assert torch.equal(emb[0, ids[0] == proc.overview_id][-1], sep[1])
     # the overview tokens come last; they equal the overview encoded alone
     with torch.no_grad():
-        alone = model.encode_pixels(item["images"].overview[None])[0]
+        alone = model.model.encode_pixels(item["images"].overview[None])[0]
     torch.testing.assert_close(feats[-16:], alone, rtol=1e-4, atol=1e-5)
     # the first slice's first token row opens the raster
     with torch.no_grad():
-        first = model.encode_pixels(item["images"].slices[:1])[0]
+        first = model.model.encode_pixels(item["images"].slices[:1])[0]
     torch.testing.assert_close(feats[:4], first[:4], rtol=1e-4, atol=1e-5)
+
+
+def test_merge_gives_the_logits_of_the_in_place_write(tiny):
+    """The features merged by `masked_scatter` give bit for bit the logits of the model before the
+    base/head split: features written in place (`embeds[mask] = features`), then Qwen2ForCausalLM."""
+    from transformers import Qwen2ForCausalLM
+
+    from sicog.model.modeling import causal_lm_view
+
+    model, proc = tiny
+    batch = proc.collate([proc.encode(CONV, image(300, 200)),
+                          proc.encode([{"from": "human", "value": "hi"}, {"from": "gpt", "value": "Yes."}]),
+                          proc.encode(CONV, image(60, 90, seed=1))])
+    lm = Qwen2ForCausalLM(model.config.text_config).eval()
+    lm.load_state_dict(causal_lm_view(model).state_dict())
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+        features = model.get_image_features([batch["images"][0], batch["images"][2]])
+        embeds[ids == proc.image_token_id] = torch.cat(features)
+        ref = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        ours = model(**batch).logits
+    assert torch.equal(ours, ref)
+
+
+def test_base_model_and_head_save_under_the_checkpoint_names(tmp_path, tiny):
+    """LLaVA's shape in memory (`model` = SicogModel, `lm_head`); the saved names are those of the
+    model before the split, so checkpoints written before and after it load alike."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from sicog.model.modeling import SicogModel, checkpoint_key, model_key
+
+    model, _ = tiny
+    assert isinstance(model.model, SicogModel) and isinstance(model.base_model, SicogModel)
+    assert model.lm_head.weight is model.get_input_embeddings().weight  # the tiny tier ties them
+    model.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert {k.split(".")[0] for k in saved} == {"vision_tower", "projector", "language_model"}
+    assert "language_model.model.embed_tokens.weight" in saved and "language_model.lm_head.weight" not in saved
+    assert {model_key(k) for k in saved} == set(model.state_dict()) - {"lm_head.weight"}
+    assert all(torch.equal(v, model.state_dict()[model_key(k)]) for k, v in saved.items())
+    assert checkpoint_key("model.language_model.norm.weight") == "language_model.model.norm.weight"
+    assert checkpoint_key("lm_head.weight") == "language_model.lm_head.weight"
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["SicogForConditionalGeneration"]
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_with_a_frozen_llm_trains_the_projector(reentrant):
+    """Checkpointing makes the token embeddings' output require grad (transformers' input hook); with
+    the LLM frozen that output is a leaf, which the merge of the image features must not write to."""
+    from sicog.train.stages import freeze
+
+    model, proc = build_random_tiny(seed=7)
+    freeze(model, "stage1")
+    batch = proc.collate([proc.encode(CONV, image(250, 180))])
+    model.train()
+    model(**batch).loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    model.activation_checkpointing_enable({"use_reentrant": reentrant})
+    model(**batch).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == ref.keys() and all(n.startswith("model.projector.") for n in grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref[name], rtol=1e-4, atol=1e-6)
 
 
 def test_save_load_round_trip(tmp_path, tiny):
@@ -146,7 +213,7 @@ def test_model_features_match_processor_positions(tiny, w, h):
     model, proc = tiny
     item = proc.encode(CONV, image(w, h))
     with torch.no_grad():
-        feats = model.encode_images([item["images"]])[0]
+        feats = model.get_image_features([item["images"]])[0]
     assert feats.shape == (int((item["input_ids"] == proc.image_token_id).sum()), model.config.text_config.hidden_size)
 
 
@@ -162,8 +229,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     loss2 = model(**batch).loss
     loss2.backward()
     torch.testing.assert_close(loss2, loss)
-    for name in ("vision_tower.encoder.layers.0.mlp.fc1.weight", "projector.query",
-                 "language_model.model.layers.1.mlp.up_proj.weight"):
+    for name in ("model.vision_tower.encoder.layers.0.mlp.fc1.weight", "model.projector.query",
+                 "model.language_model.layers.1.mlp.up_proj.weight"):
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, ref[name], rtol=1e-4, atol=1e-6)
 
 

@@ -63,7 +63,7 @@ def test_build_model_cli(tmp_path, parts, clip):
     src_w = dict(src.named_parameters())
     patch = [v for k, v in src_w.items() if k.endswith("embeddings.patch_embedding.weight")][0]
     assert torch.equal(model.vision_tower.embeddings.patch_embedding.weight, patch)
-    assert torch.equal(model.language_model.model.layers[0].mlp.up_proj.weight, llm.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(model.language_model.layers[0].mlp.up_proj.weight, llm.model.layers[0].mlp.up_proj.weight)
     assert model.config.image_token_id == proc.image_token_id
     assert model.config.text_config.vocab_size == len(proc.tokenizer) == llm.config.vocab_size + 1  # `<image>` added
     batch = proc.collate([proc.encode(CONV, Image.new("RGB", (250, 140), (200, 0, 0)))])

@@ -1,73 +1,93 @@
+"""`generate()` with images: the tokens it chooses, against loops written out here."""
 import pytest
 import torch
 
 from model_helpers import Q, image
-from tiny_models import build_random_tiny
+from tiny_models import build_random_tiny, spread_llm_weights
 
+NEW = 6
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_random_tiny(seed=0)
+    model, proc = build_random_tiny(seed=0)
+    return spread_llm_weights(model), proc
 
 
-def test_greedy_generate_same_with_and_without_cache(tiny):
-    model, proc = tiny
-    g = proc.collate([proc.encode(Q, image(240, 160), add_generation_prompt=True, for_generation=True)], "left")
-    assert g["images"][0].grid is not None  # large enough to be sliced
-    kw = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-              max_new_tokens=4, do_sample=False, eos_token_id=None)
-    with torch.no_grad():
-        a = model.generate(**kw, use_cache=True)
-        b = model.generate(**kw, use_cache=False)
-    assert a.shape[1] == g["input_ids"].shape[1] + 4
-    assert torch.equal(a, b)
-
-
-def test_left_padded_batch_generates_like_single(tiny):
-    model, proc = tiny
-    items = [proc.encode(Q, image(100, 80), add_generation_prompt=True),
+def _batch(proc):
+    """Two prompts, left-padded: one with a sliced image, one without an image."""
+    items = [proc.encode(Q, image(240, 160), add_generation_prompt=True, for_generation=True),
              proc.encode([{"from": "human", "value": "How many objects are there?"}], add_generation_prompt=True)]
-    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None)
-    with torch.no_grad():
-        batch = proc.collate(items, "left")
-        together = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                  images=batch["images"], **kw)[:, -6:]
-        for i, it in enumerate(items):
-            one = proc.collate([it], "left")
-            alone = model.generate(input_ids=one["input_ids"], attention_mask=one["attention_mask"],
-                                   images=one["images"], **kw)[:, -6:]
-            assert torch.equal(together[i], alone[0])
+    g = proc.collate(items, "left")
+    assert g["images"][0].grid is not None and g["images"][1] is None
+    return items, g
 
 
-def test_language_model_loop_matches_generate(tiny):
-    """The candidate-generation engine's path: one prefill from embed_inputs, then its own loop."""
-    model, proc = tiny
-    g = proc.collate([proc.encode(Q, image(200, 300), add_generation_prompt=True)], "left")
-    with torch.no_grad():
-        ref = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-                             max_new_tokens=5, do_sample=False, eos_token_id=None)[0, -5:]
-        emb = model.embed_inputs(g["input_ids"], g["images"])
-        out = model.language_model(inputs_embeds=emb, attention_mask=g["attention_mask"], use_cache=True)
-        mask, past, toks = g["attention_mask"], out.past_key_values, []
-        nxt = out.logits[:, -1].argmax(-1)
-        for _ in range(5):
-            toks.append(nxt)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model.language_model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1)
-    assert torch.equal(torch.stack(toks, 1)[0], ref)
-
-
-def test_num_return_sequences_and_beams_repeat_images(tiny):
-    model, proc = tiny
-    g = proc.collate([proc.encode(Q, image(150, 150), add_generation_prompt=True)], "left")
+def _generate(model, g, **kw):
     with torch.no_grad():
         out = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-                             max_new_tokens=3, do_sample=True, num_return_sequences=3, eos_token_id=None)
-        beams = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-                               max_new_tokens=3, num_beams=2, num_return_sequences=2, eos_token_id=None)
-    assert out.shape[0] == 3 and beams.shape[0] == 2
+                             max_new_tokens=NEW, eos_token_id=None, **kw)
+    prompt = g["input_ids"].repeat_interleave(out.shape[0] // len(g["input_ids"]), dim=0)
+    assert torch.equal(out[:, :prompt.shape[1]], prompt)  # each prompt echoed for its own rows
+    return out[:, prompt.shape[1]:]
+
+
+def test_greedy_generate_equals_a_manual_argmax_loop(tiny):
+    """Each step: the whole sequence through the model (no cache), the argmax of the last logits
+    (`<image>` excluded, as generate suppresses it), appended."""
+    model, proc = tiny
+    _, g = _batch(proc)
+    new = _generate(model, g, do_sample=False)
+    ids, mask = g["input_ids"], g["attention_mask"]
+    with torch.no_grad():
+        for _ in range(NEW):
+            logits = model(input_ids=ids, attention_mask=mask, images=g["images"]).logits[:, -1]
+            logits[:, model.config.image_token_id] = float("-inf")
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    assert torch.equal(new, ids[:, g["input_ids"].shape[1]:])
+    assert all(len(set(row)) > 1 for row in new.tolist())  # real sequences, not one repeated token
+
+
+def test_greedy_generate_same_with_and_without_cache_and_alone(tiny):
+    model, proc = tiny
+    items, g = _batch(proc)
+    cached = _generate(model, g, do_sample=False)
+    assert torch.equal(_generate(model, g, do_sample=False, use_cache=False), cached)
+    for i, item in enumerate(items):  # a left-padded row generates as it does alone
+        assert torch.equal(_generate(model, proc.collate([item], "left"), do_sample=False)[0], cached[i])
+
+
+def test_engine_greedy_decode_equals_generate(tiny):
+    """The candidate engine's path: one prefill from embed_inputs, then its own cached loop."""
+    from sicog.generate.engine import decode_candidates
+    from sicog.generate.settings import SamplingSettings
+
+    model, proc = tiny
+    _, g = _batch(proc)
+    settings = SamplingSettings(num_candidates=1, temperature=0.0, max_new_tokens=NEW)
+    with torch.no_grad():
+        embeds = model.embed_inputs(g["input_ids"], g["images"])
+        tokens = decode_candidates(model, embeds, g["attention_mask"], [[0], [1]], settings, eos_token_ids=[],
+                                   suppress_token_ids=[model.config.image_token_id])
+    assert [rows[0] for rows in tokens] == _generate(model, g, do_sample=False).tolist()
+
+
+def test_beams_and_returned_sequences_repeat_each_image_for_its_own_rows(tiny):
+    """Beams (and returned sequences) expand the batch row by row: each row must keep its own image,
+    so a batch searches as its rows do alone."""
+    model, proc = tiny
+    items = [proc.encode(Q, image(240, 160, seed=s), add_generation_prompt=True, for_generation=True) for s in (1, 2)]
+    g = proc.collate(items, "left")
+    beams = _generate(model, g, num_beams=3, num_return_sequences=2, do_sample=False)
+    assert beams.shape == (4, NEW)
+    for i, item in enumerate(items):
+        alone = _generate(model, proc.collate([item], "left"), num_beams=3, num_return_sequences=2, do_sample=False)
+        assert torch.equal(beams[2 * i:2 * i + 2], alone)
+    assert not torch.equal(beams[:2], beams[2:])  # the two images lead to different searches
+    torch.manual_seed(0)
+    sampled = _generate(model, g, do_sample=True, num_return_sequences=3)
+    assert sampled.shape == (6, NEW)
 
 
 def test_generate_never_emits_the_image_token(tiny):
@@ -80,14 +100,11 @@ def test_generate_never_emits_the_image_token(tiny):
         logits[..., image_id] = 1e4
         return logits
 
-    g = proc.collate([proc.encode(Q, image(240, 160), add_generation_prompt=True, for_generation=True)], "left")
-    handle = model.language_model.lm_head.register_forward_hook(favour_image)
+    _, g = _batch(proc)
+    handle = model.lm_head.register_forward_hook(favour_image)
     try:
-        with torch.no_grad():
-            out = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"], images=g["images"],
-                                 max_new_tokens=3, do_sample=False, eos_token_id=None, suppress_tokens=[0])
+        new = _generate(model, g, do_sample=False, suppress_tokens=[0])
     finally:
         handle.remove()
-    new = out[0, g["input_ids"].shape[1]:]
-    assert len(new) == 3
-    assert image_id not in new.tolist() and 0 not in new.tolist()
+    assert new.shape == (2, NEW)
+    assert image_id not in new.flatten().tolist() and 0 not in new.flatten().tolist()

@@ -103,7 +103,7 @@ def test_text_only_batch_touches_the_vision_path_with_zero_weight(tiny):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad} - set(model.unused_vision_parameters())
     assert trainable <= grads.keys()
     for k in grads:
-        if k.startswith(("vision_tower.", "projector.")):
+        if k.startswith(("model.vision_tower.", "model.projector.")):
             assert torch.count_nonzero(grads[k]) == 0, k
         else:
             torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-4, atol=1e-6, msg=k)
@@ -113,8 +113,8 @@ def test_layers_above_the_feature_layer_are_frozen_and_out_of_the_optimizer(tiny
     model, proc = tiny
     unused = model.unused_vision_parameters()
     # vision_feature_layer -2 of a 3-layer tower: layer 2 and post_layernorm never run
-    assert {n.split(".")[3] for n in unused if ".layers." in n} == {"2"}
-    assert any(n.startswith("vision_tower.post_layernorm.") for n in unused)
+    assert {n.split(".")[4] for n in unused if ".layers." in n} == {"2"}
+    assert any(n.startswith("model.vision_tower.post_layernorm.") for n in unused)
     try:
         summary = freeze(model, "stage2")
         assert summary["vision_tower"]["unused_frozen"] == sum(p.numel() for p in unused.values())

@@ -57,7 +57,7 @@ def test_vision_features_equal_clip_hidden_state():
     model, _ = build_random_tiny(seed=3)
     pixels = torch.randn(2, 3, 70, 126)
     with torch.no_grad():
-        ours = model.vision_features(pixels)
+        ours = model.model.vision_features(pixels)
         ref = model.vision_tower(pixel_values=pixels, output_hidden_states=True,
                                  interpolate_pos_encoding=True).hidden_states[-2][:, 1:]
     assert ours.shape == (2, 5 * 9, model.config.vision_config.hidden_size)
@@ -67,4 +67,4 @@ def test_vision_features_equal_clip_hidden_state():
 def test_vision_feature_layer_out_of_range():
     model, _ = build_random_tiny(seed=0, vision_feature_layer=-9)
     with pytest.raises(ValueError, match="out of range"):
-        model.vision_features(torch.randn(1, 3, 28, 28))
+        model.model.vision_features(torch.randn(1, 3, 28, 28))

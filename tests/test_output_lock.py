@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cli_helpers import sicog
-from test_train_fixtures import make_world, save_tiny_model
+from train_fixtures import make_world, save_tiny_model
 
 
 @pytest.fixture(scope="module")

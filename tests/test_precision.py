@@ -9,7 +9,7 @@ import yaml
 import sicog.model.precision as P
 from generate_helpers import draw
 from model_helpers import Q, image
-from test_train_fixtures import make_world, save_tiny_model, train
+from train_fixtures import make_world, save_tiny_model, train
 
 
 @pytest.fixture
@@ -128,14 +128,10 @@ def _engine_inputs(processor, n=3):
 def test_generation_in_bf16_runs_and_fp32_is_unchanged():
     from sicog.generate.engine import CandidateEngine, SamplingSettings, decode_candidates
     from sicog.generate.sampling import row_keys
-    from tiny_models import build_random_tiny
+    from tiny_models import build_random_tiny, spread_llm_weights
 
     model, processor = build_random_tiny(seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.language_model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.15)  # context-dependent output (see generate_helpers)
+    spread_llm_weights(model)  # context-dependent output
     items = _engine_inputs(processor)
     ids = [f"r{i}" for i in range(len(items))]
     s = SamplingSettings(num_candidates=3, temperature=0.8, top_p=0.9, max_new_tokens=10, seed=1)
@@ -145,7 +141,7 @@ def test_generation_in_bf16_runs_and_fp32_is_unchanged():
     eos = CandidateEngine(model, processor, s).eos_ids
     with torch.no_grad():
         embeds = model.embed_inputs(batch["input_ids"], batch["images"])
-        by_hand = decode_candidates(model.language_model, embeds, batch["attention_mask"],
+        by_hand = decode_candidates(model, embeds, batch["attention_mask"],
                                     [row_keys(1, r, 3) for r in ids], s, eos, [processor.image_token_id])
     assert fp32 == by_hand
     assert CandidateEngine(model, processor, s, precision="fp32").generate_ids(ids, items) == fp32

@@ -27,7 +27,7 @@ def _train_background(model, processor, world: Path, scenes: list[dict], steps: 
                                {"from": "gpt", "value": s["background"]}],
                               image=processor.load_image(world / s["image"]))
              for s in scenes]
-    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("vision_tower")], lr=1e-3)
+    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("model.vision_tower")], lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):

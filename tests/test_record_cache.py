@@ -8,7 +8,7 @@ from PIL import Image
 from sicog.data import record_cache
 from sicog.data.dataset import RejectLog, prepare_samples
 from sicog.data.mixture import load_data
-from test_train_fixtures import make_world
+from train_fixtures import make_world
 
 
 @pytest.fixture()
@@ -99,7 +99,7 @@ def test_a_corrupt_cache_file_is_checked_again(tiny, world, tmp_path, opened):
 
 
 def test_train_second_start_reads_the_cache(tmp_path, monkeypatch, opened):
-    from test_train_fixtures import read_log, save_tiny_model, train
+    from train_fixtures import read_log, save_tiny_model, train
 
     monkeypatch.setenv("SICOG_CACHE_DIR", str(tmp_path / "cache"))
     model = save_tiny_model(tmp_path / "model")

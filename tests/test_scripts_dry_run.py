@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from test_scripts_train import ROOT, TRAIN_VARS, run_script
-from test_train_fixtures import save_tiny_model
+from script_helpers import ROOT, TRAIN_VARS, run_script
+from train_fixtures import save_tiny_model
 
 LAYOUT = {"NNODES": "4", "NPROC_PER_NODE": "8", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29501",
           "DRY_RUN": "1", "SICOG_PROFILE": "paper"}

@@ -1,30 +1,8 @@
 """The training stage scripts chained end to end on the tiny profile: stage 1 -> 1.5 -> 2."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from test_train_fixtures import make_world, save_tiny_model
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "training_scripts"
-STAGE0 = "uhdv1-finetune-qwen-stage0-warmup.sh"
-STAGE1 = "uhdv1-pretrain-qwen-stage1-align.sh"
-STAGE15 = "uhdv1-finetune-qwen-stage15-sft.sh"
-STAGE2 = "uhdv1-finetune-qwen-stage2-sft.sh"
-TRAIN_VARS = ("EXPERIMENT_NAME", "DATA_PATH", "IMAGE_FOLDER", "PREV_STAGE_CHECKPOINT", "MM_PROJECTOR_CHECKPOINT",
-              "LLM_CKPT_DIR", "MODEL_PATH", "PRETRAIN_LEARNING_RATE", "FINETUNE_LEARNING_RATE", "PRETRAIN_BATCH",
-              "FINETUNE_BATCH", "ACCU_STEPS", "OUTPUT_ROOT", "SICOG_PROFILE", "ZERO", "GLOBAL_BATCH", "RESUME",
-              "NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "WORLD_DIR", "WORLD_SIZE",
-              "RANK", "LOCAL_RANK")
-
-
-def run_script(name, env, *args):
-    base = {k: v for k, v in os.environ.items() if k not in TRAIN_VARS}
-    return subprocess.run(["bash", str(SCRIPTS / name), *args], env={**base, "PYTHON": sys.executable, **env},
-                          cwd=env.get("_CWD", ROOT), capture_output=True, text=True, timeout=600)
+from script_helpers import STAGE1, STAGE2, STAGE15, run_script
+from train_fixtures import make_world, save_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from test_scripts_train import STAGE1, run_script
-from test_train_fixtures import make_world, save_tiny_model
+from script_helpers import STAGE1, run_script
+from train_fixtures import make_world, save_tiny_model
 
 
 def _free_port() -> int:

@@ -1,8 +1,8 @@
 """Validation errors of the training stage scripts: each names the variable it rejects."""
 import pytest
 
-from test_scripts_train import STAGE0, STAGE1, STAGE2, STAGE15, run_script
-from test_train_fixtures import make_world
+from script_helpers import STAGE0, STAGE1, STAGE2, STAGE15, run_script
+from train_fixtures import make_world
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from test_scripts_train import STAGE0, STAGE2, run_script
-from test_train_fixtures import make_world, save_tiny_model
+from script_helpers import STAGE0, STAGE2, run_script
+from train_fixtures import make_world, save_tiny_model
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_scripts_train import SCRIPTS, TRAIN_VARS
-from test_train_fixtures import make_world, read_log, save_tiny_model
+from script_helpers import SCRIPTS, TRAIN_VARS
+from train_fixtures import make_world, read_log, save_tiny_model
 
 STAGE1 = SCRIPTS / "uhdv1-pretrain-qwen-stage1-align.sh"
 
@@ -47,8 +47,8 @@ def test_stage1_deepspeed_checkpoints_hold_the_projector_only_and_resume(tmp_pat
     module = torch.load(states, map_location="cpu", weights_only=False)["module"]
     # (the tiny tier ties the LM head to the input embedding; DeepSpeed drops frozen weights by
     # parameter name, and the tied alias has none: at paper scale, untied, nothing else is left)
-    assert any(k.startswith("projector.") for k in module)
-    assert {k for k in module if not k.startswith("projector.")} <= {"language_model.lm_head.weight"}
+    assert any(k.startswith("model.projector.") for k in module)  # DeepSpeed saves the model's own names
+    assert {k for k in module if not k.startswith("model.projector.")} <= {"lm_head.weight"}
     projector = sum(v.numel() for k, v in load_file(str(ckpt / "mm_projector.safetensors")).items())
     model_params = sum(v.numel() for v in load_file(str(model / "model.safetensors")).values())
     files = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())

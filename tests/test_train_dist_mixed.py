@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from test_scripts_train import SCRIPTS, TRAIN_VARS
-from test_train_fixtures import make_world, save_tiny_model
+from script_helpers import SCRIPTS, TRAIN_VARS
+from train_fixtures import make_world, save_tiny_model
 
 STAGE2 = "uhdv1-finetune-qwen-stage2-sft.sh"
 
@@ -93,6 +93,7 @@ def test_two_ranks_with_text_only_and_failed_batches_match_one_process(tmp_path)
         for k, v in start.items():
             torch.testing.assert_close(weights[k], ref[k], rtol=0, atol=5e-6, msg=lambda m: f"zero{zero} {k}: {m}")
         moved = [k for k, v in start.items() if not torch.equal(weights[k], v)]
-        assert any(k.startswith("projector.") for k in moved) and any(k.startswith("vision_tower.") for k in moved)
+        assert any(k.startswith("model.projector.") for k in moved) and any(k.startswith("model.vision_tower.") for k in moved)
         # the tower's layers above the feature layer never train (frozen, unchanged)
-        assert not any(k.startswith(("vision_tower.encoder.layers.2.", "vision_tower.post_layernorm.")) for k in moved)
+        assert not any(k.startswith(("model.vision_tower.encoder.layers.2.", "model.vision_tower.post_layernorm."))
+                       for k in moved)

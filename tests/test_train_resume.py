@@ -5,7 +5,7 @@ right after that checkpoint leaves behind. Resuming must reproduce the uninterru
 """
 import pytest
 
-from test_train_fixtures import check_kill_and_resume, resume_world
+from train_fixtures import check_kill_and_resume, resume_world
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Kill and resume in the second epoch: 2 epochs of 2 steps (4 samples a step, 2 batches accumulated)."""
 import pytest
 
-from test_train_fixtures import check_kill_and_resume, resume_world
+from train_fixtures import check_kill_and_resume, resume_world
 
 
 @pytest.mark.slow

@@ -158,3 +158,52 @@ def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
         context = ", ".join(name(o) for o in scene["objects"]) if rec["context"] == "names" else describe(scene)
         assert first.startswith(context + "\n") and "<image>" not in first
         assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"] * len(rec["skills"])
+
+
+def test_answer_hits_and_accuracy_by_skill_worked_by_hand():
+    """Per answer hits of a fixed model, and the by-skill accuracy of fixed hits (the report's values)."""
+    import torch
+
+    from sicog.world.pretrain import accuracy_by_skill, answer_hits
+
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]])
+    labels = torch.tensor([[-100, -100, 3, 4, -100, 6],     # answers [3, 4] and [6]
+                           [-100, 5, -100, -100, -100, -100]])  # one answer: [5]
+
+    class Wrong(torch.nn.Module):
+        """Predicts the next token, except once in row 0."""
+        def forward(self, input_ids, attention_mask):
+            logits = torch.zeros(*input_ids.shape, 10)
+            logits[:, :-1].scatter_(-1, input_ids[:, 1:, None], 1.0)
+            logits[0, 2] = 0.0
+            logits[0, 2, 9] = 1.0    # position 2 predicts token 4, the second of answer [3, 4]: missed
+            return type("Out", (), {"logits": logits})()
+
+    hits = answer_hits(Wrong(), ids, torch.ones_like(ids), labels, batch_size=1)
+    assert hits == [[False, True], [True]]
+    records = [{"skills": ["existence", "count"]}, {"skills": ["count"]}, {"skills": []}]
+    assert accuracy_by_skill(records, [*hits, []]) == {"count": 1.0, "existence": 0.0}
+    assert accuracy_by_skill(records, [[True, False], [True], []]) == {"count": 0.5, "existence": 1.0}
+    assert accuracy_by_skill([{"skills": ["a"] * 3}], [[True, False, False]]) == {"a": 0.3333}
+
+
+def test_clip_retrieval_worked_by_hand():
+    """Top-1 matching both ways on fixed image-text logits."""
+    import torch
+
+    from sicog.world.pretrain import clip_retrieval
+
+    # image 0 -> text 0 (right), image 1 -> text 2 (wrong), image 2 -> text 2 (right);
+    # text 0 -> image 0 (right), text 1 -> image 0 (wrong), text 2 -> image 1 (wrong)
+    logits = torch.tensor([[5.0, 4.0, 1.0], [0.0, 1.0, 6.0], [0.0, 2.0, 3.0]])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, pixel_values):
+            assert pixel_values.shape == (3, 3, 2, 2)
+            return type("Out", (), {"logits_per_image": logits})()
+
+    images = torch.zeros(3, 3, 2, 2, dtype=torch.uint8)
+    ids = torch.zeros(3, 4, dtype=torch.long)
+    result = clip_retrieval(Fixed(), images, ids, torch.ones_like(ids))
+    assert result == {"image_to_text": pytest.approx(2 / 3), "text_to_image": pytest.approx(1 / 3), "n": 3,
+                      "chance": pytest.approx(1 / 3)}

@@ -62,3 +62,18 @@ def build_random_tiny(seed: int = 0, tokenizer=None, projector_type: str = "resa
     _set_generation_ids(model)
     model.eval()
     return model, SicogProcessor.from_config(config, tokenizer)
+
+
+def spread_llm_weights(model, seed: int = 0, std: float = 0.15):
+    """Redraws the language model's matrices with a larger spread (in place; returns the model).
+
+    The default initialisation makes a random tiny model repeat one token whatever the input;
+    with these weights its output depends on the context, so comparisons of generated tokens
+    compare real sequences.
+    """
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.language_model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, std)
+    return model

@@ -12,7 +12,7 @@ from sicog.data.tokens import IM_END
 from sicog.evaluate.settings import EvalConfig
 from sicog.model.layout import ImageLayout
 from sicog.model.precision import autocast
-
+from sicog.runtime import to_device
 
 
 class RecordError(ValueError):
@@ -22,16 +22,6 @@ class RecordError(ValueError):
         super().__init__(f"{category}: {detail}")
         self.category = category
         self.detail = detail
-
-
-def _to_device(value, device: torch.device):
-    if isinstance(value, torch.Tensor) or hasattr(value, "to"):  # tensors and ImageInput
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
 
 
 def with_long_side(processor, long_side):
@@ -89,7 +79,7 @@ class GreedyGenerator:
     def generate(self, items: list[dict], benchmark: str) -> list[str]:
         """Greedy completions for encoded items (left-padded into one batch), decoded without specials."""
         batch = self.processor.collate(items, padding_side="left")
-        batch = _to_device(batch, self.device)
+        batch = to_device(batch, self.device)
         kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "images") if k in batch}
         pad_id = self.processor.tokenizer.pad_token_id
         eos_id = self.processor.tokenizer.convert_tokens_to_ids(IM_END)

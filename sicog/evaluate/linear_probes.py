@@ -108,7 +108,7 @@ class Features:
         for start in tqdm(range(0, len(scenes), batch_size), desc="probe features", unit="batch"):
             px = self.pixels(world, scenes[start:start + batch_size]).to(device)
             if self.model is not None:
-                feats = self.model.vision_features(px.to(self.model.dtype))
+                feats = self.model.model.vision_features(px.to(self.model.dtype))
                 out["tower"].append(feats.float().cpu())
                 grid = feats.reshape(len(px), side, side, feats.shape[-1])
                 out["connector"].append(self.model.projector(grid).float().cpu())

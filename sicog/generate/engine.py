@@ -17,6 +17,7 @@ import torch
 from sicog.generate.sampling import choose_tokens, row_keys, uniforms
 from sicog.generate.settings import SamplingSettings  # noqa: F401  (re-exported)
 from sicog.model.precision import autocast
+from sicog.runtime import to_device
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def decode_candidates(
 ) -> list[list[list[int]]]:
     """Token ids (end token excluded) of `len(keys[b])` candidates for each of the B left-padded rows.
 
-    `language_model` is any HF causal LM taking `inputs_embeds`; `keys[b][k]` is the random key of
+    `language_model` is a SICOG model or any HF causal LM taking `inputs_embeds`; `keys[b][k]` is the random key of
     candidate k of row b (see `sampling.row_keys`); `suppress_token_ids` are never generated.
     """
     batch, n = inputs_embeds.shape[0], len(keys[0])
@@ -121,7 +122,7 @@ class CandidateEngine:
         batch = self.processor.collate(items, padding_side="left")
         input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
-        images = _to_device(batch["images"], self.device)
+        images = to_device(batch["images"], self.device)
         if self.settings.num_beams > 1:
             with self._autocast():
                 token_lists = self._beam_search(ids, input_ids, mask, images)
@@ -130,7 +131,7 @@ class CandidateEngine:
             keys = [row_keys(self.settings.seed, rid, n) for rid in ids]
             with torch.no_grad(), self._autocast():
                 embeds = self.model.embed_inputs(input_ids, images)
-                token_lists = decode_candidates(self.model.language_model, embeds, mask, keys, self.settings,
+                token_lists = decode_candidates(self.model, embeds, mask, keys, self.settings,
                                                 self.eos_ids, self.suppress_ids)
             if n != self.settings.num_candidates:
                 token_lists = [rows * self.settings.num_candidates for rows in token_lists]
@@ -165,9 +166,3 @@ def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:
         if t in eos_ids:
             return row[:i]
     return row
-
-
-def _to_device(images, device):
-    if device.type == "cpu":
-        return images
-    return [img.to(device) if img is not None and hasattr(img, "to") else img for img in images]

@@ -2,7 +2,7 @@
 
 Their checkpoint is a LLaVA-Qwen folder: `config.json` (Qwen2 fields plus `mm_*` fields),
 safetensors weights (one file or shards with an index) and the Qwen2 tokenizer. Their tensor
-names and ours:
+names and ours (our checkpoint names, `sicog.model.modeling.CHECKPOINT_PREFIXES`):
 
 | theirs | ours |
 |---|---|
@@ -43,7 +43,7 @@ from sicog.data.tokens import IMAGE_TOKEN
 
 from .build import _set_generation_ids, _set_special_ids, add_special_tokens
 from .configuration import SicogConfig
-from .modeling import SicogForConditionalGeneration
+from .modeling import SicogForConditionalGeneration, checkpoint_key
 from .precision import DTYPES, dtype_named
 from .processing import SicogProcessor
 from .resampler import sincos_table
@@ -213,7 +213,7 @@ def write_imported(config: SicogConfig, tensors: dict[str, torch.Tensor], out_di
     """
     mapped, rows = map_state(tensors, config.text_config.tie_word_embeddings)
     with torch.device("meta"):
-        ours = SicogForConditionalGeneration(config).state_dict()
+        ours = {checkpoint_key(k): v for k, v in SicogForConditionalGeneration(config).state_dict().items()}
     if config.text_config.tie_word_embeddings:
         ours.pop("language_model.lm_head.weight", None)
     missing = sorted(set(ours) - set(mapped))

@@ -103,9 +103,10 @@ def build_model(vision: str | Path, llm: str | Path, tier: str = "tiny", tokeniz
     torch.manual_seed(seed)
     with torch.device("meta"):
         model = SicogForConditionalGeneration(config)
-    model.vision_tower = vision_tower
-    model.language_model = language_model
-    model.projector = model.projector.to_empty(device="cpu")
+    model.model.vision_tower = vision_tower
+    model.model.language_model = language_model.model
+    model.lm_head = language_model.lm_head  # the token embeddings themselves when tied
+    model.model.projector = model.projector.to_empty(device="cpu")
     for module in model.projector.modules():
         model._init_weights(module)
     model.projector.to(dt)

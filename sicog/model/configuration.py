@@ -90,6 +90,15 @@ class SicogConfig(PreTrainedConfig):
             )
 
     @property
+    def tie_word_embeddings(self) -> bool:
+        """Whether `lm_head` shares the token embeddings: the text config's setting, the one place it is kept."""
+        return bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    @tie_word_embeddings.setter
+    def tie_word_embeddings(self, value: bool) -> None:
+        self.text_config.tie_word_embeddings = value
+
+    @property
     def patch_size(self) -> int:
         return int(self.vision_config.patch_size)
 

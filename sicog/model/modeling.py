@@ -1,19 +1,71 @@
-"""`SicogForConditionalGeneration`: CLIP vision tower + projector + Qwen2 LLM, with `GenerationMixin`."""
+"""The SICOG model (LLaVA-UHD v1), shaped like transformers' LLaVA.
+
+`SicogModel` is the base model: `vision_tower` (CLIPVisionModel), `projector` (spatial resampler or
+MLP) and `language_model` (Qwen2Model, no head); it merges the image features into the text
+embeddings. `SicogForConditionalGeneration` puts the LM head (`lm_head`) on it and adds
+`GenerationMixin`.
+
+Checkpoints keep the names of the model before the split (`vision_tower.*`, `projector.*`,
+`language_model.model.*`, `language_model.lm_head.*`): `CHECKPOINT_PREFIXES`, registered with
+transformers' conversion mapping for `model_type` "sicog", renames them on load and back on save
+(`model_key` does the same for a resumed run: `sicog.train.artefacts.load_model_weights`).
+"""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import torch
 from torch import nn
-from transformers import CLIPVisionModel, GenerationMixin, PreTrainedModel, Qwen2ForCausalLM
+from transformers import CLIPVisionModel, GenerationMixin, PreTrainedModel, Qwen2Model
 from transformers import initialization as init
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration import SicogConfig
 from .image_input import ImageInput
 from .loss import supervised_lm_loss
 from .projector import build_projector
 from .resampler import SpatialResampler
+from .vision import feature_states, layers_to_run
+
+# (name prefix in a checkpoint, in the model): checkpoints keep the layout from before the split.
+CHECKPOINT_PREFIXES = (
+    ("language_model.model.", "model.language_model."),
+    ("language_model.lm_head.", "lm_head."),
+    ("vision_tower.", "model.vision_tower."),
+    ("projector.", "model.projector."),
+)
+register_checkpoint_conversion_mapping(
+    SicogConfig.model_type, [WeightRenaming("^" + saved, ours) for saved, ours in CHECKPOINT_PREFIXES], overwrite=True)
+
+
+def _renamed(key: str, prefixes) -> str:
+    for old, new in prefixes:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def model_key(saved_key: str) -> str:
+    """The model's parameter name for a tensor name of a saved checkpoint."""
+    return _renamed(saved_key, CHECKPOINT_PREFIXES)
+
+
+def checkpoint_key(model_key: str) -> str:
+    """The name a checkpoint saves the model's parameter `model_key` under."""
+    return _renamed(model_key, [(ours, saved) for saved, ours in CHECKPOINT_PREFIXES])
+
+
+def causal_lm_view(model: "SicogForConditionalGeneration") -> nn.Module:
+    """The language model and LM head under the names of a HF causal-LM folder (`model.*`, `lm_head.*`).
+
+    A view: it holds the model's own modules, so loading into it loads into the model.
+    """
+    view = nn.Module()
+    view.model, view.lm_head = model.language_model, model.lm_head
+    return view
 
 
 def _max_over_ranks(value: int, device: torch.device) -> int:
@@ -30,7 +82,7 @@ def _max_over_ranks(value: int, device: torch.device) -> int:
 class SicogPreTrainedModel(PreTrainedModel):
     config: SicogConfig
     config_class = SicogConfig
-    base_model_prefix = ""
+    base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["CLIPEncoderLayer", "Qwen2DecoderLayer"]
@@ -44,102 +96,67 @@ class SicogPreTrainedModel(PreTrainedModel):
         if isinstance(module, SpatialResampler):
             init.trunc_normal_(module.query, std=0.02)
 
-
-class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
-    """LLaVA-UHD v1 as SICOG trains it: `vision_tower` (CLIPVisionModel), `projector` (spatial
-    resampler or MLP) and `language_model` (Qwen2ForCausalLM).
-
-    `forward(input_ids, attention_mask, labels, images)` splices the image features at the
-    `<image>` positions the processor wrote (`embed_inputs`) and runs the LLM; in training mode
-    with `labels` it returns the loss only (`sicog.model.loss`), otherwise the logits; `generate(...,
-    images=...)` uses the images in the prefill only.
-    """
-
-    def __init__(self, config: SicogConfig):
-        super().__init__(config)
-        self.vision_tower = CLIPVisionModel(config.vision_config)
-        self.projector = build_projector(config)
-        self.language_model = Qwen2ForCausalLM(config.text_config)
-        self.post_init()
-
     @property
     def layout(self):
         """The token layout at `<image>` (shared with the processor), from the config."""
         return self.config.layout
 
-    # --- embeddings plumbing for HF utilities (resize, tying, generation) -------------------
+    def unused_vision_parameters(self) -> dict[str, nn.Parameter]:
+        """Tower parameters that never run: the layers above `vision_feature_layer` and `post_layernorm`.
+
+        `vision_features` stops at the feature layer, so these never get a gradient; training
+        freezes them (`sicog.train.stages.freeze`) rather than deleting them, so that a saved model
+        keeps the tower's full CLIP layout and loads anywhere CLIP does. Named as `named_parameters`
+        names them.
+        """
+        tower = self.vision_tower
+        above = tower.encoder.layers[layers_to_run(tower, self.config.vision_feature_layer):]
+        idle = {id(p) for m in (*above, tower.post_layernorm) for p in m.parameters()}
+        return {name: p for name, p in self.named_parameters() if id(p) in idle}
+
+
+class SicogModel(SicogPreTrainedModel):
+    """The base model: vision tower, projector and language model (no LM head).
+
+    `forward(input_ids, attention_mask, images)` merges the image features into the token
+    embeddings at the `<image>` positions the processor wrote (`embed_inputs`) and returns the
+    language model's last hidden states.
+    """
+
+    def __init__(self, config: SicogConfig, init_projector: bool = True):
+        """`init_projector=False`: the projector's random weights are left to the caller (the head)."""
+        super().__init__(config)
+        self.vision_tower = CLIPVisionModel(config.vision_config)
+        self.projector = build_projector(config)
+        self.language_model = Qwen2Model(config.text_config)
+        self._init_projector = init_projector
+        self.post_init()
+
+    def init_weights(self):
+        if self._init_projector:  # the tower and the language model initialised themselves
+            super().init_weights()
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_output_embeddings(value)
-
-    def get_decoder(self):
-        return self.language_model.get_decoder()
-
     # --- images -------------------------------------------------------------------------
     @property
     def num_vision_layers(self) -> int:
         """CLIP layers run to reach `vision_feature_layer` (hidden_states[k], k = 0 the embeddings)."""
-        k = self.config.vision_feature_layer
-        total = len(self.vision_tower.encoder.layers)
-        n = total + 1 + k if k < 0 else k
-        if not 0 <= n <= total:
-            raise ValueError(f"vision_feature_layer {k} is out of range for a {total}-layer vision tower")
-        return n
+        return layers_to_run(self.vision_tower, self.config.vision_feature_layer)
 
     def vision_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, h, w] -> CLIP features [N, (h/p)*(w/p), C] of `vision_feature_layer`, CLS dropped.
 
         Equal to `vision_tower(..., output_hidden_states=True).hidden_states[vision_feature_layer]`
-        without running the layers above it. Position embeddings are interpolated to each
-        size bicubically, as CLIP's `interpolate_pos_encoding` does (`vision_embeddings`).
+        without running the layers above it, position embeddings interpolated to each size as
+        CLIP's `interpolate_pos_encoding` does, every module called in the same order whatever the
+        size (ZeRO-3's prefetch order; `sicog.model.vision.embeddings`).
         """
-        tower = self.vision_tower
-        hidden = tower.pre_layrnorm(self.vision_embeddings(pixels.to(tower.dtype)))
-        for layer in tower.encoder.layers[: self.num_vision_layers]:
-            hidden = layer(hidden, None)
-        return hidden[:, 1:]
-
-    def vision_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
-        """CLS + patch embeddings + position embeddings interpolated (bicubic) to this image size.
-
-        Equal to CLIP's `embeddings(pixels, interpolate_pos_encoding=True)`, but computed so that
-        every call runs the same modules in the same order whatever the image size. CLIP's own
-        version calls the `position_embedding` module at its native square size and, at any other
-        size, reads `position_embedding.weight` without calling that module. Under ZeRO-3 a
-        module's weights are gathered when it is called, and each rank replays the call order it
-        recorded to prefetch the next weights; so a rank encoding a native-size image (or the blank
-        image of `_idle_vision_term`) and a rank encoding a slice or overview of another size
-        would gather in different orders: "collective mismatch" on gloo, a hang on NCCL. Here the
-        `position_embedding` module is always called and its output (the 2-D table) interpolated.
-        `class_embedding`, the only parameter of `embeddings` itself (a module this code never
-        calls), is registered with DeepSpeed as gathered together with `patch_embedding`; without
-        ZeRO-3 that registration is an unused attribute.
-        """
-        emb = self.vision_tower.embeddings
-        if getattr(emb.class_embedding, "ds_id", None) is not None:  # a ZeRO-3 partitioned parameter
-            import deepspeed
-
-            deepspeed.zero.register_external_parameter(emb.patch_embedding, emb.class_embedding)
-        n, _, h, w = pixels.shape
-        patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)          # [N, (h/p)*(w/p), C]
-        table = emb.position_embedding(emb.position_ids)                           # [1, 1 + G*G, C]
-        grid = int(round((table.shape[1] - 1) ** 0.5))
-        gh, gw = h // emb.patch_size, w // emb.patch_size
-        if (gh, gw) != (grid, grid):
-            cls_pos, patch_pos = table[:, :1], table[:, 1:]
-            patch_pos = patch_pos.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-            patch_pos = nn.functional.interpolate(patch_pos, size=(gh, gw), mode="bicubic", align_corners=False)
-            table = torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
-        cls = emb.class_embedding.expand(n, 1, -1)
-        return torch.cat([cls, patches], dim=1) + table
+        return feature_states(self.vision_tower, pixels, self.num_vision_layers)[:, 1:]
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, h, w] equal-size images -> projected tokens [N, T, D]."""
@@ -148,7 +165,7 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         feats = self.vision_features(pixels)
         return self.projector(feats.reshape(n, h // patch, w // patch, feats.shape[-1]))
 
-    def encode_images(self, images: list[ImageInput]) -> list[torch.Tensor]:
+    def get_image_features(self, images: list[ImageInput]) -> list[torch.Tensor]:
         """Per image, its feature tokens [num_features, D] in the layout's order.
 
         Overviews and slices of equal size (across all images) go through the vision tower and
@@ -184,18 +201,6 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
             result.append(torch.cat([raster, overview], dim=0))
         return result
 
-    def unused_vision_parameters(self) -> dict[str, nn.Parameter]:
-        """Tower parameters that never run: the layers above `vision_feature_layer` and `post_layernorm`.
-
-        `vision_features` stops at the feature layer, so these never get a gradient; training
-        freezes them (`sicog.train.stages.freeze`) rather than deleting them, so that a saved model
-        keeps the tower's full CLIP layout and loads anywhere CLIP does.
-        """
-        tower = self.vision_tower
-        idle = {id(p) for m in (*tower.encoder.layers[self.num_vision_layers:], tower.post_layernorm)
-                for p in m.parameters()}
-        return {name: p for name, p in self.named_parameters() if id(p) in idle}
-
     def _vision_trains(self) -> bool:
         return torch.is_grad_enabled() and any(
             p.requires_grad for part in (self.vision_tower, self.projector) for p in part.parameters())
@@ -222,12 +227,10 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         blank = torch.zeros(1, 3, side, side, device=self.vision_tower.device, dtype=self.vision_tower.dtype)
         return self.encode_pixels(blank).sum() * 0.0
 
-    def embed_inputs(self, input_ids: torch.LongTensor, images: list[ImageInput | None] | None) -> torch.Tensor:
-        """Token embeddings with the image features spliced in at the image-token positions."""
-        embeds = self.get_input_embeddings()(input_ids)
+    def get_placeholder_mask(self, input_ids: torch.LongTensor, images: list[ImageInput | None]) -> torch.Tensor:
+        """The `<image>` positions of `input_ids` ([B, L] bool), checked against each row's image."""
         image_id = self.config.image_token_id
         mask = input_ids == image_id if image_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
-        images = list(images) if images is not None else [None] * input_ids.shape[0]
         if len(images) != input_ids.shape[0]:
             raise ValueError(f"{len(images)} image entries for a batch of {input_ids.shape[0]} sequences")
         per_row = mask.sum(dim=1).tolist()
@@ -238,6 +241,17 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
                     f"sequence {b} has {n} image-token positions but its image gives {expected} features "
                     f"(grid {None if im is None else im.grid}); encode text and image with the same processor settings"
                 )
+        return mask
+
+    def embed_inputs(self, input_ids: torch.LongTensor, images: list[ImageInput | None] | None) -> torch.Tensor:
+        """Token embeddings with the image features merged in at the image-token positions.
+
+        The merge is out of place (`masked_scatter`), so the embedding output may be a leaf that
+        requires grad (transformers' input-grad hook under activation checkpointing) with a frozen LLM.
+        """
+        embeds = self.get_input_embeddings()(input_ids)
+        images = list(images) if images is not None else [None] * input_ids.shape[0]
+        mask = self.get_placeholder_mask(input_ids, images)
         present = [im for im in images if im is not None]
         blank_calls = 0
         if self._vision_trains():  # before any tower call: ZeRO-3 gathers weights inside them
@@ -245,11 +259,94 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
                          for u in (im.overview, *(() if im.slices is None else im.slices))})
             blank_calls = _max_over_ranks(max(calls, 1), embeds.device) - calls
         if present:
-            feats = torch.cat(self.encode_images(present), dim=0).to(embeds.dtype)
-            embeds[mask] = feats
+            feats = torch.cat(self.get_image_features(present), dim=0).to(embeds.dtype)
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats)
         for _ in range(blank_calls):
             embeds = embeds + self._idle_vision_term()
         return embeds
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        images: list[ImageInput | None] | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.embed_inputs(input_ids, images)
+        elif images is not None:
+            raise ValueError("images are merged from input_ids; pass input_ids, not inputs_embeds, with images")
+        cache = past_key_values if past_key_values is not None else kwargs.pop("cache", None)
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2 and (
+                cache is None or cache.get_seq_length() == 0):
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs)
+
+
+class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
+    """`SicogModel` with the LM head: what SICOG trains, generates with and saves.
+
+    `forward(input_ids, attention_mask, labels, images)`: in training mode with `labels` it returns
+    the loss only (`sicog.model.loss`), otherwise the logits; `generate(..., images=...)` uses the
+    images in the prefill only.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: SicogConfig):
+        super().__init__(config)
+        self.model = SicogModel(config, init_projector=False)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def initialize_weights(self):
+        """Random weights drawn in the order of the model before the base/head split (tower, language
+        model, LM head, projector), so that a seed gives the same model as it did then."""
+        self._initialize_weights(self.lm_head, self.is_custom_code())
+        super().initialize_weights()
+
+    # --- the base model's parts ---------------------------------------------------------------
+    @property
+    def vision_tower(self) -> CLIPVisionModel:
+        return self.model.vision_tower
+
+    @property
+    def projector(self) -> nn.Module:
+        return self.model.projector
+
+    @property
+    def language_model(self) -> Qwen2Model:
+        return self.model.language_model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_decoder(self):
+        return self.model.language_model
+
+    def get_image_features(self, images: list[ImageInput]) -> list[torch.Tensor]:
+        """Per image, its feature tokens [num_features, D] (`SicogModel.get_image_features`)."""
+        return self.model.get_image_features(images)
+
+    def embed_inputs(self, input_ids: torch.LongTensor, images: list[ImageInput | None] | None) -> torch.Tensor:
+        """Token embeddings with the image features merged in (`SicogModel.embed_inputs`)."""
+        return self.model.embed_inputs(input_ids, images)
 
     # --- forward / generation ---------------------------------------------------------------
     def forward(
@@ -265,33 +362,23 @@ class SicogForConditionalGeneration(SicogPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        if inputs_embeds is None:
-            if input_ids is None:
-                raise ValueError("pass input_ids or inputs_embeds")
-            inputs_embeds = self.embed_inputs(input_ids, images)
-        elif images is not None:
-            raise ValueError("images are spliced from input_ids; pass input_ids, not inputs_embeds, with images")
-        no_past = past_key_values is None or past_key_values.get_seq_length() == 0
-        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2 and no_past:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        if labels is not None and self.training and past_key_values is None:
-            # training: the loss alone (logits=None), from logits at supervised positions only and
-            # the fp32 loss in chunks (sicog.model.loss). In eval mode the full logits come back.
-            num_items = kwargs.pop("num_items_in_batch", None)
-            out = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                            position_ids=position_ids, use_cache=False, **kwargs)
-            loss = supervised_lm_loss(out.last_hidden_state, labels, self.language_model.lm_head, num_items)
-            return CausalLMOutputWithPast(loss=loss, logits=None)
-        return self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
+        num_items = kwargs.pop("num_items_in_batch", None)
+        # training: the loss alone (logits=None), from logits at supervised positions only and the
+        # fp32 loss in chunks (sicog.model.loss). In eval mode the full logits come back.
+        loss_only = labels is not None and self.training and past_key_values is None
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, images=images,
+                         use_cache=False if loss_only else use_cache, **kwargs)
+        if loss_only:
+            loss = supervised_lm_loss(out.last_hidden_state, labels, self.lm_head, num_items)
+            return CausalLMOutputWithPast(loss=loss)
+        logits = self.lm_head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      num_items_in_batch=num_items, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
+                                      attentions=out.attentions)
 
     def generate(self, *args, **kwargs):
         """GenerationMixin.generate that never emits `<image>` (a generated one has no image features)."""

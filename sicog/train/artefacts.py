@@ -92,9 +92,9 @@ def load_projector_artefact(model: nn.Module, path: str | os.PathLike) -> dict:
     return read_projector_meta(path)
 
 
-def load_llm_weights(model: nn.Module, llm_dir: str | os.PathLike) -> None:
-    """Load the language model weights of a HF causal-LM folder (safetensors, sharded or not)."""
-    root = Path(llm_dir)
+def read_folder_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a model folder's safetensors (sharded or not), under its saved name."""
+    root = Path(folder)
     index = root / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -105,7 +105,31 @@ def load_llm_weights(model: nn.Module, llm_dir: str | os.PathLike) -> None:
     state: dict[str, torch.Tensor] = {}
     for name in files:
         state.update(load_file(str(root / name)))
-    lm = model.language_model
-    tied = getattr(lm.config, "tie_word_embeddings", False)
-    _load_into(lm, state, "language model", root, allow_missing=("lm_head.weight",) if tied else ())
+    return state
+
+
+def load_llm_weights(model: nn.Module, llm_dir: str | os.PathLike) -> None:
+    """Load the language model and LM head weights of a HF causal-LM folder (safetensors, sharded or not)."""
+    from sicog.model.modeling import causal_lm_view
+
+    root = Path(llm_dir)
+    state = read_folder_weights(root)
+    tied = model.config.tie_word_embeddings
+    _load_into(causal_lm_view(model), state, "language model", root, allow_missing=("lm_head.weight",) if tied else ())
     logger.info("loaded the language model from %s (%d tensors)", root, len(state))
+
+
+def load_model_weights(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Load a saved SICOG model folder's weights into `model` (saved names mapped to the model's).
+
+    What `from_pretrained` does through transformers' conversion mapping, for a model that exists
+    already (a resumed run without DeepSpeed); the Trainer's own loader expects the saved names to
+    be the model's.
+    """
+    from sicog.model.modeling import model_key
+
+    root = Path(folder)
+    state = {model_key(k): v for k, v in read_folder_weights(root).items()}
+    tied = tuple(getattr(model, "all_tied_weights_keys", None) or ())
+    _load_into(model, state, "model", root, allow_missing=tied)
+    logger.info("loaded the model weights from %s (%d tensors)", root, len(state))

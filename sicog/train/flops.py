@@ -37,7 +37,7 @@ def measure_matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype =
 
 
 def llm_shape(language_model: torch.nn.Module) -> tuple[int, int, int]:
-    """(non-embedding parameters, layers, hidden size) of a HF causal LM."""
+    """(non-embedding parameters, layers, hidden size) of a HF language model (with or without its LM head)."""
     def numel(p):  # ZeRO-3 partitioned parameters keep their full size in ds_numel
         return int(getattr(p, "ds_numel", p.numel()))
 

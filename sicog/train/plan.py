@@ -63,7 +63,7 @@ def model_shape(config, stage_name: str) -> ModelShape:
         hidden=text.hidden_size, layers=text.num_hidden_layers,
         kv_dim=text.num_key_value_heads * (text.hidden_size // text.num_attention_heads),
         intermediate=text.intermediate_size, vocab=text.vocab_size,
-        vision_width=vision.hidden_size, vision_layers=model.num_vision_layers,
+        vision_width=vision.hidden_size, vision_layers=model.model.num_vision_layers,
         vision_intermediate=vision.intermediate_size, units_per_image=units,
         tokens_per_unit=(config.image_scale // vision.patch_size) ** 2 + 1,
     )

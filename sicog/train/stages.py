@@ -60,13 +60,22 @@ def numel(p: nn.Parameter) -> int:
 
 
 def part_params(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """The parameters of each part, found by identity (robust to how the parts are nested)."""
-    return {part: list(getattr(model, part).parameters()) for part in PARTS}
+    """The parameters of each part, found by identity (robust to how the parts are nested).
+
+    The LM head (the model's output embeddings) belongs to the language model; tied to the token
+    embeddings, it is listed once.
+    """
+    parts = {part: list(getattr(model, part).parameters()) for part in PARTS}
+    head = model.get_output_embeddings()
+    seen = {id(p) for p in parts["language_model"]}
+    parts["language_model"] += [p for p in head.parameters() if id(p) not in seen]
+    return parts
 
 
 def _layer_name(param_name: str) -> str:
-    """`vision_tower.encoder.layers.23.mlp.fc1.weight` -> `encoder.layers.23`; `...post_layernorm.weight` -> `post_layernorm`."""
-    parts = param_name.split(".")[1:]
+    """`model.vision_tower.encoder.layers.23.mlp.fc1.weight` -> `encoder.layers.23`;
+    `...post_layernorm.weight` -> `post_layernorm`."""
+    parts = param_name.split("vision_tower.", 1)[1].split(".")
     return ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
 
 

@@ -30,7 +30,8 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from sicog.data.records import atomic_write_text, dumps, read_appended
 from sicog.data.sampler import ModalityLengthGroupedSampler
-from sicog.train.artefacts import PROJECTOR_WEIGHTS, load_projector_artefact, save_projector_artefact
+from sicog.train.artefacts import (PROJECTOR_WEIGHTS, load_model_weights, load_projector_artefact,
+                                   save_projector_artefact)
 from sicog.train.checkpoints import STAGING, publish, write_marker
 from sicog.train.config import PART_LR_FIELDS, TrainConfig
 from sicog.train.flops import mfu
@@ -98,21 +99,6 @@ class ShortRunWarningCallback(TrainerCallback):
                 "is left unchanged" if state.max_steps == 1 else "never trains at its full learning rate")
 
 
-class InputGradHookCallback(TrainerCallback):
-    """Removes the input-embedding `requires_grad` hook that enabling activation checkpointing adds.
-
-    Non-reentrant checkpointing (our default) does not need it, and with a frozen language model it
-    turns the embedding output into a leaf that requires grad, which the model's in-place splice of
-    image features into that tensor cannot write to.
-    """
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        kwargs_ = args.activation_checkpointing_kwargs or {}
-        if args.activation_checkpointing and not kwargs_.get("use_reentrant", True) and model is not None:
-            if getattr(model, "_require_grads_hook", None) is not None:
-                model.disable_input_require_grads()
-
-
 class SamplerEpochCallback(TrainerCallback):
     """Sets the sampler's epoch at each epoch start, including a resumed epoch whose loader skips batches."""
 
@@ -153,7 +139,6 @@ class SicogTrainer(Trainer):
         self._last_log = (time.perf_counter(), 0)
         self.add_callback(JsonlLogCallback())
         self.add_callback(ThroughputClockCallback(self))
-        self.add_callback(InputGradHookCallback())
         self.add_callback(ShortRunWarningCallback())
         self.grouped_sampler = None
         if run_config.group_by_modality_length:
@@ -265,7 +250,8 @@ class SicogTrainer(Trainer):
             if state_dict is None:  # no DeepSpeed: the projector's own weights
                 proj = self.accelerator.unwrap_model(self.model).projector.state_dict()
             else:  # DeepSpeed hands over the gathered full state dict (ZeRO-3-safe)
-                proj = {k[len("projector."):]: v for k, v in state_dict.items() if k.startswith("projector.")}
+                prefix = "model.projector."
+                proj = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
             if self.args.should_save:
                 meta = {"stage": self.stage.name, "base_model": self.run_config.model_name_or_path,
                         "model_config": self.accelerator.unwrap_model(self.model).config.to_dict()}
@@ -306,9 +292,13 @@ class SicogTrainer(Trainer):
         return scheduler
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """A projector artefact, or a full model saved under the checkpoint names (`sicog.model.modeling`)."""
         ckpt = Path(resume_from_checkpoint)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
         full = (ckpt / SAFE_WEIGHTS_NAME).is_file() or (ckpt / SAFE_WEIGHTS_INDEX_NAME).is_file()
         if self.stage.projector_only and not full and (ckpt / PROJECTOR_WEIGHTS).is_file():
-            load_projector_artefact(model if model is not None else self.model, ckpt)
-            return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+            load_projector_artefact(target, ckpt)
+        elif full and not self.is_fsdp_enabled:
+            load_model_weights(target, ckpt)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
