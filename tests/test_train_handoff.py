@@ -72,10 +72,10 @@ def test_unreadable_data_and_resume_errors(tmp_path):
     model_dir = save_tiny_model(tmp_path / "model")
     base = ["train", "--stage", "stage2", "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out")]
     rc, err = sicog(*base, "--data_path", str(tmp_path / "missing.jsonl"))
-    assert rc == 2 and f"--data_path {tmp_path / 'missing.jsonl'}: no such file" in err, err
+    assert rc == 2 and f"--data-path {tmp_path / 'missing.jsonl'}: no such file" in err, err
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
     rc, err = sicog(*base, "--data_path", str(tmp_path / "bad.jsonl"))
-    assert rc == 2 and "--data_path" in err and "bad.jsonl:2: invalid JSON" in err, err
+    assert rc == 2 and "--data-path" in err and "bad.jsonl:2: invalid JSON" in err, err
     rc, err = sicog(*base, "--data_path", str(tmp_path / "bad.jsonl"), "--resume_from_checkpoint",
                     str(tmp_path / "nowhere"))
     assert rc == 2 and f"--resume_from_checkpoint {tmp_path / 'nowhere'}: no such checkpoint folder" in err, err
