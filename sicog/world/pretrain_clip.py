@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from sicog.data.records import read_records
 from sicog.model.tiers import load_tier
-from sicog.world.pretrain_loop import train_loop
+from sicog.world.pretrain_loop import full_batches, train_loop
 from sicog.world.tokenizer import ENDOFTEXT
 from sicog.world.vocab import SHAPES
 
@@ -168,20 +168,18 @@ def pretrain_clip(world: Path, out: Path, tokenizer, steps: int, batch_size: int
     loss_fn = PatchShapeLoss(tier["vision"]["hidden_size"], tier["model"]["vision_feature_layer"], shape_loss)
     labels = patch_labels(world, train, side, tier["vision"]["patch_size"]) if shape_loss else None
 
-    def batches():
-        while True:
-            for idx in torch.randperm(len(train), generator=gen).split(bs):
-                if len(idx) < bs:
-                    continue
-                m = mask[idx]
-                width = int(m.sum(1).max())
-                batch = {"input_ids": ids[idx, :width], "attention_mask": m[:, :width], "pixel_values": _pixels(images[idx])}
-                if labels is not None:
-                    batch["patch_labels"] = labels[idx]
-                yield batch
+    def batch(idx):
+        m = mask[idx]
+        width = int(m.sum(1).max())
+        out = {"input_ids": ids[idx, :width], "attention_mask": m[:, :width],
+               "pixel_values": _pixels(images[idx])}
+        if labels is not None:
+            out["patch_labels"] = labels[idx]
+        return out
 
     t0 = time.time()
-    losses = train_loop(model, batches(), steps, lr, "pretrain CLIP", loss_fn, extra=loss_fn.head)
+    losses = train_loop(model, full_batches(len(train), bs, gen, batch), steps, lr, "pretrain CLIP", loss_fn,
+                        extra=loss_fn.head)
     seconds = time.time() - t0
     after = clip_retrieval(model, held_images, held_ids, held_mask)
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from sicog.data.records import read_records
-from sicog.world.pretrain_loop import train_loop
+from sicog.world.pretrain_loop import full_batches, train_loop
 from sicog.world.tokenizer import ENDOFTEXT
 
 log = logging.getLogger("sicog.world.pretrain")   # one logger name for the whole command
@@ -111,14 +111,11 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
     gen = torch.Generator().manual_seed(seed + 2)
     bs = min(batch_size, len(train_ids))
 
-    def batches():
-        while True:
-            for idx in torch.randperm(len(train_ids), generator=gen).split(bs):
-                if len(idx) == bs:
-                    m = train_mask[idx]
-                    width = int(m.sum(1).max())
-                    yield {"input_ids": train_ids[idx, :width], "attention_mask": m[:, :width],
-                           "labels": train_labels[idx, :width]}
+    def batch(idx):
+        m = train_mask[idx]
+        width = int(m.sum(1).max())
+        return {"input_ids": train_ids[idx, :width], "attention_mask": m[:, :width],
+                "labels": train_labels[idx, :width]}
 
     def after_step(step: int) -> None:
         if step % eval_every == 0 or step == steps:
@@ -126,7 +123,8 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
             log.info("LM in-context answer accuracy at step %d: %s", step, curve[-1])
 
     t0 = time.time()
-    losses = train_loop(model, batches(), steps, lr, "instruct LM", after_step=after_step)
+    losses = train_loop(model, full_batches(len(train_ids), bs, gen, batch), steps, lr, "instruct LM",
+                        after_step=after_step)
     # the curve's last point evaluated the final model (after_step runs at step == steps)
     by_skill = accuracy_by_skill([r for rows, _ in held.values() for r in rows],
                                  [h for kind in held for h in last_hits[kind]])

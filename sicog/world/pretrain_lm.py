@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sicog.model.tiers import load_tier
 from sicog.world.pretrain_instruct import INSTRUCT_LR, instruct_lm
-from sicog.world.pretrain_loop import train_loop
+from sicog.world.pretrain_loop import full_batches, train_loop
 from sicog.world.tokenizer import ENDOFTEXT, IM_END
 
 log = logging.getLogger("sicog.world.pretrain")   # one logger name for the whole command
@@ -66,15 +66,12 @@ def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, 
     gen = torch.Generator().manual_seed(seed + 1)
     bs = min(batch_size, len(train_blocks))
 
-    def batches():
-        while True:
-            for idx in torch.randperm(len(train_blocks), generator=gen).split(bs):
-                if len(idx) == bs:
-                    chunk = train_blocks[idx]
-                    yield {"input_ids": chunk, "labels": chunk}
+    def batch(idx):
+        chunk = train_blocks[idx]
+        return {"input_ids": chunk, "labels": chunk}
 
     t0 = time.time()
-    losses = train_loop(model, batches(), steps, lr, "pretrain LM")
+    losses = train_loop(model, full_batches(len(train_blocks), bs, gen, batch), steps, lr, "pretrain LM")
     seconds = time.time() - t0
     ppl_after = perplexity(model, held_blocks)
     instruct = (instruct_lm(world, model, tokenizer, instruct_steps, instruct_batch, instruct_lr, seed)

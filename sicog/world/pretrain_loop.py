@@ -17,6 +17,17 @@ def lr_at(step: int, steps: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def full_batches(n: int, batch_size: int, gen, make):
+    """Endless epochs over `n` items, each in a fresh order drawn from `gen` and cut into batches of
+    `batch_size` (a last, smaller one is dropped); yields `make(indices)` of each batch."""
+    import torch
+
+    while True:
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            if len(idx) == batch_size:
+                yield make(idx)
+
+
 def train_loop(model, batches, steps: int, lr: float, desc: str, loss_fn=None, extra=None,
                after_step=None) -> list[float]:
     """AdamW with warm-up and cosine decay; `loss_fn(model, batch)` (default: the model's own loss)
