@@ -15,7 +15,7 @@ import json, random, sys, time, argparse
 import torch
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 from sicog.world import texts as T
-from sicog.world.build import chatml
+from sicog.data.template import chatml
 from sicog.world.vocab import COLOURS
 ap = argparse.ArgumentParser(); ap.add_argument('--llm'); ap.add_argument('--world'); ap.add_argument('--steps', type=int, default=1000)
 ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--bs', type=int, default=32); ap.add_argument('--random', action='store_true')

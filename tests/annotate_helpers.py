@@ -5,18 +5,16 @@ import argparse
 import json
 import re
 import socket
-import threading
 import time
-from collections import Counter
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import format_datetime
 from pathlib import Path
 
 from PIL import Image
 
 from sicog.annotate import cod
 from sicog.data.formats import COD_HEADINGS, format_steps
+from sicog.world.teacher import ChatCompletionsHandler, ChatCompletionsServer, completion_body
 
 
 API_KEY = "sk-test-7f3a9c1e5b2d4f60SECRET"
@@ -32,12 +30,14 @@ def gold_caption(rid: str, caption: str, layout: str = "exact") -> str:
     return "Sure!\n\n" + "\n\n".join(f"**Step {k}**: {h}\n{b}" for k, (h, b) in enumerate(zip(COD_HEADINGS, bodies), 1))
 
 
-class FakeTeacher:
-    """An OpenAI chat-completions endpoint on loopback.
+class FakeTeacher(ChatCompletionsServer):
+    """The world teacher's OpenAI chat-completions endpoint (sicog.world.teacher) on loopback, answering
+    records by the id in their user text instead of images, with scripted faults.
 
     `faults` maps a record id (found in the user text) to the actions of its successive requests;
     once they are used up the answer is a valid CoD caption. Actions: ok, variant, 429, 429date,
-    500, slow, badjson, html, nochoices, badformat, truncated, drop, 400, 401.
+    500, slow, badjson, html, nochoices, badformat, truncated, drop, 400, 401. `requests` holds every
+    request (id, path, Authorization header, body), `attempts` the count per id.
     """
 
     def __init__(self, faults: dict[str, list[str]] | None = None, slow_s: float = 1.0, retry_after: str = "0",
@@ -47,102 +47,73 @@ class FakeTeacher:
         self.slow_s = slow_s
         self.retry_after = retry_after
         self.requests: list[dict] = []
-        self.attempts: Counter = Counter()
-        self.lock = threading.Lock()
-        teacher = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-                text = next(p["text"] for p in user if p["type"] == "text")
-                m = ID_RE.search(text)
-                rid = m.group(0) if m else "?"
-                with teacher.lock:
-                    n = teacher.attempts[rid]
-                    teacher.attempts[rid] += 1
-                    teacher.requests.append({"id": rid, "path": self.path, "auth": self.headers.get("Authorization"),
-                                             "body": body})
-                plan = teacher.faults.get(rid, [])
-                action = plan[n] if n < len(plan) else "ok"
-                teacher.respond(self, action, rid, text, body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        super().__init__(_FakeHandler)
 
     def __enter__(self):
-        self.thread.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
-    def respond(self, h, action, rid, text, body):
-        def send(status, payload, headers=()):
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(data)))
-            for k, v in headers:
-                h.send_header(k, v)
-            h.end_headers()
-            try:
-                h.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                pass
 
+class _FakeHandler(ChatCompletionsHandler):
+    server: FakeTeacher
+
+    def send_body(self, *args, **kwargs) -> None:
+        try:
+            super().send_body(*args, **kwargs)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+            pass
+
+    def answer(self, body: dict) -> None:
+        teacher = self.server
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        text = next(p["text"] for p in user if p["type"] == "text")
+        m = ID_RE.search(text)
+        rid = m.group(0) if m else "?"
+        n = teacher.next_attempt(rid)
+        teacher.requests.append({"id": rid, "path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        plan = teacher.faults.get(rid, [])
+        self.act(plan[n] if n < len(plan) else "ok", rid, text.split("Original description: ", 1)[-1], body["model"])
+
+    def act(self, action: str, rid: str, caption: str, model: str) -> None:
         def completion(content, finish="stop"):
-            return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": finish,
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}
+            self.send_body(200, json.dumps(completion_body(content, model, 100, 50, finish)).encode())
 
-        caption = text.split("Original description: ", 1)[-1]
-        time.sleep(self.delay_s)
+        time.sleep(self.server.delay_s)
         if action == "slow":
-            time.sleep(self.slow_s)
+            time.sleep(self.server.slow_s)
             action = "ok"
         if action == "drop":
-            h.connection.shutdown(socket.SHUT_RDWR)
-            return
-        if action in ("ok", "variant"):
-            send(200, completion(gold_caption(rid, caption, "exact" if action == "ok" else "variant")))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif action in ("ok", "variant"):
+            completion(gold_caption(rid, caption, "exact" if action == "ok" else "variant"))
         elif action == "429":
-            send(429, {"error": {"message": "Rate limit reached", "type": "rate_limit"}}, [("Retry-After", self.retry_after)])
+            self.send_error_body(429, "Rate limit reached", "rate_limit", "requests",
+                                 {"Retry-After": self.server.retry_after})
         elif action == "429date":
             when = datetime.now(timezone.utc) + timedelta(seconds=1)
-            send(429, {"error": {"message": "Rate limit reached"}}, [("Retry-After", format_datetime(when, usegmt=True))])
+            self.send_error_body(429, "Rate limit reached", "rate_limit", "requests",
+                                 {"Retry-After": format_datetime(when, usegmt=True)})
         elif action == "500":
-            send(500, {"error": {"message": "Internal server error: upstream exploded"}})
+            self.send_error_body(500, "Internal server error: upstream exploded", "server_error", "server_error")
         elif action == "badjson":
-            send(200, b'{"id": "chatcmpl-1", "choices": [')
+            self.send_body(200, b'{"id": "chatcmpl-1", "choices": [')
         elif action == "html":  # a proxy's error page with a 200
-            data = b"<html>upstream proxy error</html>"
-            h.send_response(200)
-            h.send_header("Content-Type", "text/html")
-            h.send_header("Content-Length", str(len(data)))
-            h.end_headers()
-            h.wfile.write(data)
+            self.send_body(200, b"<html>upstream proxy error</html>", content_type="text/html")
         elif action == "nochoices":
-            send(200, {"id": "x", "choices": None})
+            self.send_body(200, json.dumps({"id": "x", "choices": None}).encode())
         elif action == "badformat":
-            send(200, completion("Here is a nice caption without any steps."))
+            completion("Here is a nice caption without any steps.")
         elif action == "truncated":
-            send(200, completion(gold_caption(rid, caption)[:200], finish="length"))
+            completion(gold_caption(rid, caption)[:200], finish="length")
         elif action == "400":
-            send(400, {"error": {"message": f"Invalid image content (auth {h.headers.get('Authorization')})",
-                                 "type": "invalid_request_error"}})
+            self.send_error_body(400, f"Invalid image content (auth {self.headers.get('Authorization')})",
+                                 "invalid_image", "invalid_request_error")
         elif action == "401":
-            send(401, {"error": {"message": f"Incorrect API key provided: {h.headers.get('Authorization')}"}})
+            self.send_error_body(401, f"Incorrect API key provided: {self.headers.get('Authorization')}",
+                                 "invalid_api_key", "invalid_request_error")
         else:
             raise AssertionError(f"unknown action {action}")
 

@@ -87,7 +87,7 @@ def test_missing_world_is_a_clear_error(tmp_path, capsys):
 
 
 def test_patch_labels_name_the_shape_under_each_patch(pretrained):
-    from sicog.world.pretrain import patch_labels
+    from sicog.world.pretrain_clip import patch_labels
     from sicog.world.vocab import SHAPES
 
     world = pretrained / "world"
@@ -108,7 +108,7 @@ def test_patch_labels_name_the_shape_under_each_patch(pretrained):
 def test_in_context_accuracy_counts_whole_answers():
     import torch
 
-    from sicog.world.pretrain import in_context_accuracy
+    from sicog.world.pretrain_instruct import in_context_accuracy
 
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     labels = torch.tensor([[-100, -100, 3, 4, -100, 6]])   # two answers: [3, 4] and [6]
@@ -164,7 +164,7 @@ def test_answer_hits_and_accuracy_by_skill_worked_by_hand():
     """Per answer hits of a fixed model, and the by-skill accuracy of fixed hits (the report's values)."""
     import torch
 
-    from sicog.world.pretrain import accuracy_by_skill, answer_hits
+    from sicog.world.pretrain_instruct import accuracy_by_skill, answer_hits
 
     ids = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]])
     labels = torch.tensor([[-100, -100, 3, 4, -100, 6],     # answers [3, 4] and [6]
@@ -191,7 +191,7 @@ def test_clip_retrieval_worked_by_hand():
     """Top-1 matching both ways on fixed image-text logits."""
     import torch
 
-    from sicog.world.pretrain import clip_retrieval
+    from sicog.world.pretrain_clip import clip_retrieval
 
     # image 0 -> text 0 (right), image 1 -> text 2 (wrong), image 2 -> text 2 (right);
     # text 0 -> image 0 (right), text 1 -> image 0 (wrong), text 2 -> image 1 (wrong)

@@ -149,6 +149,36 @@ def run(args: argparse.Namespace) -> int:
 
 def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     started = time.perf_counter()
+    scorable, rejects, generations, lines_read = _read_inputs(args)
+    encoder_name = None
+    if args.method == "embedding":
+        encoder_name = str(Path(args.encoder).resolve()) if args.encoder else str(default_encoder_path())
+    partial_dir = out / ".partial"
+    fingerprint = _fingerprint(args, encoder_name)
+    done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
+    mine = scorable[rank::world]
+    if rank != 0:
+        scorable = None  # only rank 0 writes the outputs; the others keep their share alone
+    todo = [item for item in mine if item.id not in done]
+    log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected or skipped",
+             rank, world, len(todo), len(mine) - len(todo), len(rejects))
+
+    partial_path = partial_dir / f"scores-{fingerprint}.rank{rank}.jsonl"
+    throughput = _score(args, todo, done, encoder_name, partial_path, rank)
+    my_results, throughput = _gather([done[item.id] for item in mine], throughput, rank, world)
+    rc = 0
+    if rank == 0:
+        by_id = {r["id"]: r for r in my_results}
+        results = [by_id[item.id] for item in scorable]
+        rc = _write_outputs(args, out, scorable, results, rejects, generations, encoder_name, world,
+                            lines_read, throughput, time.perf_counter() - started)
+    _remove_partial(partial_dir, partial_path, rank, world)
+    return rc
+
+
+def _read_inputs(args: argparse.Namespace) -> tuple[list, list[dict], list[dict], int]:
+    """The candidate file read: the scorable inputs, the rejected or skipped lines (stage `input`),
+    the generation blocks and the number of lines read."""
     try:
         items, rejects, generations = load_candidates(args.candidates, args.kind)
     except (OSError, ValueError) as e:  # missing file, or a JSON-list file that does not parse
@@ -165,27 +195,19 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
             rejects.append({"id": item.id, "line": item.line, "stage": "input", "reason": problem})
         else:
             scorable.append(item)
+    return scorable, rejects, generations, lines_read
 
-    encoder_name = None
-    if args.method == "embedding":
-        encoder_name = str(Path(args.encoder).resolve()) if args.encoder else str(default_encoder_path())
-    partial_dir = out / ".partial"
-    fingerprint = _fingerprint(args, encoder_name)
-    done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
-    mine = scorable[rank::world]
-    if rank != 0:
-        items = scorable = None  # only rank 0 writes the outputs; the others keep their share alone
-    todo = [item for item in mine if item.id not in done]
-    log.info("rank %d/%d: %d inputs to score (%d already scored), %d lines rejected or skipped",
-             rank, world, len(todo), len(mine) - len(todo), len(rejects))
 
+def _score(args: argparse.Namespace, todo: list, done: dict[str, dict], encoder_name: str | None,
+           partial_path: Path, rank: int) -> tuple[int, float]:
+    """Score `todo` chunk by chunk into `done`, each result appended to this rank's partial file;
+    returns (candidates scored, seconds)."""
     encoder = None
     if todo and args.method == "embedding":
         encoder = load_encoder(encoder_name, str(resolve_device(args.device)), args.trust_remote_code, args.max_seq_length,
                                args.encoder_dtype, args.padding_side, args.append_eos)
     scored_candidates = 0
     score_started = time.perf_counter()
-    partial_path = partial_dir / f"scores-{fingerprint}.rank{rank}.jsonl"
     with JsonlAppender(partial_path, fsync=False) as appender, \
             tqdm(total=len(todo), desc=f"curate[{rank}]", unit="input", disable=rank != 0) as bar:
         for start in range(0, len(todo), args.chunk_size):
@@ -199,21 +221,23 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     if todo:
         log.info("rank %d: scored %d candidates in %.1fs (%.1f candidates/s)", rank, scored_candidates,
                  score_seconds, scored_candidates / max(score_seconds, 1e-9))
+    return scored_candidates, score_seconds
 
-    my_results = [done[item.id] for item in mine]
-    throughput = [(scored_candidates, score_seconds)]
-    if world > 1:
-        gathered: list | None = [None] * world if rank == 0 else None
-        dist.gather_object((my_results, throughput[0]), gathered, dst=0)
-        if rank == 0:
-            my_results = [r for part, _ in gathered for r in part]
-            throughput = [t for _, t in gathered]
-    rc = 0
-    if rank == 0:
-        by_id = {r["id"]: r for r in my_results}
-        results = [by_id[item.id] for item in scorable]
-        rc = _write_outputs(args, out, scorable, results, rejects, generations, encoder_name, world,
-                            lines_read, throughput, time.perf_counter() - started)
+
+def _gather(my_results: list[dict], throughput: tuple[int, float], rank: int,
+            world: int) -> tuple[list[dict], list[tuple[int, float]]]:
+    """Every rank's results and throughput on rank 0 (under torchrun); a rank's own elsewhere."""
+    if world == 1:
+        return my_results, [throughput]
+    gathered: list | None = [None] * world if rank == 0 else None
+    dist.gather_object((my_results, throughput), gathered, dst=0)
+    if rank != 0:
+        return my_results, [throughput]
+    return [r for part, _ in gathered for r in part], [t for _, t in gathered]
+
+
+def _remove_partial(partial_dir: Path, partial_path: Path, rank: int, world: int) -> None:
+    """This rank's partial file removed, and on rank 0 the emptied folder, once the outputs are written."""
     if world > 1:
         dist.barrier()  # outputs written: the partial files are no longer needed
     partial_path.unlink(missing_ok=True)
@@ -221,27 +245,54 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
         dist.barrier()
     if rank == 0 and partial_dir.is_dir() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
-    return rc
 
 
-def _write_outputs(args, out: Path, items, results, rejects, generations, encoder_name, world,
-                   lines_read, throughput, seconds) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+def _preference_pairs(items, results, rejects: list[dict], seed: int) -> list[dict]:
+    """A preference pair per scored input; the inputs without one go to `rejects` (stage `pair`)."""
     pairs = []
     for item, result in zip(items, results):
-        pair, reason = preference_pair(item, result, args.seed)
+        pair, reason = preference_pair(item, result, seed)
         if pair is None:
             rejects.append({"id": item.id, "line": item.line, "stage": "pair", "reason": reason})
         else:
             pairs.append(pair)
+    return pairs
+
+
+def _write_kept(out: Path, items, results, thresholds: list[float]) -> dict[str, dict]:
+    """`curated_tau{T}.jsonl` per threshold; returns the count, fraction and file of each."""
     kept_summary = {}
-    for tau in args.thresholds:
+    for tau in thresholds:
         keep_ids = {r["id"] for r in kept(results, tau)}
         name = f"curated_tau{tau:g}.jsonl"
         write_jsonl(out / name, (training_record(item, r) for item, r in zip(items, results) if item.id in keep_ids))
         kept_summary[f"{tau:g}"] = {"count": len(keep_ids),
                                     "fraction": len(keep_ids) / len(results) if results else 0.0,
                                     "file": name}
+    return kept_summary
+
+
+def _counts(items, results, rejects: list[dict], pairs: list[dict], lines_read: int) -> dict[str, int]:
+    return {
+        "lines_read": lines_read,
+        "rejected_or_skipped": sum(r["stage"] == "input" for r in rejects),
+        "scored": len(results),
+        "candidates": sum(len(item.candidates) for item in items),
+        "candidates_compared": sum(r["n_used"] for r in results),
+        "empty_candidates_excluded": sum(r["n_candidates"] - r["n_used"] for r in results),
+        "inputs_with_duplicate_candidates": sum(r["duplicates"] > 0 for r in results),
+        "chosen_in_step_format": sum(is_step_formatted(item.candidates[r["argmax"]], item.kind)
+                                     for item, r in zip(items, results)),
+        "preference_pairs": len(pairs),
+        "pairs_not_built": sum(r["stage"] == "pair" for r in rejects),
+    }
+
+
+def _write_outputs(args, out: Path, items, results, rejects, generations, encoder_name, world,
+                   lines_read, throughput, seconds) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = _preference_pairs(items, results, rejects, args.seed)
+    kept_summary = _write_kept(out, items, results, args.thresholds)
     write_jsonl(out / "preferences.jsonl", pairs)
     write_jsonl(out / "scores.jsonl", results)
     write_jsonl(out / "rejects.jsonl", sorted(rejects, key=lambda r: (r["line"], r["stage"])))
@@ -253,7 +304,6 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
     plot_score_histogram(out / "plots" / "score_histogram.png", max_scores, all_scores, args.thresholds, title)
     plot_kept_vs_threshold(out / "plots" / "kept_vs_threshold.png", max_scores, args.thresholds, title)
 
-    total_candidates = sum(len(item.candidates) for item in items)
     encoded = sum(n for n, _ in throughput)
     busiest = max((s for _, s in throughput), default=0.0)
     summary = {
@@ -272,19 +322,7 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
         "min_candidates": args.min_candidates,
         "seed": args.seed,
         "world_size": world,
-        "counts": {
-            "lines_read": lines_read,
-            "rejected_or_skipped": sum(r["stage"] == "input" for r in rejects),
-            "scored": len(results),
-            "candidates": total_candidates,
-            "candidates_compared": sum(r["n_used"] for r in results),
-            "empty_candidates_excluded": sum(r["n_candidates"] - r["n_used"] for r in results),
-            "inputs_with_duplicate_candidates": sum(r["duplicates"] > 0 for r in results),
-            "chosen_in_step_format": sum(is_step_formatted(item.candidates[r["argmax"]], item.kind)
-                                         for item, r in zip(items, results)),
-            "preference_pairs": len(pairs),
-            "pairs_not_built": sum(r["stage"] == "pair" for r in rejects),
-        },
+        "counts": _counts(items, results, rejects, pairs, lines_read),
         "kept": kept_summary,
         "score_stats": {"max_score": score_stats(max_scores), "all_candidates": score_stats(all_scores)},
         "skipped": [{"id": r["id"], "line": r["line"], "reason": r["reason"]}

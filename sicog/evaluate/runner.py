@@ -137,6 +137,40 @@ def _keyed_records(records: list[dict], benchmark: str) -> tuple[list[tuple[str,
     return kept, repeated
 
 
+def _benchmark_files(world: Path, split: str, benchmarks: tuple[str, ...], images: str) -> dict[str, Path]:
+    """Each benchmark's record file in the world, after checking the benchmark names and image mode."""
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}")
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
+    files = {b: benchmark_file(world, split, b) for b in benchmarks}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise InputError(f"--world {world}: benchmark files not found: {missing} (is it a built world?)")
+    return files
+
+
+def _benchmark_entry(world: Path, out: Path, split: str, benchmark: str, records: list[tuple[str, dict]],
+                     repeated: list[str]) -> dict:
+    """The counts and scores of one benchmark, from its predictions and rejects of these records."""
+    by_id = dict(records)
+    predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in by_id]
+    rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in by_id]
+    scored_records = [by_id[p["id"]] for p in predictions]
+    entry = {
+        "records": len(records),
+        "evaluated": len(predictions),
+        "skipped": len(rejects),
+        "skipped_by_reason": dict(Counter(r["reason"] for r in rejects)),
+        "repeated_ids_ignored": len(repeated),
+        "scores": score_benchmark(world, split, benchmark, scored_records, predictions),
+    }
+    if benchmark == "qa":
+        entry["question_types"] = dict(Counter(question_type(r, "qa") for r in scored_records))
+    return entry
+
+
 def evaluate(
     model,
     processor,
@@ -158,15 +192,7 @@ def evaluate(
     holds predictions of one precision only.
     """
     world, out = Path(world), Path(out)
-    unknown = [b for b in benchmarks if b not in BENCHMARKS]
-    if unknown:
-        raise ValueError(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}")
-    if images not in IMAGE_MODES:
-        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
-    files = {b: benchmark_file(world, split, b) for b in benchmarks}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise InputError(f"--world {world}: benchmark files not found: {missing} (is it a built world?)")
+    files = _benchmark_files(world, split, benchmarks, images)
     out.mkdir(parents=True, exist_ok=True)
     _check_run_identity(out, {"model": model_name, "world": str(world.resolve()), "split": split,
                               "version": cfg.version, "images": images, "precision": precision})
@@ -179,20 +205,7 @@ def evaluate(
         if limit is not None:
             records = records[:limit]
         _predict_benchmark(gen, world, out, benchmark, records, image_map)
-        by_id = dict(records)
-        predictions = [p for p in iter_records(out / "predictions" / f"{benchmark}.jsonl") if p["id"] in by_id]
-        rejects = [r for r in iter_records(out / "rejects" / f"{benchmark}.jsonl") if r["id"] in by_id]
-        scored_records = [by_id[p["id"]] for p in predictions]
-        entry = {
-            "records": len(records),
-            "evaluated": len(predictions),
-            "skipped": len(rejects),
-            "skipped_by_reason": dict(Counter(r["reason"] for r in rejects)),
-            "repeated_ids_ignored": len(repeated),
-            "scores": score_benchmark(world, split, benchmark, scored_records, predictions),
-        }
-        if benchmark == "qa":
-            entry["question_types"] = dict(Counter(question_type(r, "qa") for r in scored_records))
+        entry = _benchmark_entry(world, out, split, benchmark, records, repeated)
         result["benchmarks"][benchmark] = entry
         log.info("%s: %d evaluated, %d skipped", benchmark, entry["evaluated"], entry["skipped"])
     result["new_tokens_per_second"] = round(gen.throughput(), 2)

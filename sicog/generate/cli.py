@@ -203,9 +203,17 @@ def _generate(args, records, settings, augment, chunk, info, prompt_name) -> int
     log.info("rank %d/%d: precision %s, weights %s, %d torch threads", info.rank, info.world_size, precision,
              str(next(model.parameters()).dtype).removeprefix("torch."), torch.get_num_threads())
     engine = CandidateEngine(model, processor, settings, precision=precision)
+    _write_candidates(args, engine, settings, processor, spec, todo, meta, out_path, info.rank)
+    return 0
+
+
+def _write_candidates(args, engine: CandidateEngine, settings: SamplingSettings, processor, spec: InputSpec,
+                      todo: list, meta: dict, out_path: Path, rank: int) -> None:
+    """Generate the candidates of `todo` in length-grouped batches, appending each record to the shard
+    (and each input that could not be prepared to its rejects file) as its batch finishes."""
     start, n_cand, n_tok, n_rej = time.perf_counter(), 0, 0, 0
     with JsonlAppender(out_path) as out, JsonlAppender(rejects_path(out_path)) as rejects, \
-            tqdm(total=len(todo), desc=f"generate r{info.rank}", unit="input", dynamic_ncols=True) as bar:
+            tqdm(total=len(todo), desc=f"generate r{rank}", unit="input", dynamic_ncols=True) as bar:
 
         def flush(batch: list[Prepared]) -> None:
             nonlocal n_cand, n_tok
@@ -239,6 +247,5 @@ def _generate(args, records, settings, augment, chunk, info, prompt_name) -> int
             flush(batch)
     elapsed = time.perf_counter() - start
     log.info("rank %d: %d candidates for %d inputs in %.1fs (%.2f candidates/s, %.1f new tokens/s), %d rejected",
-             info.rank, n_cand, n_cand // settings.num_candidates, elapsed, n_cand / max(elapsed, 1e-9),
+             rank, n_cand, n_cand // settings.num_candidates, elapsed, n_cand / max(elapsed, 1e-9),
              n_tok / max(elapsed, 1e-9), n_rej)
-    return 0

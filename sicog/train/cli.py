@@ -239,39 +239,13 @@ def _train(args: argparse.Namespace) -> int:
 def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from transformers import TrainingArguments, set_seed
 
-    from sicog.data.collator import TrainCollator
-    from sicog.data.dataset import REJECTS_NAME, RejectLog, SupervisedDataset, prepare_samples
-    from sicog.data.mixture import load_data
-    from sicog.train.artefacts import read_projector_meta
-    from sicog.train.config import resolve_config
-    from sicog.train.flops import run_flops
+    from sicog.data.dataset import REJECTS_NAME
+    from sicog.data.output_lock import OutputLock
+    from sicog.train.checkpoints import resolve_resume
     from sicog.train.loading import load_for_stage
     from sicog.train.stages import freeze, get_stage
-    from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
-    from sicog.data.output_lock import OutputLock
-    from sicog.model.folder import check_model_folder
-    from sicog.train.checkpoints import resolve_resume
-    from sicog.train.trainer import SicogTrainer
 
-    overrides = dict(vars(args))
-    dry_run = overrides.pop("dry_run", False)
-    _check_projector(overrides.get("mm_projector_checkpoint"))
-    if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
-        base = read_projector_meta(overrides["mm_projector_checkpoint"]).get("base_model")
-        if base:
-            overrides["model_name_or_path"] = base
-            logger.info("model_name_or_path from the projector artefact: %s", base)
-    try:
-        cfg = resolve_config(overrides)
-    except ValueError as e:  # a bad setting (flag or --config YAML): one line, exit 2
-        raise InputError(str(e)) from None
-    # bad paths stop here, in one line, before anything is built
-    check_output_dir(cfg.output_dir, "--output_dir", create=False)
-    check_model_folder(cfg.model_name_or_path, "--model-name-or-path")
-    check_input_file(cfg.data_path, "--data-path")
-    _check_projector(cfg.mm_projector_checkpoint)  # also when it came from --config
-    if cfg.image_folder:
-        check_input_dir(cfg.image_folder, "--image-folder", "the folder the records' image paths are relative to")
+    cfg, dry_run = _checked_config(args)
     stage = get_stage(cfg.stage)
     _default_training_settings(cfg.training, stage, cfg.world_size, on_this_machine=not dry_run)
     _apply_precision(cfg, on_this_machine=not dry_run)
@@ -292,15 +266,8 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                 stage.name, stage.description, cfg.profile, cfg.global_batch_size,
                 targs.per_device_train_batch_size, cfg.world_size, targs.gradient_accumulation_steps)
 
-    entries = None
-    if stage.name != "dpo":  # read before the model is built: a bad or empty file stops at once
-        try:
-            entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
-        except (ValueError, FileNotFoundError) as e:
-            raise InputError(f"--data-path: {e}") from None
-        if not entries:
-            raise InputError(f"--data-path {cfg.data_path} holds no records (an empty file)")
-
+    # read before the model is built: a bad or empty file stops at once
+    entries = _load_entries(cfg, targs) if stage.name != "dpo" else None
     model, processor = load_for_stage(cfg, stage)
     freeze(model, stage)
 
@@ -313,6 +280,60 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         from sicog.train.dpo import run_dpo
 
         return run_dpo(cfg, targs, stage, model, processor, rejects_path, resume, main)
+    return _train_supervised(cfg, targs, stage, model, processor, entries, rejects_path, resume, main)
+
+
+def _checked_config(args: argparse.Namespace):
+    """The run's TrainConfig from the flags (and --config), and whether this is a dry run; bad
+    settings and bad paths stop here, in one line, before anything is built."""
+    from sicog.data.checks import InputError, check_input_dir, check_input_file, check_output_dir
+    from sicog.model.folder import check_model_folder
+    from sicog.train.artefacts import read_projector_meta
+    from sicog.train.config import resolve_config
+
+    overrides = dict(vars(args))
+    dry_run = overrides.pop("dry_run", False)
+    _check_projector(overrides.get("mm_projector_checkpoint"))
+    if "model_name_or_path" not in overrides and overrides.get("mm_projector_checkpoint"):
+        base = read_projector_meta(overrides["mm_projector_checkpoint"]).get("base_model")
+        if base:
+            overrides["model_name_or_path"] = base
+            logger.info("model_name_or_path from the projector artefact: %s", base)
+    try:
+        cfg = resolve_config(overrides)
+    except ValueError as e:  # a bad setting (flag or --config YAML): one line, exit 2
+        raise InputError(str(e)) from None
+    check_output_dir(cfg.output_dir, "--output_dir", create=False)
+    check_model_folder(cfg.model_name_or_path, "--model-name-or-path")
+    check_input_file(cfg.data_path, "--data-path")
+    _check_projector(cfg.mm_projector_checkpoint)  # also when it came from --config
+    if cfg.image_folder:
+        check_input_dir(cfg.image_folder, "--image-folder", "the folder the records' image paths are relative to")
+    return cfg, dry_run
+
+
+def _load_entries(cfg, targs) -> list:
+    """The training records of --data-path (a file or a mixture); InputError when bad or empty."""
+    from sicog.data.checks import InputError
+    from sicog.data.mixture import load_data
+
+    try:
+        entries = load_data(cfg.data_path, cfg.image_folder, seed=targs.data_seed or targs.seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise InputError(f"--data-path: {e}") from None
+    if not entries:
+        raise InputError(f"--data-path {cfg.data_path} holds no records (an empty file)")
+    return entries
+
+
+def _train_supervised(cfg, targs, stage, model, processor, entries: list, rejects_path: Path, resume,
+                      main: bool) -> int:
+    """The supervised stages: records checked and tokenised, trained, saved, summarised."""
+    from sicog.data.collator import TrainCollator
+    from sicog.data.dataset import RejectLog, SupervisedDataset, prepare_samples
+    from sicog.train.flops import run_flops
+    from sicog.train.trainer import SicogTrainer
+
     samples = prepare_samples(entries, processor, cfg.model_max_length,
                               RejectLog(rejects_path if main else None), progress=main,
                               require_image=stage.projector_only, regrid_prob=cfg.regrid_prob,
@@ -331,6 +352,7 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     if main:
+        out = Path(targs.output_dir)
         summary = {"stage": stage.name, "samples": len(samples), "records": len(entries),
                    "metrics": result.metrics, "global_step": trainer.state.global_step}
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

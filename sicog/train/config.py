@@ -129,24 +129,51 @@ def _check_part_learning_rates(own: dict[str, Any], training: dict[str, Any]) ->
                              "defines its own `optimizer`; remove that block or drop the per-part learning rates")
 
 
+def _read_user_config(cfg_path: Path) -> dict[str, Any]:
+    """The settings of a --config YAML, flat: TrainConfig fields and TrainingArguments side by side."""
+    if not cfg_path.exists():
+        raise ValueError(f"no such config file: {cfg_path}")
+    user = yaml.safe_load(cfg_path.read_text()) or {}
+    if not isinstance(user, dict):
+        raise ValueError(f"{cfg_path}: expected a mapping of settings")
+    # a saved train_config.yaml works as --config: its TrainingArguments sit under `training`,
+    # and its world size is re-derived for this launch
+    user = {**user.pop("training", {}), **user}
+    user.pop("world_size", None)
+    return user
+
+
+def _rename_transformers4_settings(merged: dict[str, Any]) -> None:
+    """The transformers 4 spellings of settings that transformers 5 renamed, rewritten in place."""
+    if "warmup_ratio" in merged:  # transformers 5 folded it into warmup_steps (a fraction < 1)
+        ratio = float(merged.pop("warmup_ratio"))
+        if not 0 <= ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
+        merged["warmup_steps"] = ratio
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in merged:  # transformers 5 renamed these; the familiar flags still work
+            merged[new] = merged.pop(old)
+
+
+def _check_learning_rate(lr: Any) -> None:
+    if lr is None:
+        return
+    try:
+        bad = not float(lr) >= 0
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"learning_rate must be a number at least 0, got {lr!r}")
+
+
 def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> TrainConfig:
     """Build the run's TrainConfig from the layers described in the module docstring.
 
     `overrides` are the command-line values (only those given); it may hold `config`, a YAML path.
     """
     overrides = dict(overrides)
-    user: dict[str, Any] = {}
-    if overrides.get("config"):
-        cfg_path = Path(overrides.pop("config"))
-        if not cfg_path.exists():
-            raise ValueError(f"no such config file: {cfg_path}")
-        user = yaml.safe_load(cfg_path.read_text()) or {}
-        if not isinstance(user, dict):
-            raise ValueError(f"{cfg_path}: expected a mapping of settings")
-        # a saved train_config.yaml works as --config: its TrainingArguments sit under `training`,
-        # and its world size is re-derived for this launch
-        user = {**user.pop("training", {}), **user}
-        user.pop("world_size", None)
+    user = _read_user_config(Path(overrides["config"])) if overrides.get("config") else {}
     overrides.pop("config", None)
     stage = overrides.get("stage") or user.get("stage")
     if not stage:
@@ -157,16 +184,7 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
     if "precision" not in user and "precision" not in overrides and os.environ.get(ENV_VAR, "").strip():
         merged["precision"] = default_precision()  # SICOG_PRECISION overrides the profile, not the user
     merged["precision"] = check_precision(merged.get("precision", "auto"))
-
-    if "warmup_ratio" in merged:  # transformers 5 folded it into warmup_steps (a fraction < 1)
-        ratio = float(merged.pop("warmup_ratio"))
-        if not 0 <= ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio}")
-        merged["warmup_steps"] = ratio
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-        if old in merged:  # transformers 5 renamed these; the familiar flags still work
-            merged[new] = merged.pop(old)
+    _rename_transformers4_settings(merged)
     hf_names = training_argument_names()
     unknown = sorted(k for k in merged if k not in OWN_FIELDS and k not in hf_names)
     if unknown:
@@ -179,14 +197,7 @@ def resolve_config(overrides: dict[str, Any], world_size: int | None = None) -> 
     if not training.get("output_dir"):
         raise ValueError("missing required setting 'output_dir'")
     _check_part_learning_rates(own, training)
-    lr = training.get("learning_rate")
-    if lr is not None:
-        try:
-            bad = not float(lr) >= 0
-        except (TypeError, ValueError):
-            bad = True
-        if bad:
-            raise ValueError(f"learning_rate must be a number at least 0, got {lr!r}")
+    _check_learning_rate(training.get("learning_rate"))
 
     world = world_size if world_size is not None else rank_info().world_size
     per_device = int(training.get("per_device_train_batch_size", 8))

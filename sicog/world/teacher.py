@@ -177,20 +177,34 @@ def _drop_a_step(caption: str, rng: random.Random) -> str:
     return "\n\n".join(parts)
 
 
-class TeacherServer(ThreadingHTTPServer):
+def completion_body(content: str, model: str, prompt_tokens: int, completion_tokens: int,
+                    finish_reason: str = "stop") -> dict:
+    """An OpenAI `chat.completion` object answering with `content`."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class ChatCompletionsServer(ThreadingHTTPServer):
+    """An OpenAI-compatible endpoint on loopback, served from a background thread by `start()`;
+    what it answers is its handler's (a ChatCompletionsHandler) `answer`."""
+
     daemon_threads = True
 
-    def __init__(self, world: str | Path, host: str = "127.0.0.1", port: int = 0,
-                 faults: FaultConfig | None = None, model: str = MODEL_NAME):
-        self.world = Path(world)
-        self.index = ImageIndex(self.world)
-        self.faults = faults or FaultConfig()
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", port: int = 0,
+                 model: str = MODEL_NAME):
         self.model = model
         self.attempts: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        super().__init__((host, port), _Handler)
+        super().__init__((host, port), handler)
 
     @property
     def url(self) -> str:
@@ -208,7 +222,7 @@ class TeacherServer(ThreadingHTTPServer):
         with self._lock:
             self.stats[outcome] += 1
 
-    def start(self) -> "TeacherServer":
+    def start(self) -> "ChatCompletionsServer":
         self._thread = threading.Thread(target=self.serve_forever, name="sicog-teacher", daemon=True)
         self._thread.start()
         return self
@@ -220,55 +234,77 @@ class TeacherServer(ThreadingHTTPServer):
             self._thread.join(timeout=5)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: TeacherServer
+class ChatCompletionsHandler(BaseHTTPRequestHandler):
+    """The OpenAI protocol: `GET /v1/models`, and `POST /v1/chat/completions` whose JSON object body
+    goes to `answer(payload)`, which sends the reply (`send_body`, `send_error_body`); a RequestError
+    it raises before sending becomes an OpenAI-style error."""
+
+    server: ChatCompletionsServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args) -> None:  # route through logging, not stderr
         log.debug("%s " + fmt, self.address_string(), *args)
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def send_body(self, status: int, body: bytes, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str, code: str, kind: str, headers: dict[str, str] | None = None) -> None:
+    def send_error_body(self, status: int, message: str, code: str, kind: str,
+                        headers: dict[str, str] | None = None) -> None:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-        self._send(status, json.dumps(body).encode(), headers)
+        self.send_body(status, json.dumps(body).encode(), headers)
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/v1/models":
             data = [{"id": self.server.model, "object": "model", "created": 0, "owned_by": "sicog"}]
-            self._send(200, json.dumps({"object": "list", "data": data}).encode())
+            self.send_body(200, json.dumps({"object": "list", "data": data}).encode())
         else:
-            self._error(404, f"no route {self.path}", "not_found", "invalid_request_error")
+            self.send_error_body(404, f"no route {self.path}", "not_found", "invalid_request_error")
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._error(404, f"no route {self.path}", "not_found", "invalid_request_error")
+            self.send_error_body(404, f"no route {self.path}", "not_found", "invalid_request_error")
             return
         try:
             payload = json.loads(raw)
             if not isinstance(payload, dict):
                 raise RequestError(400, "the request body must be a JSON object", "invalid_request")
-            scene = self.server.index.find(_image_bytes(payload))
+            self.answer(payload)
         except json.JSONDecodeError:
             self.server.count("bad_request")
-            self._error(400, "the request body is not valid JSON", "invalid_json", "invalid_request_error")
-            return
+            self.send_error_body(400, "the request body is not valid JSON", "invalid_json", "invalid_request_error")
         except RequestError as e:
             self.server.count("bad_request")
-            self._error(e.status, e.message, e.code, "invalid_request_error")
-            return
-        self._answer(payload, scene)
+            self.send_error_body(e.status, e.message, e.code, "invalid_request_error")
 
-    def _answer(self, payload: dict, scene: dict) -> None:
+    def answer(self, payload: dict) -> None:
+        raise NotImplementedError
+
+
+class TeacherServer(ChatCompletionsServer):
+    """The world's teacher: the gold CoD caption of the image it is sent, with `faults` injected."""
+
+    def __init__(self, world: str | Path, host: str = "127.0.0.1", port: int = 0,
+                 faults: FaultConfig | None = None, model: str = MODEL_NAME):
+        self.world = Path(world)
+        self.index = ImageIndex(self.world)
+        self.faults = faults or FaultConfig()
+        super().__init__(_Handler, host, port, model)
+
+
+class _Handler(ChatCompletionsHandler):
+    server: TeacherServer
+
+    def answer(self, payload: dict) -> None:
+        scene = self.server.index.find(_image_bytes(payload))  # RequestError when no world image
         server = self.server
         attempt = server.next_attempt(scene["id"])
         fault, delayed = server.faults.fault(scene["id"], attempt)
@@ -277,11 +313,11 @@ class _Handler(BaseHTTPRequestHandler):
         server.count(fault or "ok")
         if fault == "rate_limit":
             wait = server.faults.retry_after_s
-            self._error(429, "rate limit reached, retry later", "rate_limit_exceeded", "requests",
-                        {"Retry-After": f"{wait:g}", "retry-after-ms": f"{wait * 1000:g}"})
+            self.send_error_body(429, "rate limit reached, retry later", "rate_limit_exceeded", "requests",
+                                 {"Retry-After": f"{wait:g}", "retry-after-ms": f"{wait * 1000:g}"})
             return
         if fault == "server_error":
-            self._error(500, "the teacher failed on this request", "server_error", "server_error")
+            self.send_error_body(500, "the teacher failed on this request", "server_error", "server_error")
             return
         caption = cod_caption(scene)
         if fault == "wrong_format":
@@ -290,20 +326,12 @@ class _Handler(BaseHTTPRequestHandler):
             c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
             for c in (m.get("content", "") for m in payload.get("messages", []) if isinstance(m, dict))
         )
-        prompt_tokens, completion_tokens = _count_tokens(prompt_text), _count_tokens(caption)
-        body = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(payload.get("model") or server.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": caption}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }
+        body = completion_body(caption, str(payload.get("model") or server.model), _count_tokens(prompt_text),
+                               _count_tokens(caption))
         data = json.dumps(body).encode()
         if fault == "malformed":
             data = data[: len(data) // 2]
-        self._send(200, data)
+        self.send_body(200, data)
 
 
 def start_teacher(world_dir: str | Path, port: int = 0, host: str = "127.0.0.1",
