@@ -21,7 +21,8 @@ def pretrained(tmp_path_factory):
     try:
         rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
                          "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
-                         "--lm-block", "64", "--instruct-steps", "8"])
+                         "--lm-block", "64", "--instruct-steps", "8", "--instruct-focus-steps", "4",
+                         "--instruct-focus-batch", "4"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -60,12 +61,13 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
     lm = report["lm"]
     assert lm["perplexity_after"] < lm["perplexity_before"]
     instruct = lm["instruct"]
-    assert instruct["steps"] == 8 and len(instruct["losses"]) == 8 and instruct["conversations"] > 0
-    assert instruct["lr"] == 3e-4
+    assert instruct["steps"] == 8 and instruct["focus_steps"] == 4 and instruct["focus_batch"] == 4
+    assert len(instruct["losses"]) == 12 and instruct["conversations"] > instruct["single_question_conversations"] > 0
+    assert instruct["lr"] == 3e-4 and instruct["focus_share"] == 0.75
     by_skill = instruct["accuracy_by_skill_after"]
     assert "existence" in by_skill and all(0.0 <= v <= 1.0 for v in by_skill.values())
     curve = instruct["accuracy_curve"]
-    assert [point["step"] for point in curve] == [0, 8]   # before training and at the last step
+    assert [point["step"] for point in curve] == [0, 8, 12]   # before training and at the end of each part
     assert curve[0] == instruct["in_context_accuracy_before"] and curve[-1] == instruct["in_context_accuracy_after"]
     held = instruct["held_out_conversations"]
     assert set(held) <= {"names", "description"} and sum(held.values()) > 0
@@ -207,3 +209,44 @@ def test_clip_retrieval_worked_by_hand():
     result = clip_retrieval(Fixed(), images, ids, torch.ones_like(ids))
     assert result == {"image_to_text": pytest.approx(2 / 3), "text_to_image": pytest.approx(1 / 3), "n": 3,
                       "chance": pytest.approx(1 / 3)}
+
+
+def test_focus_batches_draw_the_share_from_single_questions():
+    import torch
+
+    from sicog.world.pretrain_instruct import focus_batches
+
+    single, multi = list(range(0, 10)), list(range(10, 30))
+    batches = focus_batches(single, multi, 8, 0.75, torch.Generator().manual_seed(0), lambda idx: idx.tolist())
+    seen = []
+    for _ in range(5):
+        idx = next(batches)
+        assert len(idx) == 8 and sum(i < 10 for i in idx) == 6   # round(0.75 * 8) single-question rows
+        seen += [i for i in idx if i < 10]
+    assert set(seen) == set(single)   # 30 draws walk whole fresh orders of the 10: every one is used
+    only_single = focus_batches(single, [], 4, 0.5, torch.Generator().manual_seed(0), lambda idx: idx.tolist())
+    assert all(i < 10 for i in next(only_single))   # no multi-question rows: the batch is all single
+
+
+def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path, capsys):
+    from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
+
+    with pytest.raises(ValueError, match="focus_share"):
+        InstructPlan(focus_share=1.5)
+    with pytest.raises(ValueError, match="at least"):
+        InstructPlan(focus_batch=0)
+    multi_only = [{"skills": ["count", "colour"]}]
+    with pytest.raises(ValueError, match="no single-question conversations"):
+        check_focus_data(multi_only, InstructPlan(), tmp_path / "lm_chat.jsonl")
+    check_focus_data(multi_only, InstructPlan(focus_steps=0), tmp_path / "lm_chat.jsonl")   # no focus part: fine
+
+    world = tmp_path / "world"
+    build_world(world, "micro", 2)
+    chat = world / "data/lm_chat.jsonl"
+    kept = [line for line in chat.read_text().splitlines() if len(json.loads(line)["skills"]) > 1]
+    chat.write_text("\n".join(kept) + "\n")   # as a world built before the single questions
+    args = ["world", "pretrain", "--world", str(world), "--out", str(tmp_path / "o"), "--steps", "1"]
+    assert sicog_main(args) == 2
+    assert "no single-question conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert sicog_main(args + ["--instruct-focus-share", "2"]) == 2
+    assert "--instruct-focus-share 2" in capsys.readouterr().err

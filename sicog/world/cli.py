@@ -91,18 +91,31 @@ def _check_pretrain(args: argparse.Namespace) -> OutputLock:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
-    if args.instruct_steps is not None and args.instruct_steps < 0:
-        raise InputError(f"--instruct-steps {args.instruct_steps}: must be at least 0 (0: no instruction phase)")
-    for flag in ("clip_batch", "lm_batch", "lm_block"):
+    for flag in ("instruct_steps", "instruct_focus_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 0 (0: no such part)")
+    if not 0.0 <= args.instruct_focus_share <= 1.0:
+        raise InputError(f"--instruct-focus-share {args.instruct_focus_share}: must lie between 0 and 1")
+    for flag in ("clip_batch", "lm_batch", "lm_block", "instruct_batch", "instruct_focus_batch"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     world = check_world(args.world, "--world")
     needs = ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt")
-    if args.instruct_steps != 0:
+    if args.instruct_steps != 0 or args.instruct_focus_steps != 0:
         needs += ("data/lm_chat.jsonl",)
     for need in needs:
         if not (world / need).exists():
             raise InputError(f"--world {world} has no {need}; rebuild it with `sicog world build`")
+    if args.instruct_focus_steps != 0:   # None: the default, which has a focus part
+        from sicog.data.records import read_records
+        from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
+
+        focus = InstructPlan(focus_steps=1, focus_share=args.instruct_focus_share)
+        try:
+            check_focus_data(read_records(world / "data/lm_chat.jsonl"), focus, world / "data/lm_chat.jsonl")
+        except ValueError as e:
+            raise InputError(str(e)) from None
     return OutputLock(check_output_dir(args.out, "--out"), "--out")
 
 

@@ -9,7 +9,8 @@ The paper starts from a pretrained CLIP and a pretrained -Instruct LLM; the tiny
   CLIPImageProcessor);
 - a small Qwen2ForCausalLM (text config from the tier, vocabulary from the world's tokenizer) trained
   on `data/lm_text.txt`, then instruction-tuned on `data/lm_chat.jsonl` (questions answered from a
-  description in the context, loss on the answers: `instruct_lm`), saved with the tokenizer as
+  description in the context, loss on the answers; then a focus part whose batches are mostly one
+  existence question right after its context: `instruct_lm`), saved with the tokenizer as
   `OUT/llm/`.
 
 The parts live in `pretrain_clip`, `pretrain_lm` and `pretrain_instruct` (the LM's instruction
@@ -23,36 +24,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sicog.data.records import write_json
+from sicog.data.records import read_records, write_json
 from sicog.world.pretrain_clip import pretrain_clip
-from sicog.world.pretrain_instruct import INSTRUCT_LR
+from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
 from sicog.world.pretrain_lm import pretrain_lm
 
-DEFAULT_STEPS = {"clip": 300, "lm": 300, "instruct": 2000}
+DEFAULT_STEPS = {"clip": 300, "lm": 300, "instruct": InstructPlan.steps, "focus": InstructPlan.focus_steps}
 
 
 def pretrain(world: str | Path, out: str | Path, clip_steps: int = DEFAULT_STEPS["clip"],
              lm_steps: int = DEFAULT_STEPS["lm"], clip_batch: int = 64, lm_batch: int = 8, lm_block: int = 256,
              clip_lr: float = 1e-3, lm_lr: float = 1e-3, seed: int = 0, shape_loss: float = 1.0,
-             instruct_steps: int = DEFAULT_STEPS["instruct"], instruct_batch: int = 16,
-             instruct_lr: float = INSTRUCT_LR) -> dict:
+             instruct: InstructPlan = InstructPlan()) -> dict:
     """Train and save both parts; returns the report also written to `out/pretrain_report.json`."""
     from transformers import AutoTokenizer
 
     world, out = Path(world), Path(out)
-    for need in ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt") + (("data/lm_chat.jsonl",) if instruct_steps else ()):
+    for need in ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt") + (("data/lm_chat.jsonl",) if instruct.total_steps else ()):
         if not (world / need).exists():
             raise FileNotFoundError(f"{world / need} is missing; build the world first (`sicog world build`)")
-    if clip_steps < 1 or lm_steps < 1 or instruct_steps < 0:
-        raise ValueError("--clip-steps and --lm-steps must be at least 1, --instruct-steps at least 0")
+    if clip_steps < 1 or lm_steps < 1:
+        raise ValueError("--clip-steps and --lm-steps must be at least 1")
+    if instruct.total_steps:   # before any training: an old world fails here, not after the CLIP
+        check_focus_data(read_records(world / "data/lm_chat.jsonl"), instruct, world / "data/lm_chat.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(str(world / "tokenizer"))
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "world": str(world),
         "seed": seed,
         "clip": pretrain_clip(world, out, tokenizer, clip_steps, clip_batch, clip_lr, seed, shape_loss),
-        "lm": pretrain_lm(world, out, tokenizer, lm_steps, lm_batch, lm_block, lm_lr, seed, instruct_steps,
-                          instruct_batch, instruct_lr),
+        "lm": pretrain_lm(world, out, tokenizer, lm_steps, lm_batch, lm_block, lm_lr, seed, instruct),
     }
     write_json(out / "pretrain_report.json", report)
     return report
@@ -66,9 +67,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lm-steps", type=int, default=None, help=f"default {DEFAULT_STEPS['lm']}")
     parser.add_argument("--instruct-steps", type=int, default=None,
                         help=f"the LM's instruction phase on data/lm_chat.jsonl (0: none); default {DEFAULT_STEPS['instruct']}")
-    parser.add_argument("--instruct-batch", type=int, default=16)
-    parser.add_argument("--instruct-lr", type=float, default=INSTRUCT_LR,
-                        help="peak rate of the instruction phase (at 1e-3 the tiny LM never learns to look up its context)")
+    parser.add_argument("--instruct-batch", type=int, default=InstructPlan.batch)
+    parser.add_argument("--instruct-lr", type=float, default=InstructPlan.lr,
+                        help="peak rate of both parts of the instruction phase (at 1e-3 the tiny LM never learns "
+                             "to look up its context)")
+    parser.add_argument("--instruct-focus-steps", type=int, default=None,
+                        help="the instruction phase's second part, where most of each batch is single-question "
+                             f"conversations (0: none); default {DEFAULT_STEPS['focus']}")
+    parser.add_argument("--instruct-focus-batch", type=int, default=InstructPlan.focus_batch)
+    parser.add_argument("--instruct-focus-share", type=float, default=InstructPlan.focus_share,
+                        help="share of each focus batch drawn from the single-question conversations")
     parser.add_argument("--clip-batch", type=int, default=64)
     parser.add_argument("--lm-batch", type=int, default=8)
     parser.add_argument("--lm-block", type=int, default=256, help="tokens per LM training sequence")
@@ -82,10 +90,16 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     clip_steps = args.clip_steps or args.steps or DEFAULT_STEPS["clip"]
     lm_steps = args.lm_steps or args.steps or DEFAULT_STEPS["lm"]
-    instruct_steps = args.instruct_steps if args.instruct_steps is not None else (args.steps or DEFAULT_STEPS["instruct"])
+
+    def steps(flag: str, default: int) -> int:   # a flag given wins, then --steps, then the default
+        value = getattr(args, flag)
+        return value if value is not None else (args.steps or default)
+
+    instruct = InstructPlan(steps("instruct_steps", DEFAULT_STEPS["instruct"]), args.instruct_batch, args.instruct_lr,
+                            steps("instruct_focus_steps", DEFAULT_STEPS["focus"]), args.instruct_focus_batch,
+                            args.instruct_focus_share)
     report = pretrain(args.world, args.out, clip_steps, lm_steps, args.clip_batch, args.lm_batch, args.lm_block,
-                      args.clip_lr, args.lm_lr, args.seed, args.shape_loss, instruct_steps, args.instruct_batch,
-                      args.instruct_lr)
+                      args.clip_lr, args.lm_lr, args.seed, args.shape_loss, instruct)
     c, m = report["clip"], report["lm"]
     print(f"CLIP: loss {c['losses'][0]:.3f} -> {c['losses'][-1]:.3f}, zero-shot image->text retrieval "
           f"{c['retrieval_before']['image_to_text']:.3f} -> {c['retrieval_after']['image_to_text']:.3f} "
@@ -96,7 +110,7 @@ def run(args) -> int:
         i = m["instruct"]
         before, after = i["in_context_accuracy_before"], i["in_context_accuracy_after"]
         shown = ", ".join(f"{kind} {before[kind]:.3f} -> {after[kind]:.3f}" for kind in before if kind != "step")
-        print(f"LM instruction phase: {i['steps']} steps at lr {i['lr']:g}, held-out answers looked up in the context: "
-              f"{shown}, {i['seconds']}s")
+        print(f"LM instruction phase: {i['steps']} + {i['focus_steps']} focus steps at lr {i['lr']:g}, "
+              f"held-out answers looked up in the context: {shown}, {i['seconds']}s")
     print(f"saved {Path(args.out) / 'clip'} and {Path(args.out) / 'llm'}")
     return 0

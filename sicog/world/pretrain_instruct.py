@@ -1,9 +1,10 @@
-"""`sicog world pretrain`, the LM's instruction phase (`instruct_lm`) and the in-context answer
+"""`sicog world pretrain`, the LM's instruction phase (`InstructPlan`, `instruct_lm`) and the in-context answer
 accuracy it is measured by (`answer_hits`, `hit_rate`, `accuracy_by_skill`)."""
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sicog.data.records import read_records
@@ -75,17 +76,72 @@ def accuracy_by_skill(records: list[dict], hits: list[list[bool]]) -> dict[str, 
     return {skill: round(sum(h) / len(h), 4) for skill, h in sorted(right.items())}
 
 
-def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: float, seed: int,
-                eval_every: int = 250) -> dict:
+@dataclass(frozen=True)
+class InstructPlan:
+    """The instruction phase's two parts: `steps` on every conversation of `data/lm_chat.jsonl` at
+    `batch`, then `focus_steps` at `focus_batch` where a `focus_share` of every batch is
+    single-question conversations (one question right after the context). Each part has its own
+    warm-up and cosine decay from `lr`."""
+    steps: int = 2000
+    batch: int = 16
+    lr: float = INSTRUCT_LR
+    focus_steps: int = 2000
+    focus_batch: int = 32
+    focus_share: float = 0.75
+
+    def __post_init__(self):
+        if self.steps < 0 or self.focus_steps < 0 or self.batch < 1 or self.focus_batch < 1:
+            raise ValueError(f"{self}: steps must be at least 0 and batches at least 1")
+        if not 0.0 <= self.focus_share <= 1.0:
+            raise ValueError(f"focus_share {self.focus_share}: must lie in [0, 1]")
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.focus_steps
+
+
+def is_single_question(record: dict) -> bool:
+    return len(record.get("skills") or []) == 1
+
+
+def check_focus_data(records: list[dict], plan: InstructPlan, source: Path) -> None:
+    """A ValueError when the plan's focus part has no single-question conversation to draw from."""
+    if plan.focus_steps and plan.focus_share > 0 and not any(map(is_single_question, records)):
+        raise ValueError(f"{source} has no single-question conversations (a world built before they were "
+                         "added): rebuild the world, or run without the focus part (--instruct-focus-steps 0)")
+
+
+def focus_batches(single: list[int], multi: list[int], batch_size: int, share: float, gen, make):
+    """Endless batches of `batch_size` indices, `round(share * batch_size)` drawn from `single` and
+    the rest from `multi` (each list in fresh orders drawn from `gen`); yields `make(indices)`."""
+    import torch
+
+    n_single = round(share * batch_size) if multi else batch_size
+    n_single = n_single if single else 0
+
+    def stream(pool):
+        while True:
+            yield from (pool[i] for i in torch.randperm(len(pool), generator=gen).tolist())
+
+    singles, multis = stream(single), stream(multi)
+    while True:
+        idx = [next(singles) for _ in range(n_single)] + [next(multis) for _ in range(batch_size - n_single)]
+        yield make(torch.tensor(idx))
+
+
+def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, eval_every: int = 250) -> dict:
     """The instruction phase: questions answered from a scene in the context, loss on the answers.
 
     Plain LM training on the world's text leaves the tiny LM unable to look up an attribute in its
     context (it answers existence questions about a description at chance): the answers are a
     sliver of its loss. A real -Instruct LLM arrives with that skill, and a VLM reuses it once its
-    image tokens read like a description; this phase gives it to the tiny LM. The skill appears
-    late and only at a moderate rate (at 1e-3 it never did; `benchmarks/probe_lookup_text.py`), so
-    held-out accuracy is recorded every `eval_every` steps, for name-list and description contexts
-    apart. Held out: every conversation of the last `INSTRUCT_HELD_SCENES` scenes.
+    image tokens read like a description; this phase gives it to the tiny LM. The lookups appear
+    late and only at a moderate rate (at 1e-3 they never did; `benchmarks/probe_lookup_text.py`).
+    Existence questions inside six-question conversations stay at chance; the focus part, where
+    most of a batch is one existence question right after its context, teaches them within
+    about 1,000 steps (`benchmarks/probe_existence_text.py`). Held-out accuracy is recorded every
+    `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
+    of the last `INSTRUCT_HELD_SCENES` scenes.
     """
     import torch
 
@@ -94,7 +150,11 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
     scenes = list(dict.fromkeys(scene_of))
     held_scenes = set(scenes[-min(INSTRUCT_HELD_SCENES, max(1, len(scenes) // 10)):])
     is_held = [scene in held_scenes for scene in scene_of]
-    train_ids, train_mask, train_labels = _chat_tensors(tokenizer, [r for r, h in zip(records, is_held) if not h], 512)
+    train_records = [r for r, h in zip(records, is_held) if not h]
+    check_focus_data(train_records, plan, world / "data/lm_chat.jsonl")
+    single = [i for i, r in enumerate(train_records) if is_single_question(r)]
+    multi = [i for i, r in enumerate(train_records) if not is_single_question(r)]
+    train_ids, train_mask, train_labels = _chat_tensors(tokenizer, train_records, 512)
     held_records = [r for r, h in zip(records, is_held) if h]
     held = {kind: (rows, _chat_tensors(tokenizer, rows, 512)) for kind in ("names", "description")
             if (rows := [r for r in held_records if r.get("context", "description") == kind])}
@@ -109,7 +169,6 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
 
     curve = [{"step": 0, **accuracy()}]
     gen = torch.Generator().manual_seed(seed + 2)
-    bs = min(batch_size, len(train_ids))
 
     def batch(idx):
         m = train_mask[idx]
@@ -117,19 +176,27 @@ def instruct_lm(world: Path, model, tokenizer, steps: int, batch_size: int, lr: 
         return {"input_ids": train_ids[idx, :width], "attention_mask": m[:, :width],
                 "labels": train_labels[idx, :width]}
 
-    def after_step(step: int) -> None:
-        if step % eval_every == 0 or step == steps:
-            curve.append({"step": step, **accuracy()})
-            log.info("LM in-context answer accuracy at step %d: %s", step, curve[-1])
+    def after_step(offset: int, part_steps: int):
+        def record(step: int) -> None:
+            if step % eval_every == 0 or step == part_steps:
+                curve.append({"step": offset + step, **accuracy()})
+                log.info("LM in-context answer accuracy at step %d: %s", offset + step, curve[-1])
+        return record
 
     t0 = time.time()
-    losses = train_loop(model, full_batches(len(train_ids), bs, gen, batch), steps, lr, "instruct LM",
-                        after_step=after_step)
-    # the curve's last point evaluated the final model (after_step runs at step == steps)
+    bs = min(plan.batch, len(train_ids))
+    losses = train_loop(model, full_batches(len(train_ids), bs, gen, batch), plan.steps, plan.lr,
+                        "instruct LM", after_step=after_step(0, plan.steps)) if plan.steps else []
+    if plan.focus_steps:
+        losses += train_loop(model, focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch),
+                             plan.focus_steps, plan.lr, "instruct LM (focus)",
+                             after_step=after_step(plan.steps, plan.focus_steps))
+    # the curve's last point evaluated the final model (after_step runs at each part's last step)
     by_skill = accuracy_by_skill([r for rows, _ in held.values() for r in rows],
                                  [h for kind in held for h in last_hits[kind]])
     log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill)
-    return {"accuracy_by_skill_after": by_skill, "steps": steps, "batch_size": bs, "lr": lr, "conversations": len(train_ids),
+    return {"accuracy_by_skill_after": by_skill, **asdict(plan), "batch_size": bs, "conversations": len(train_ids),
+            "single_question_conversations": len(single),
             "held_out_conversations": {kind: len(rows) for kind, (rows, _) in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
             "in_context_accuracy_before": curve[0], "in_context_accuracy_after": curve[-1]}

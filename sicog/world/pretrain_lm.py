@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from sicog.model.tiers import load_tier
-from sicog.world.pretrain_instruct import INSTRUCT_LR, instruct_lm
+from sicog.world.pretrain_instruct import InstructPlan, instruct_lm
 from sicog.world.pretrain_loop import full_batches, train_loop
 from sicog.world.tokenizer import ENDOFTEXT, IM_END
 
@@ -44,7 +44,7 @@ def perplexity(model, blocks, batch_size: int = 8) -> float:
 
 
 def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, block: int, lr: float, seed: int,
-                instruct_steps: int = 0, instruct_batch: int = 16, instruct_lr: float = INSTRUCT_LR) -> dict:
+                instruct: InstructPlan | None = None) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -74,8 +74,8 @@ def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, 
     losses = train_loop(model, full_batches(len(train_blocks), bs, gen, batch), steps, lr, "pretrain LM")
     seconds = time.time() - t0
     ppl_after = perplexity(model, held_blocks)
-    instruct = (instruct_lm(world, model, tokenizer, instruct_steps, instruct_batch, instruct_lr, seed)
-                if instruct_steps else None)
+    instruct_report = (instruct_lm(world, model, tokenizer, instruct, seed)
+                       if instruct is not None and instruct.total_steps else None)
     model.eval()
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
@@ -84,4 +84,4 @@ def pretrain_lm(world: Path, out: Path, tokenizer, steps: int, batch_size: int, 
     log.info("LM held-out perplexity %.2f -> %.2f", ppl_before, ppl_after)
     return {"steps": steps, "batch_size": bs, "block": block, "lr": lr, "train_tokens": int(train_blocks.numel()),
             "seconds": round(seconds, 1), "tokens_per_second": round(steps * bs * block / max(seconds, 1e-9), 1),
-            "losses": losses, "perplexity_before": ppl_before, "perplexity_after": ppl_after, "instruct": instruct}
+            "losses": losses, "perplexity_before": ppl_before, "perplexity_after": ppl_after, "instruct": instruct_report}
