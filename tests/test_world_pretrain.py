@@ -250,3 +250,41 @@ def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path
     assert "no single-question conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert sicog_main(args + ["--instruct-focus-share", "2"]) == 2
     assert "--instruct-focus-share 2" in capsys.readouterr().err
+
+
+def test_length_groups_partition_the_batch_and_the_loss_equals_one_padded_batch():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sicog.world.pretrain_instruct import grouped_loss, length_groups
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):   # property: a partition, every row fits its group's width, never more padding
+        lengths = torch.randint(1, 40, (30,), generator=gen)
+        idx = torch.randperm(30, generator=gen)[: int(torch.randint(1, 30, (1,), generator=gen))]
+        groups = length_groups(idx, lengths)
+        assert 1 <= len(groups) <= 2
+        assert sorted(torch.cat([g for g, _ in groups]).tolist()) == sorted(idx.tolist())
+        assert all(int(lengths[g].max()) == width for g, width in groups)
+        assert sum(len(g) * width for g, width in groups) <= len(idx) * int(lengths[idx].max())
+    lengths = torch.tensor([5, 50, 6, 48, 7])
+    assert [sorted(g.tolist()) for g, _ in length_groups(torch.arange(5), lengths)] == [[0, 2, 4], [1, 3]]
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    rows, width = [4, 12, 5, 11], 12
+    ids = torch.randint(1, 50, (4, width), generator=gen)
+    mask = (torch.arange(width)[None] < torch.tensor(rows)[:, None]).long()
+    labels = torch.where(mask.bool() & (torch.arange(width)[None] >= 2), ids, torch.tensor(-100))
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    whole = grads(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+    split = [{"input_ids": ids[g, :w], "attention_mask": mask[g, :w], "labels": labels[g, :w]}
+             for g, w in length_groups(torch.arange(4), mask.sum(1))]
+    assert len(split) == 2
+    assert torch.allclose(grads(grouped_loss(model, split)), whole, atol=1e-6)

@@ -100,6 +100,29 @@ class InstructPlan:
         return self.steps + self.focus_steps
 
 
+def length_groups(idx, lengths) -> list[tuple]:
+    """`idx` cut into at most two groups by length, at the cut that pads the fewest tokens: pairs
+    (indices, width of the longest row). A batch of short single-question conversations and long
+    six-question ones costs about half as much as one batch padded to its longest row."""
+    order = idx[lengths[idx].argsort()]
+    sizes = lengths[order].tolist()
+    n = len(sizes)
+    # the first k rows padded to sizes[k - 1], the rest to sizes[-1]; k == n: a single group
+    k = min(range(1, n + 1), key=lambda k: k * sizes[k - 1] + (n - k) * sizes[-1])
+    return [(group, int(sizes[end - 1])) for group, end in ((order[:k], k), (order[k:], n)) if len(group)]
+
+
+def grouped_loss(model, groups: list[dict]):
+    """The mean answer-token loss over every group together: each group's mean weighted by its
+    supervised tokens, i.e. the loss of the same rows as one padded batch."""
+    from sicog.data.template import IGNORE_INDEX
+
+    counts = [int((g["labels"][:, 1:] != IGNORE_INDEX).sum()) for g in groups]
+    total = max(sum(counts), 1)
+    terms = [model(**g).loss * (c / total) for g, c in zip(groups, counts) if c]
+    return sum(terms) if terms else model(**groups[0]).logits.sum() * 0.0   # nothing supervised: no update
+
+
 def is_single_question(record: dict) -> bool:
     return len(record.get("skills") or []) == 1
 
@@ -170,11 +193,11 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     curve = [{"step": 0, **accuracy()}]
     gen = torch.Generator().manual_seed(seed + 2)
 
-    def batch(idx):
-        m = train_mask[idx]
-        width = int(m.sum(1).max())
-        return {"input_ids": train_ids[idx, :width], "attention_mask": m[:, :width],
-                "labels": train_labels[idx, :width]}
+    lengths = train_mask.sum(1)
+
+    def batch(idx):   # two length groups, each padded to its own longest row: far less padding
+        return [{"input_ids": train_ids[g, :width], "attention_mask": train_mask[g, :width],
+                 "labels": train_labels[g, :width]} for g, width in length_groups(idx, lengths)]
 
     def after_step(offset: int, part_steps: int):
         def record(step: int) -> None:
@@ -186,10 +209,10 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     t0 = time.time()
     bs = min(plan.batch, len(train_ids))
     losses = train_loop(model, full_batches(len(train_ids), bs, gen, batch), plan.steps, plan.lr,
-                        "instruct LM", after_step=after_step(0, plan.steps)) if plan.steps else []
+                        "instruct LM", grouped_loss, after_step=after_step(0, plan.steps)) if plan.steps else []
     if plan.focus_steps:
         losses += train_loop(model, focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch),
-                             plan.focus_steps, plan.lr, "instruct LM (focus)",
+                             plan.focus_steps, plan.lr, "instruct LM (focus)", grouped_loss,
                              after_step=after_step(plan.steps, plan.focus_steps))
     # the curve's last point evaluated the final model (after_step runs at each part's last step)
     by_skill = accuracy_by_skill([r for rows, _ in held.values() for r in rows],
