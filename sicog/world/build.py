@@ -56,9 +56,11 @@ SIZES: dict[str, dict[str, int]] = {
 }
 SPLITS = ("clip", "align", "cod_seed", "cot_seed", "sft", "pool", "val", "eval")
 LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
-# Single-question existence conversations, one of each kind (Q.EXISTENCE_KINDS), per `clip` scene
-# in the instruction phase and per `sft` image in stage 2: inside six-question conversations the
-# tiny LM never learned to answer existence questions (held-out accuracy at chance after 3,000 steps).
+# Single-question existence conversations of each kind (Q.EXISTENCE_KINDS): a yes and a no question
+# on the same context per `clip` scene in the instruction phase, one per `sft` image in stage 2.
+# Inside six-question conversations the tiny LM never learned to answer existence questions
+# (held-out accuracy at chance after 3,000 steps); with one question of each kind per scene it did
+# not either, in 4,000 steps (answers from the context alone, such as "yes" for a long one, pay off).
 EXISTENCE_KINDS_PER_SCENE = Q.EXISTENCE_KINDS
 
 
@@ -135,12 +137,16 @@ class WorldWriter:
                 kind = "names" if rng.random() < 0.5 else "description"
                 recs.append({"id": f"{scene['id']}-chat-{k}", "context": kind, "skills": [q["skill"] for q in qs],
                              "conversations": qa_turns(qs, image=False, context=scene_context(scene, kind))})
-            for kind_q in EXISTENCE_KINDS_PER_SCENE:
+            for kind_q in EXISTENCE_KINDS_PER_SCENE:   # a yes and a no question on the same context
                 rng = text_rng(self.seed, scene["id"], f"lm-exists-{kind_q}")
-                q = Q.existence_question(scene, rng, kind_q)
                 kind = "names" if rng.random() < 0.5 else "description"
-                recs.append({"id": f"{scene['id']}-chat-exists-{kind_q}", "context": kind, "skills": [q["skill"]],
-                             "conversations": qa_turns([q], image=False, context=scene_context(scene, kind))})
+                for answer in ("yes", "no"):
+                    q = Q.existence_question(scene, rng, kind_q, yes=answer == "yes")
+                    if q["answer"] != answer:   # no absent colour (or shape) to ask about
+                        continue
+                    recs.append({"id": f"{scene['id']}-chat-exists-{kind_q}-{answer}", "context": kind,
+                                 "skills": [q["skill"]],
+                                 "conversations": qa_turns([q], image=False, context=scene_context(scene, kind))})
         self.jsonl("data/lm_chat.jsonl", recs)
 
     def align(self) -> None:

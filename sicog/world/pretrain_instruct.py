@@ -190,6 +190,10 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
             point[kind] = round(hit_rate(last_hits[kind]), 4)
         return point
 
+    def by_skill() -> dict[str, float]:   # of the latest evaluation
+        return accuracy_by_skill([r for rows, _ in held.values() for r in rows],
+                                 [h for kind in held for h in last_hits[kind]])
+
     curve = [{"step": 0, **accuracy()}]
     gen = torch.Generator().manual_seed(seed + 2)
 
@@ -203,7 +207,8 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
         def record(step: int) -> None:
             if step % eval_every == 0 or step == part_steps:
                 curve.append({"step": offset + step, **accuracy()})
-                log.info("LM in-context answer accuracy at step %d: %s", offset + step, curve[-1])
+                log.info("LM in-context answer accuracy at step %d: %s; by skill %s", offset + step, curve[-1],
+                         by_skill())
         return record
 
     t0 = time.time()
@@ -215,10 +220,8 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
                              plan.focus_steps, plan.lr, "instruct LM (focus)", grouped_loss,
                              after_step=after_step(plan.steps, plan.focus_steps))
     # the curve's last point evaluated the final model (after_step runs at each part's last step)
-    by_skill = accuracy_by_skill([r for rows, _ in held.values() for r in rows],
-                                 [h for kind in held for h in last_hits[kind]])
-    log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill)
-    return {"accuracy_by_skill_after": by_skill, **asdict(plan), "batch_size": bs, "conversations": len(train_ids),
+    log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill())
+    return {"accuracy_by_skill_after": by_skill(), **asdict(plan), "batch_size": bs, "conversations": len(train_ids),
             "single_question_conversations": len(single),
             "held_out_conversations": {kind: len(rows) for kind, (rows, _) in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
