@@ -78,10 +78,10 @@ def accuracy_by_skill(records: list[dict], hits: list[list[bool]]) -> dict[str, 
 
 @dataclass(frozen=True)
 class InstructPlan:
-    """The instruction phase's two parts: `steps` on every conversation of `data/lm_chat.jsonl` at
-    `batch`, then `focus_steps` at `focus_batch` where a `focus_share` of every batch is
-    single-question conversations (one question right after the context). Each part has its own
-    warm-up and cosine decay from `lr`."""
+    """The instruction phase's two parts: `steps` on the six-question conversations of
+    `data/lm_chat.jsonl` at `batch`, then `focus_steps` at `focus_batch` where a `focus_share` of
+    every batch is single-question conversations (one question right after the context). Each part
+    has its own warm-up and cosine decay from `lr`."""
     steps: int = 2000
     batch: int = 16
     lr: float = INSTRUCT_LR
@@ -212,8 +212,9 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
         return record
 
     t0 = time.time()
-    bs = min(plan.batch, len(train_ids))
-    losses = train_loop(model, full_batches(len(train_ids), bs, gen, batch), plan.steps, plan.lr,
+    first = torch.tensor(multi or single)   # part 1: the six-question conversations (all, if there are none)
+    bs = min(plan.batch, len(first))
+    losses = train_loop(model, full_batches(len(first), bs, gen, lambda i: batch(first[i])), plan.steps, plan.lr,
                         "instruct LM", grouped_loss, after_step=after_step(0, plan.steps)) if plan.steps else []
     if plan.focus_steps:
         losses += train_loop(model, focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch),
