@@ -7,7 +7,7 @@ are short (one existence question after the context, 50-140 tokens) or long (six
 groups' losses by their answer tokens, so the loss (and gradient) equals the padded batch's.
 
 Two copies of a random tiny-tier LM (the world's tokenizer) take the same batches, in the same
-order, of both parts of the phase (part 1: every conversation at batch 16; focus part: 3/4
+order, of both parts of the phase (part 1: the six-question conversations at batch 16; focus part: 3/4
 single-question conversations at batch 32); steps are interleaved (padded step k, grouped step k, the
 order swapped every step), so load from other processes hits both alike. Prints tokens per step
 (with padding), seconds per step, the ratio, and the largest loss difference between the copies.
@@ -71,7 +71,9 @@ def run(world: Path, steps: int) -> None:
     make = {"padded": padded, "grouped": grouped}
     print(f"world {world}: {len(records)} conversations, {len(single)} single-question; torch threads "
           f"{torch.get_num_threads()}")
-    for part, batches in (("part 1 (batch 16)", full_batches(len(records), 16, torch.Generator().manual_seed(0), lambda i: i)),
+    first = torch.tensor(multi)
+    for part, batches in (("part 1 (six-question conversations, batch 16)",
+                           full_batches(len(first), 16, torch.Generator().manual_seed(0), lambda i: first[i])),
                           ("focus (batch 32, 3/4 single)", focus_batches(single, multi, 32, 0.75,
                                                                          torch.Generator().manual_seed(0), lambda i: i))):
         secs = {k: [] for k in models}
@@ -90,7 +92,7 @@ def run(world: Path, steps: int) -> None:
                 opts[k].step()
                 secs[k].append(time.perf_counter() - t0)
                 tokens[k].append(sum(g["input_ids"].numel() for g in groups))
-                losses[k] = float(loss)
+                losses[k] = float(loss.detach())
             diff = max(diff, abs(losses["padded"] - losses["grouped"]))
         p, g = statistics.median(secs["padded"]), statistics.median(secs["grouped"])
         print(f"{part}: tokens/step padded {statistics.fmean(tokens['padded']):.0f}, grouped "
