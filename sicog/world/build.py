@@ -59,8 +59,9 @@ LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
 # Single-question existence conversations of each kind (Q.EXISTENCE_KINDS): a yes and a no question
 # on the same context per `clip` scene in the instruction phase, one per `sft` image in stage 2.
 # Inside six-question conversations the tiny LM never learned to answer existence questions
-# (held-out accuracy at chance after 3,000 steps); with one question of each kind per scene it did
-# not either, in 4,000 steps (answers from the context alone, such as "yes" for a long one, pay off).
+# (held-out accuracy at chance after 3,000 steps). The pairs leave no answer to guess from the
+# context alone; `world pretrain`'s focus part has not yet taught the skill on them either (README,
+# Results), while `benchmarks/probe_existence_text.py`, drawing questions per conversation, did.
 EXISTENCE_KINDS_PER_SCENE = Q.EXISTENCE_KINDS
 
 
