@@ -160,9 +160,10 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     sliver of its loss. A real -Instruct LLM arrives with that skill, and a VLM reuses it once its
     image tokens read like a description; this phase gives it to the tiny LM. The lookups appear
     late and only at a moderate rate (at 1e-3 they never did; `benchmarks/probe_lookup_text.py`).
-    Existence questions inside six-question conversations stay at chance; the focus part, where
-    most of a batch is one existence question right after its context, teaches them within
-    about 1,000 steps (`benchmarks/probe_existence_text.py`). Held-out accuracy is recorded every
+    Existence questions inside six-question conversations stay at chance. The focus part, where
+    most of a batch is one existence question right after its context, is the recipe by which
+    `benchmarks/probe_existence_text.py` taught them within about 1,000 steps; on the world's
+    yes/no pairs it has not yet (README, Results). Held-out accuracy is recorded every
     `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
     of the last `INSTRUCT_HELD_SCENES` scenes.
     """
