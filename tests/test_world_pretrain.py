@@ -134,11 +134,10 @@ def test_in_context_accuracy_counts_whole_answers():
 
 
 def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
-    """Each `clip` scene gives several conversations and, of each existence kind, a yes and a no
-    single-question conversation on the same context (the no only where something is absent); their
-    contexts are the object names or the full description, and the questions are answered from that
-    context."""
-    from sicog.world.build import EXISTENCE_KINDS_PER_SCENE, LM_CHAT_PER_SCENE
+    """Each `clip` scene gives several six-question conversations and several single existence
+    questions, each with its kind, answer and context drawn afresh; their contexts are the object
+    names or the full description, and the questions are answered from that context."""
+    from sicog.world.build import LM_CHAT_PER_SCENE, LM_EXISTENCE_PER_SCENE
     from sicog.world.texts import describe, name
 
     world = pretrained / "world"
@@ -146,16 +145,14 @@ def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
     recs = [json.loads(line) for line in (world / "data/lm_chat.jsonl").read_text().splitlines()]
     single = [r for r in recs if "-chat-exists-" in r["id"]]
     assert len(recs) - len(single) == LM_CHAT_PER_SCENE * len(scenes)
+    assert len(single) == LM_EXISTENCE_PER_SCENE * len(scenes)
     assert sorted({r["skills"][0] for r in single}) == ["existence", "existence-colour", "existence-shape"]
-    pairs = {}
-    for rec in single:
-        pairs.setdefault(rec["id"].rsplit("-", 1)[0], []).append(rec)
-    assert len(pairs) == len(EXISTENCE_KINDS_PER_SCENE) * len(scenes)
-    for key, both in pairs.items():
-        answers = sorted(r["conversations"][1]["value"] for r in both)
-        assert answers in (["no", "yes"], ["yes"]) and len({r["conversations"][0]["value"].split("\n")[0] for r in both}) == 1
-        assert answers == ["no", "yes"] or "-exists-pair" not in key   # a pair can always be absent
-    assert sum(len(both) == 2 for both in pairs.values()) > 0.8 * len(pairs)
+    yes_rate = sum(r["conversations"][1]["value"] == "yes" for r in single) / len(single)
+    assert 0.35 < yes_rate < 0.75, yes_rate   # yes half the time, more where every colour is present
+    per_scene = {}
+    for rec in single:   # not one fixed question per scene: the draws differ within a scene
+        per_scene.setdefault(rec["id"].rsplit("-chat", 1)[0], set()).add(rec["conversations"][0]["value"])
+    assert sum(len(qs) > 1 for qs in per_scene.values()) > 0.8 * len(per_scene)
     for rec in single:   # yes exactly when the scene has what is asked
         objects = scenes[rec["id"].rsplit("-chat", 1)[0]]["objects"]
         asked = rec["conversations"][0]["value"].split("Is there ", 1)[1].split(" in the image")[0].split(" ", 1)[1]
