@@ -59,9 +59,9 @@ LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
 # Single-question existence conversations per `clip` scene in the instruction phase: each draws its
 # kind (Q.EXISTENCE_KINDS), its answer (yes half the time) and its context (names or description)
 # afresh. Inside six-question conversations the tiny LM never learned to answer existence questions
-# (held-out accuracy at chance after 3,000 steps); with one fixed yes/no pair per kind and scene the
-# focus part did not teach them either, while `benchmarks/probe_existence_text.py`, which draws
-# them this way, did (README, Results).
+# (held-out accuracy at chance after 3,000 steps). Single questions drawn this way (as
+# `benchmarks/probe_existence_text.py` draws them) taught it in 2 of 8 runs, never yet under
+# `world pretrain`'s default (README, Results).
 LM_EXISTENCE_PER_SCENE = 6
 
 

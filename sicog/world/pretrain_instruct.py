@@ -162,8 +162,8 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     late and only at a moderate rate (at 1e-3 they never did; `benchmarks/probe_lookup_text.py`).
     Existence questions inside six-question conversations stay at chance. The focus part, where
     most of a batch is one existence question right after its context, is the recipe by which
-    `benchmarks/probe_existence_text.py` taught them within about 1,000 steps; on the world's
-    yes/no pairs it has not yet (README, Results). Held-out accuracy is recorded every
+    `benchmarks/probe_existence_text.py` taught them within about 1,000 steps, but the skill appears
+    suddenly and in few runs (2 of 8), never yet on the world's data (README, Results). Held-out accuracy is recorded every
     `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
     of the last `INSTRUCT_HELD_SCENES` scenes.
     """
