@@ -163,8 +163,8 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     Existence questions inside six-question conversations stay at chance. The focus part, where
     most of a batch is one existence question right after its context, is the recipe by which
     `benchmarks/probe_existence_text.py` taught them within about 1,000 steps, but the skill appears
-    suddenly and in few runs (2 of 8), never yet on the world's data (README, Results). Held-out accuracy is recorded every
-    `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
+    suddenly and in few runs (2 of 8), never yet on the world's data (README, Results). Held-out
+    accuracy is recorded every `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
     of the last `INSTRUCT_HELD_SCENES` scenes.
     """
     import torch

@@ -251,10 +251,9 @@ def make_question(scene: dict, rng: random.Random, skill: str, mc: bool) -> dict
 EXISTENCE_KINDS: tuple[str, ...] = ("pair", "colour", "shape")
 
 
-def existence_question(scene: dict, rng: random.Random, kind: str = "pair", yes: bool | None = None) -> dict:
+def existence_question(scene: dict, rng: random.Random, kind: str = "pair") -> dict:
     """A yes-or-no existence question (instruction data, like the POPE probes), yes half the time
-    (`yes`: the answer asked for; a `colour` or `shape` question of a scene that holds every value
-    is always yes).
+    (a `colour` or `shape` question of a scene that holds every value is always yes).
 
     `pair` asks `Is there a <colour> <shape> in the image?`, as POPE does; an absent pair is, half
     the time, one that shares the colour or the shape of a present object (POPE's adversarial
@@ -266,7 +265,7 @@ def existence_question(scene: dict, rng: random.Random, kind: str = "pair", yes:
     present = [name(o) for o in scene["objects"]]
     colours = sorted({o["colour"] for o in scene["objects"]})
     shapes = sorted({o["shape"] for o in scene["objects"]})
-    yes = rng.random() < 0.5 if yes is None else yes
+    yes = rng.random() < 0.5
     if kind == "pair":
         absent = [f"{c} {s}" for c in sorted(COLOURS) for s in SHAPES if f"{c} {s}" not in present]
         near = [p for p in absent if p.split()[0] in colours or p.split()[1] in shapes]
