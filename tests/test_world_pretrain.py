@@ -21,8 +21,8 @@ def pretrained(tmp_path_factory):
     try:
         rc = sicog_main(["world", "pretrain", "--world", str(root / "world"), "--out", str(root / "out"),
                          "--clip-steps", "8", "--lm-steps", "8", "--clip-batch", "16", "--lm-batch", "4",
-                         "--lm-block", "64", "--instruct-steps", "8", "--instruct-focus-steps", "4",
-                         "--instruct-focus-batch", "4"])
+                         "--lm-block", "64", "--instruct-steps", "8", "--instruct-easy-steps", "3",
+                         "--instruct-focus-steps", "4", "--instruct-focus-batch", "4"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -61,13 +61,14 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
     lm = report["lm"]
     assert lm["perplexity_after"] < lm["perplexity_before"]
     instruct = lm["instruct"]
-    assert instruct["steps"] == 8 and instruct["focus_steps"] == 4 and instruct["focus_batch"] == 4
-    assert len(instruct["losses"]) == 12 and instruct["conversations"] > instruct["single_question_conversations"] > 0
+    assert instruct["steps"] == 8 and instruct["easy_steps"] == 3 and instruct["focus_steps"] == 4
+    assert instruct["focus_batch"] == 4 and len(instruct["losses"]) == 15
+    assert instruct["conversations"] > instruct["single_question_conversations"] > 0 and instruct["easy_conversations"] > 0
     assert instruct["lr"] == 3e-4 and instruct["focus_share"] == 0.75
     by_skill = instruct["accuracy_by_skill_after"]
     assert "existence" in by_skill and all(0.0 <= v <= 1.0 for v in by_skill.values())
     curve = instruct["accuracy_curve"]
-    assert [point["step"] for point in curve] == [0, 8, 12]   # before training and at the end of each part
+    assert [point["step"] for point in curve] == [0, 8, 11, 15]   # before training and at the end of each part
     assert curve[0] == instruct["in_context_accuracy_before"] and curve[-1] == instruct["in_context_accuracy_after"]
     held = instruct["held_out_conversations"]
     assert set(held) <= {"names", "description"} and sum(held.values()) > 0
@@ -134,18 +135,23 @@ def test_in_context_accuracy_counts_whole_answers():
 
 
 def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
-    """Each `clip` scene gives several six-question conversations and several single existence
-    questions, each with its kind, answer and context drawn afresh; their contexts are the object
-    names or the full description, and the questions are answered from that context."""
-    from sicog.world.build import LM_CHAT_PER_SCENE, LM_EXISTENCE_PER_SCENE
+    """Each `clip` scene gives several six-question conversations, several single existence
+    questions, each with its kind, answer and context drawn afresh, and the easy part's single colour
+    existence questions on the object names; contexts are the object names or the full description,
+    and the questions are answered from that context."""
+    from sicog.world.build import LM_CHAT_PER_SCENE, LM_EASY_EXISTENCE_PER_SCENE, LM_EXISTENCE_PER_SCENE
+    from sicog.world.pretrain_instruct import is_easy
     from sicog.world.texts import describe, name
 
     world = pretrained / "world"
     scenes = {s["id"]: s for s in map(json.loads, (world / "world.jsonl").read_text().splitlines()) if s["split"] == "clip"}
     recs = [json.loads(line) for line in (world / "data/lm_chat.jsonl").read_text().splitlines()]
     single = [r for r in recs if "-chat-exists-" in r["id"]]
-    assert len(recs) - len(single) == LM_CHAT_PER_SCENE * len(scenes)
-    assert len(single) == LM_EXISTENCE_PER_SCENE * len(scenes)
+    easy = [r for r in recs if is_easy(r)]
+    assert len(recs) - len(single) - len(easy) == LM_CHAT_PER_SCENE * len(scenes)
+    assert len(single) == LM_EXISTENCE_PER_SCENE * len(scenes) and len(easy) == LM_EASY_EXISTENCE_PER_SCENE * len(scenes)
+    assert {r["skills"][0] for r in easy} == {"existence-colour"} and {r["context"] for r in easy} == {"names"}
+    assert not any(map(is_easy, single))
     assert sorted({r["skills"][0] for r in single}) == ["existence", "existence-colour", "existence-shape"]
     yes_rate = sum(r["conversations"][1]["value"] == "yes" for r in single) / len(single)
     assert 0.35 < yes_rate < 0.75, yes_rate   # yes half the time, more where every colour is present
@@ -153,7 +159,7 @@ def test_instruction_conversations_mix_name_lists_and_descriptions(pretrained):
     for rec in single:   # not one fixed question per scene: the draws differ within a scene
         per_scene.setdefault(rec["id"].rsplit("-chat", 1)[0], set()).add(rec["conversations"][0]["value"])
     assert sum(len(qs) > 1 for qs in per_scene.values()) > 0.8 * len(per_scene)
-    for rec in single:   # yes exactly when the scene has what is asked
+    for rec in single + easy:   # yes exactly when the scene has what is asked
         objects = scenes[rec["id"].rsplit("-chat", 1)[0]]["objects"]
         asked = rec["conversations"][0]["value"].split("Is there ", 1)[1].split(" in the image")[0].split(" ", 1)[1]
         present = {"existence": {f"{o['colour']} {o['shape']}" for o in objects},
@@ -233,6 +239,8 @@ def test_focus_batches_draw_the_share_from_single_questions():
     assert set(seen) == set(single)   # 30 draws walk whole fresh orders of the 10: every one is used
     only_single = focus_batches(single, [], 4, 0.5, torch.Generator().manual_seed(0), lambda idx: idx.tolist())
     assert all(i < 10 for i in next(only_single))   # no multi-question rows: the batch is all single
+    with pytest.raises(ValueError, match="no conversations"):   # an empty pool is an error, not an endless loop
+        next(focus_batches([], [], 4, 0.5, torch.Generator().manual_seed(0), lambda idx: idx.tolist()))
 
 
 def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path, capsys):
@@ -245,14 +253,20 @@ def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path
     multi_only = [{"skills": ["count", "colour"]}]
     with pytest.raises(ValueError, match="no single-question conversations"):
         check_focus_data(multi_only, InstructPlan(), tmp_path / "lm_chat.jsonl")
-    check_focus_data(multi_only, InstructPlan(focus_steps=0), tmp_path / "lm_chat.jsonl")   # no focus part: fine
+    with pytest.raises(ValueError, match="no easy conversations"):
+        check_focus_data(multi_only + [{"skills": ["existence"]}], InstructPlan(), tmp_path / "lm_chat.jsonl")
+    check_focus_data(multi_only, InstructPlan(easy_steps=0, focus_steps=0), tmp_path / "lm_chat.jsonl")   # fine
 
     world = tmp_path / "world"
     build_world(world, "micro", 2)
     chat = world / "data/lm_chat.jsonl"
-    kept = [line for line in chat.read_text().splitlines() if len(json.loads(line)["skills"]) > 1]
-    chat.write_text("\n".join(kept) + "\n")   # as a world built before the single questions
+    lines = chat.read_text().splitlines()
+    chat.write_text("\n".join(line for line in lines if "easy" not in json.loads(line).get("part", "")) + "\n")
     args = ["world", "pretrain", "--world", str(world), "--out", str(tmp_path / "o"), "--steps", "1"]
+    assert sicog_main(args) == 2   # as a world built before the easy part
+    assert "no easy conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    kept = [line for line in lines if len(json.loads(line)["skills"]) > 1]
+    chat.write_text("\n".join(kept) + "\n")   # as a world built before the single questions
     assert sicog_main(args) == 2
     assert "no single-question conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert sicog_main(args + ["--instruct-focus-share", "2"]) == 2

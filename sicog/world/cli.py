@@ -91,7 +91,8 @@ def _check_pretrain(args: argparse.Namespace) -> OutputLock:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
-    for flag in ("instruct_steps", "instruct_focus_steps"):
+    parts = ("instruct_steps", "instruct_easy_steps", "instruct_focus_steps")
+    for flag in parts:
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 0 (0: no such part)")
@@ -102,18 +103,19 @@ def _check_pretrain(args: argparse.Namespace) -> OutputLock:
             raise InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     world = check_world(args.world, "--world")
     needs = ("tokenizer", "data/clip_pretrain.jsonl", "data/lm_text.txt")
-    if args.instruct_steps != 0 or args.instruct_focus_steps != 0:
+    if any(getattr(args, flag) != 0 for flag in parts):
         needs += ("data/lm_chat.jsonl",)
     for need in needs:
         if not (world / need).exists():
             raise InputError(f"--world {world} has no {need}; rebuild it with `sicog world build`")
-    if args.instruct_focus_steps != 0:   # None: the default, which has a focus part
+    if args.instruct_easy_steps != 0 or args.instruct_focus_steps != 0:   # None: the default, which has both
         from sicog.data.records import read_records
         from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
 
-        focus = InstructPlan(focus_steps=1, focus_share=args.instruct_focus_share)
+        plan = InstructPlan(easy_steps=int(args.instruct_easy_steps != 0), focus_steps=int(args.instruct_focus_steps != 0),
+                            focus_share=args.instruct_focus_share)
         try:
-            check_focus_data(read_records(world / "data/lm_chat.jsonl"), focus, world / "data/lm_chat.jsonl")
+            check_focus_data(read_records(world / "data/lm_chat.jsonl"), plan, world / "data/lm_chat.jsonl")
         except ValueError as e:
             raise InputError(str(e)) from None
     return OutputLock(check_output_dir(args.out, "--out"), "--out")

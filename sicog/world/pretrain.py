@@ -9,8 +9,8 @@ The paper starts from a pretrained CLIP and a pretrained -Instruct LLM; the tiny
   CLIPImageProcessor);
 - a small Qwen2ForCausalLM (text config from the tier, vocabulary from the world's tokenizer) trained
   on `data/lm_text.txt`, then instruction-tuned on `data/lm_chat.jsonl` (questions answered from a
-  description in the context, loss on the answers; then a focus part whose batches are mostly one
-  existence question right after its context: `instruct_lm`), saved with the tokenizer as
+  description in the context, loss on the answers; then an easy part and a focus part whose batches
+  are mostly one existence question right after its context: `instruct_lm`), saved with the tokenizer as
   `OUT/llm/`.
 
 The parts live in `pretrain_clip`, `pretrain_lm` and `pretrain_instruct` (the LM's instruction
@@ -29,7 +29,8 @@ from sicog.world.pretrain_clip import pretrain_clip
 from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
 from sicog.world.pretrain_lm import pretrain_lm
 
-DEFAULT_STEPS = {"clip": 300, "lm": 300, "instruct": InstructPlan.steps, "focus": InstructPlan.focus_steps}
+DEFAULT_STEPS = {"clip": 300, "lm": 300, "instruct": InstructPlan.steps, "easy": InstructPlan.easy_steps,
+                 "focus": InstructPlan.focus_steps}
 
 
 def pretrain(world: str | Path, out: str | Path, clip_steps: int = DEFAULT_STEPS["clip"],
@@ -71,6 +72,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--instruct-lr", type=float, default=InstructPlan.lr,
                         help="peak rate of both parts of the instruction phase (at 1e-3 the tiny LM never learns "
                              "to look up its context)")
+    parser.add_argument("--instruct-easy-steps", type=int, default=None,
+                        help="the instruction phase's easy part, on name-list contexts where most of each batch is "
+                             "single colour-existence questions (0: none); default " + str(DEFAULT_STEPS["easy"]))
     parser.add_argument("--instruct-focus-steps", type=int, default=None,
                         help="the instruction phase's second part, where most of each batch is single-question "
                              f"conversations (0: none); default {DEFAULT_STEPS['focus']}")
@@ -95,9 +99,10 @@ def run(args) -> int:
         value = getattr(args, flag)
         return value if value is not None else (args.steps or default)
 
-    instruct = InstructPlan(steps("instruct_steps", DEFAULT_STEPS["instruct"]), args.instruct_batch, args.instruct_lr,
-                            steps("instruct_focus_steps", DEFAULT_STEPS["focus"]), args.instruct_focus_batch,
-                            args.instruct_focus_share)
+    instruct = InstructPlan(steps=steps("instruct_steps", DEFAULT_STEPS["instruct"]), batch=args.instruct_batch,
+                            lr=args.instruct_lr, easy_steps=steps("instruct_easy_steps", DEFAULT_STEPS["easy"]),
+                            focus_steps=steps("instruct_focus_steps", DEFAULT_STEPS["focus"]),
+                            focus_batch=args.instruct_focus_batch, focus_share=args.instruct_focus_share)
     report = pretrain(args.world, args.out, clip_steps, lm_steps, args.clip_batch, args.lm_batch, args.lm_block,
                       args.clip_lr, args.lm_lr, args.seed, args.shape_loss, instruct)
     c, m = report["clip"], report["lm"]
@@ -110,7 +115,7 @@ def run(args) -> int:
         i = m["instruct"]
         before, after = i["in_context_accuracy_before"], i["in_context_accuracy_after"]
         shown = ", ".join(f"{kind} {before[kind]:.3f} -> {after[kind]:.3f}" for kind in before if kind != "step")
-        print(f"LM instruction phase: {i['steps']} + {i['focus_steps']} focus steps at lr {i['lr']:g}, "
+        print(f"LM instruction phase: {i['steps']} + {i['easy_steps']} easy + {i['focus_steps']} focus steps at lr {i['lr']:g}, "
               f"held-out answers looked up in the context: {shown}, {i['seconds']}s")
     print(f"saved {Path(args.out) / 'clip'} and {Path(args.out) / 'llm'}")
     return 0

@@ -78,26 +78,29 @@ def accuracy_by_skill(records: list[dict], hits: list[list[bool]]) -> dict[str, 
 
 @dataclass(frozen=True)
 class InstructPlan:
-    """The instruction phase's two parts: `steps` on the six-question conversations of
-    `data/lm_chat.jsonl` at `batch`, then `focus_steps` at `focus_batch` where a `focus_share` of
-    every batch is single-question conversations (one question right after the context). Each part
-    has its own warm-up and cosine decay from `lr`."""
+    """The instruction phase's three parts, in order: `steps` on the six-question conversations of
+    `data/lm_chat.jsonl` at `batch`; the easy part, `easy_steps` on name-list contexts only, where a
+    `focus_share` of every batch is single colour-existence questions (`is_easy`); then the focus
+    part, `focus_steps` where a `focus_share` of every batch is single-question conversations of
+    every kind and context. The last two draw batches of `focus_batch`. Each part has its own warm-up
+    and cosine decay from `lr`."""
     steps: int = 2000
     batch: int = 16
     lr: float = INSTRUCT_LR
+    easy_steps: int = 600
     focus_steps: int = 2000
     focus_batch: int = 32
     focus_share: float = 0.75
 
     def __post_init__(self):
-        if self.steps < 0 or self.focus_steps < 0 or self.batch < 1 or self.focus_batch < 1:
+        if min(self.steps, self.easy_steps, self.focus_steps) < 0 or self.batch < 1 or self.focus_batch < 1:
             raise ValueError(f"{self}: steps must be at least 0 and batches at least 1")
         if not 0.0 <= self.focus_share <= 1.0:
             raise ValueError(f"focus_share {self.focus_share}: must lie in [0, 1]")
 
     @property
     def total_steps(self) -> int:
-        return self.steps + self.focus_steps
+        return self.steps + self.easy_steps + self.focus_steps
 
 
 def length_groups(idx, lengths) -> list[tuple]:
@@ -127,11 +130,21 @@ def is_single_question(record: dict) -> bool:
     return len(record.get("skills") or []) == 1
 
 
+def is_easy(record: dict) -> bool:
+    """One of the easy part's conversations: a single colour-existence question ("Is there a red
+    object?") on a name-list context (`world build` tags them `part: easy`)."""
+    return record.get("part") == "easy"
+
+
 def check_focus_data(records: list[dict], plan: InstructPlan, source: Path) -> None:
-    """A ValueError when the plan's focus part has no single-question conversation to draw from."""
+    """A ValueError when the plan's easy or focus part has no single-question conversation to draw from."""
+    rebuild = "rebuild the world, or run without that part"
     if plan.focus_steps and plan.focus_share > 0 and not any(map(is_single_question, records)):
         raise ValueError(f"{source} has no single-question conversations (a world built before they were "
-                         "added): rebuild the world, or run without the focus part (--instruct-focus-steps 0)")
+                         f"added): {rebuild} (--instruct-focus-steps 0)")
+    if plan.easy_steps and plan.focus_share > 0 and not any(map(is_easy, records)):
+        raise ValueError(f"{source} has no easy conversations (`part: easy`; a world built before "
+                         f"the easy part): {rebuild} (--instruct-easy-steps 0)")
 
 
 def focus_batches(single: list[int], multi: list[int], batch_size: int, share: float, gen, make):
@@ -141,6 +154,8 @@ def focus_batches(single: list[int], multi: list[int], batch_size: int, share: f
 
     n_single = round(share * batch_size) if multi else batch_size
     n_single = n_single if single else 0
+    if not multi and n_single < batch_size:
+        raise ValueError("focus_batches: no conversations to draw a batch from")
 
     def stream(pool):
         while True:
@@ -160,12 +175,12 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     sliver of its loss. A real -Instruct LLM arrives with that skill, and a VLM reuses it once its
     image tokens read like a description; this phase gives it to the tiny LM. The lookups appear
     late and only at a moderate rate (at 1e-3 they never did; `benchmarks/probe_lookup_text.py`).
-    Existence questions inside six-question conversations stay at chance. The focus part, where
-    most of a batch is one existence question right after its context, is the recipe by which
-    `benchmarks/probe_existence_text.py` taught them within about 1,000 steps, but the skill appears
-    suddenly and in few runs (2 of 8), never yet on the world's data (README, Results). Held-out
-    accuracy is recorded every `eval_every` steps, for name-list and description contexts apart. Held out: every conversation
-    of the last `INSTRUCT_HELD_SCENES` scenes.
+    Existence questions inside six-question conversations stay at chance, and single questions of
+    every kind and context from the start taught them in 2 of 8 runs. The easy part first teaches
+    the one-word kind on short contexts (names, colour existence: learned within about 500 steps),
+    from which the focus part extends it to the other kinds and to descriptions (README, Results).
+    Held-out accuracy is recorded every `eval_every` steps, for name-list and description contexts
+    apart. Held out: every conversation of the last `INSTRUCT_HELD_SCENES` scenes.
     """
     import torch
 
@@ -176,10 +191,12 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     is_held = [scene in held_scenes for scene in scene_of]
     train_records = [r for r, h in zip(records, is_held) if not h]
     check_focus_data(train_records, plan, world / "data/lm_chat.jsonl")
-    single = [i for i, r in enumerate(train_records) if is_single_question(r)]
+    easy = [i for i, r in enumerate(train_records) if is_easy(r)]
+    easy_multi = [i for i, r in enumerate(train_records) if not is_single_question(r) and r.get("context") == "names"]
+    single = [i for i, r in enumerate(train_records) if is_single_question(r) and not is_easy(r)]
     multi = [i for i, r in enumerate(train_records) if not is_single_question(r)]
     train_ids, train_mask, train_labels = _chat_tensors(tokenizer, train_records, 512)
-    held_records = [r for r, h in zip(records, is_held) if h]
+    held_records = [r for r, h in zip(records, is_held) if h and not is_easy(r)]
     held = {kind: (rows, _chat_tensors(tokenizer, rows, 512)) for kind in ("names", "description")
             if (rows := [r for r in held_records if r.get("context", "description") == kind])}
     last_hits: dict[str, list[list[bool]]] = {}   # of the latest evaluation: the by-skill figures reuse them
@@ -213,18 +230,24 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
         return record
 
     t0 = time.time()
+    losses: list[float] = []
     first = torch.tensor(multi or single)   # part 1: the six-question conversations (all, if there are none)
     bs = min(plan.batch, len(first))
-    losses = train_loop(model, full_batches(len(first), bs, gen, lambda i: batch(first[i])), plan.steps, plan.lr,
-                        "instruct LM", grouped_loss, after_step=after_step(0, plan.steps)) if plan.steps else []
-    if plan.focus_steps:
-        losses += train_loop(model, focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch),
-                             plan.focus_steps, plan.lr, "instruct LM (focus)", grouped_loss,
-                             after_step=after_step(plan.steps, plan.focus_steps))
+    parts = [("instruct LM", plan.steps, lambda: full_batches(len(first), bs, gen, lambda i: batch(first[i]))),
+             ("instruct LM (easy)", plan.easy_steps,
+              lambda: focus_batches(easy, easy_multi, plan.focus_batch, plan.focus_share, gen, batch)),
+             ("instruct LM (focus)", plan.focus_steps,
+              lambda: focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch))]
+    offset = 0
+    for desc, steps, batches in parts:
+        if steps:
+            losses += train_loop(model, batches(), steps, plan.lr, desc, grouped_loss,
+                                 after_step=after_step(offset, steps))
+            offset += steps
     # the curve's last point evaluated the final model (after_step runs at each part's last step)
     log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill())
     return {"accuracy_by_skill_after": by_skill(), **asdict(plan), "batch_size": bs, "conversations": len(train_ids),
-            "single_question_conversations": len(single),
+            "single_question_conversations": len(single), "easy_conversations": len(easy),
             "held_out_conversations": {kind: len(rows) for kind, (rows, _) in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
             "in_context_accuracy_before": curve[0], "in_context_accuracy_after": curve[-1]}
