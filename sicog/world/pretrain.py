@@ -73,8 +73,8 @@ def add_arguments(parser) -> None:
                         help="peak rate of both parts of the instruction phase (at 1e-3 the tiny LM never learns "
                              "to look up its context)")
     parser.add_argument("--instruct-easy-steps", type=int, default=None,
-                        help="the instruction phase's easy part, on name-list contexts where most of each batch is "
-                             "single colour-existence questions (0: none); default " + str(DEFAULT_STEPS["easy"]))
+                        help="the instruction phase's easy part: batches of single colour-existence questions on "
+                             "name-list contexts (0: none); default " + str(DEFAULT_STEPS["easy"]))
     parser.add_argument("--instruct-focus-steps", type=int, default=None,
                         help="the instruction phase's second part, where most of each batch is single-question "
                              f"conversations (0: none); default {DEFAULT_STEPS['focus']}")
