@@ -53,6 +53,8 @@ def test_folders_load_as_clip_vision_and_qwen2(pretrained):
 
 
 def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
+    from sicog.world.pretrain_instruct import EASY_PASS
+
     report = json.loads((pretrained / "out/pretrain_report.json").read_text())
     for part in ("clip", "lm"):
         losses = report[part]["losses"]
@@ -64,6 +66,11 @@ def test_losses_fall_and_the_report_holds_before_and_after(pretrained):
     assert instruct["steps"] == 8 and instruct["easy_steps"] == 3 and instruct["focus_steps"] == 4
     assert instruct["focus_batch"] == 4 and len(instruct["losses"]) == 15
     assert instruct["conversations"] > instruct["single_question_conversations"] > 0 and instruct["easy_conversations"] > 0
+    # the easy part is tried again (at most easy_tries times) until its held-out questions reach EASY_PASS
+    attempts = instruct["easy_attempts"]
+    assert 1 <= len(attempts) <= instruct["easy_tries"] == 4 and [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
+    assert all(a["held_out_easy_accuracy"] < EASY_PASS for a in attempts[:-1]) and all(0 <= a["held_out_easy_accuracy"] <= 1 for a in attempts)
+    assert sum(a["kept"] for a in attempts) == 1
     assert instruct["lr"] == 3e-4 and instruct["focus_share"] == 0.75
     by_skill = instruct["accuracy_by_skill_after"]
     assert "existence" in by_skill and all(0.0 <= v <= 1.0 for v in by_skill.values())
@@ -271,6 +278,33 @@ def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path
     assert "no single-question conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert sicog_main(args + ["--instruct-focus-share", "2"]) == 2
     assert "--instruct-focus-share 2" in capsys.readouterr().err
+
+
+def test_best_attempt_retries_until_the_score_passes_and_keeps_the_best_weights():
+    import torch
+
+    from sicog.world.pretrain_instruct import best_attempt
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    scores = {1: 0.1, 2: 0.5, 3: 0.3, 4: 0.9}
+    starts = []
+
+    def attempt(k):   # each attempt starts from the weights the model had before the first
+        starts.append(float(model.weight.detach()))
+        with torch.no_grad():
+            model.weight.fill_(k)
+        return [float(k)]
+
+    def score():
+        return scores[int(model.weight.detach())]
+
+    rows = best_attempt(model, 3, attempt, score, pass_at=0.8)   # none passes: the best (2) is kept
+    assert starts == [0.0, 0.0, 0.0] and float(model.weight) == 2.0
+    assert [(r["attempt"], r["score"], r["kept"]) for r in rows] == [(1, 0.1, False), (2, 0.5, True), (3, 0.3, False)]
+    torch.nn.init.zeros_(model.weight)
+    rows = best_attempt(model, 3, attempt, score, pass_at=0.4)   # attempt 2 passes: no third
+    assert len(rows) == 2 and float(model.weight) == 2.0 and rows[1]["losses"] == [2.0]
 
 
 def test_length_groups_partition_the_batch_and_the_loss_equals_one_padded_batch():

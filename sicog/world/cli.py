@@ -98,7 +98,7 @@ def _check_pretrain(args: argparse.Namespace) -> OutputLock:
             raise InputError(f"--{flag.replace('_', '-')} {value}: must be at least 0 (0: no such part)")
     if not 0.0 <= args.instruct_focus_share <= 1.0:
         raise InputError(f"--instruct-focus-share {args.instruct_focus_share}: must lie between 0 and 1")
-    for flag in ("clip_batch", "lm_batch", "lm_block", "instruct_batch", "instruct_focus_batch"):
+    for flag in ("clip_batch", "lm_batch", "lm_block", "instruct_batch", "instruct_focus_batch", "instruct_easy_tries"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     world = check_world(args.world, "--world")

@@ -75,6 +75,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--instruct-easy-steps", type=int, default=None,
                         help="the instruction phase's easy part: batches of single colour-existence questions on "
                              "name-list contexts (0: none); default " + str(DEFAULT_STEPS["easy"]))
+    parser.add_argument("--instruct-easy-tries", type=int, default=InstructPlan.easy_tries,
+                        help="attempts of the easy part, each from the same weights with a fresh batch order, until "
+                             "its held-out questions are answered (the best attempt is kept)")
     parser.add_argument("--instruct-focus-steps", type=int, default=None,
                         help="the instruction phase's second part, where most of each batch is single-question "
                              f"conversations (0: none); default {DEFAULT_STEPS['focus']}")
@@ -101,6 +104,7 @@ def run(args) -> int:
 
     instruct = InstructPlan(steps=steps("instruct_steps", DEFAULT_STEPS["instruct"]), batch=args.instruct_batch,
                             lr=args.instruct_lr, easy_steps=steps("instruct_easy_steps", DEFAULT_STEPS["easy"]),
+                            easy_tries=args.instruct_easy_tries,
                             focus_steps=steps("instruct_focus_steps", DEFAULT_STEPS["focus"]),
                             focus_batch=args.instruct_focus_batch, focus_share=args.instruct_focus_share)
     report = pretrain(args.world, args.out, clip_steps, lm_steps, args.clip_batch, args.lm_batch, args.lm_block,
@@ -117,5 +121,8 @@ def run(args) -> int:
         shown = ", ".join(f"{kind} {before[kind]:.3f} -> {after[kind]:.3f}" for kind in before if kind != "step")
         print(f"LM instruction phase: {i['steps']} + {i['easy_steps']} easy + {i['focus_steps']} focus steps at lr {i['lr']:g}, "
               f"held-out answers looked up in the context: {shown}, {i['seconds']}s")
+        if i["easy_attempts"]:
+            print("  easy part: held-out easy accuracy by attempt "
+                  + ", ".join(f"{a['held_out_easy_accuracy']:.3f}" for a in i["easy_attempts"]))
     print(f"saved {Path(args.out) / 'clip'} and {Path(args.out) / 'llm'}")
     return 0

@@ -15,6 +15,7 @@ log = logging.getLogger("sicog.world.pretrain")   # one logger name for the whol
 
 INSTRUCT_LR = 3e-4
 INSTRUCT_HELD_SCENES = 50
+EASY_PASS = 0.8   # held-out accuracy on the easy questions at which an attempt of the easy part is kept
 
 
 def _chat_tensors(tokenizer, records: list[dict], max_len: int):
@@ -80,21 +81,23 @@ def accuracy_by_skill(records: list[dict], hits: list[list[bool]]) -> dict[str, 
 class InstructPlan:
     """The instruction phase's three parts, in order: `steps` on the six-question conversations of
     `data/lm_chat.jsonl` at `batch`; the easy part, `easy_steps` on the easy conversations alone
-    (single colour-existence questions on name-list contexts, `is_easy`); then the focus part,
-    `focus_steps` where a `focus_share` of every batch is single-question conversations of every
-    kind and context. The last two draw batches of `focus_batch`. Each part has its own warm-up and
-    cosine decay from `lr`."""
+    (single colour-existence questions on name-list contexts, `is_easy`), tried up to `easy_tries`
+    times from the same weights with fresh batch orders until the held-out easy questions reach
+    `EASY_PASS` (the best attempt is kept); then the focus part, `focus_steps` where a `focus_share`
+    of every batch is single-question conversations of every kind and context. The last two draw
+    batches of `focus_batch`. Each part (each attempt) has its own warm-up and cosine decay from `lr`."""
     steps: int = 2000
     batch: int = 16
     lr: float = INSTRUCT_LR
     easy_steps: int = 600
+    easy_tries: int = 4
     focus_steps: int = 2000
     focus_batch: int = 32
     focus_share: float = 0.75
 
     def __post_init__(self):
-        if min(self.steps, self.easy_steps, self.focus_steps) < 0 or self.batch < 1 or self.focus_batch < 1:
-            raise ValueError(f"{self}: steps must be at least 0 and batches at least 1")
+        if min(self.steps, self.easy_steps, self.focus_steps) < 0 or min(self.batch, self.focus_batch, self.easy_tries) < 1:
+            raise ValueError(f"{self}: steps must be at least 0, batches and tries at least 1")
         if not 0.0 <= self.focus_share <= 1.0:
             raise ValueError(f"focus_share {self.focus_share}: must lie in [0, 1]")
 
@@ -167,6 +170,30 @@ def focus_batches(single: list[int], multi: list[int], batch_size: int, share: f
         yield make(torch.tensor(idx))
 
 
+def best_attempt(model, tries: int, attempt, score, pass_at: float) -> list[dict]:
+    """Runs `attempt(k)` (k = 1, 2, ..., returning its losses) from the model's present weights each
+    time, until `score()` reaches `pass_at` or `tries` attempts are done, and leaves the model with
+    the weights of the best-scoring attempt (the first of equal scores). A skill that appears
+    suddenly and not in every batch order is kept this way (the easy part of `instruct_lm`).
+    Returns one row per attempt: `attempt`, `score`, `losses`, `kept`."""
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows, best = [], None
+    for k in range(1, tries + 1):
+        if k > 1:
+            model.load_state_dict(start)
+        losses = attempt(k)
+        value = score()
+        log.info("attempt %d of %d: held-out score %.3f (kept at %.2f)", k, tries, value, pass_at)
+        rows.append({"attempt": k, "score": round(value, 4), "losses": losses, "kept": False})
+        if best is None or value > best[0]:
+            best = (value, k, {n: v.detach().clone() for n, v in model.state_dict().items()})
+        if value >= pass_at:
+            break
+    model.load_state_dict(best[2])
+    rows[best[1] - 1]["kept"] = True
+    return rows
+
+
 def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, eval_every: int = 250) -> dict:
     """The instruction phase: questions answered from a scene in the context, loss on the answers.
 
@@ -198,6 +225,8 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     multi = [i for i, r in enumerate(train_records) if not is_single_question(r)]
     train_ids, train_mask, train_labels = _chat_tensors(tokenizer, train_records, 512)
     held_records = [r for r, h in zip(records, is_held) if h and not is_easy(r)]
+    held_easy = [r for r, h in zip(records, is_held) if h and is_easy(r)]
+    easy_tensors = _chat_tensors(tokenizer, held_easy, 512) if held_easy else None
     held = {kind: (rows, _chat_tensors(tokenizer, rows, 512)) for kind in ("names", "description")
             if (rows := [r for r in held_records if r.get("context", "description") == kind])}
     last_hits: dict[str, list[list[bool]]] = {}   # of the latest evaluation: the by-skill figures reuse them
@@ -230,25 +259,35 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
                          by_skill())
         return record
 
+    def easy_attempt(attempt: int) -> list[float]:
+        order = torch.Generator().manual_seed(seed + 1000 * attempt)
+        return train_loop(model, focus_batches(easy, [], plan.focus_batch, 1.0, order, batch), plan.easy_steps,
+                          plan.lr, f"instruct LM (easy, attempt {attempt})", grouped_loss)
+
+    def easy_score() -> float:
+        return hit_rate(answer_hits(model, *easy_tensors)) if easy_tensors is not None else 1.0
+
     t0 = time.time()
     losses: list[float] = []
+    easy_tries: list[dict] = []
     first = torch.tensor(multi or single)   # part 1: the six-question conversations (all, if there are none)
     bs = min(plan.batch, len(first))
-    parts = [("instruct LM", plan.steps, lambda: full_batches(len(first), bs, gen, lambda i: batch(first[i]))),
-             ("instruct LM (easy)", plan.easy_steps,
-              lambda: focus_batches(easy, [], plan.focus_batch, 1.0, gen, batch)),
-             ("instruct LM (focus)", plan.focus_steps,
-              lambda: focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch))]
-    offset = 0
-    for desc, steps, batches in parts:
-        if steps:
-            losses += train_loop(model, batches(), steps, plan.lr, desc, grouped_loss,
-                                 after_step=after_step(offset, steps))
-            offset += steps
+    if plan.steps:
+        losses += train_loop(model, full_batches(len(first), bs, gen, lambda i: batch(first[i])), plan.steps, plan.lr,
+                             "instruct LM", grouped_loss, after_step=after_step(0, plan.steps))
+    if plan.easy_steps:
+        attempts = best_attempt(model, plan.easy_tries, easy_attempt, easy_score, EASY_PASS)
+        losses += next(a["losses"] for a in attempts if a["kept"])
+        easy_tries = [{"attempt": a["attempt"], "held_out_easy_accuracy": a["score"], "kept": a["kept"]} for a in attempts]
+        after_step(plan.steps, plan.easy_steps)(plan.easy_steps)   # the curve's point after the kept attempt
+    if plan.focus_steps:
+        losses += train_loop(model, focus_batches(single, multi, plan.focus_batch, plan.focus_share, gen, batch),
+                             plan.focus_steps, plan.lr, "instruct LM (focus)", grouped_loss,
+                             after_step=after_step(plan.steps + plan.easy_steps, plan.focus_steps))
     # the curve's last point evaluated the final model (after_step runs at each part's last step)
     log.info("LM in-context answer accuracy by skill after the instruction phase: %s", by_skill())
     return {"accuracy_by_skill_after": by_skill(), **asdict(plan), "batch_size": bs, "conversations": len(train_ids),
-            "single_question_conversations": len(single), "easy_conversations": len(easy),
+            "single_question_conversations": len(single), "easy_conversations": len(easy), "easy_attempts": easy_tries,
             "held_out_conversations": {kind: len(rows) for kind, (rows, _) in held.items()},
             "seconds": round(time.time() - t0, 1), "losses": losses, "accuracy_curve": curve,
             "in_context_accuracy_before": curve[0], "in_context_accuracy_after": curve[-1]}
