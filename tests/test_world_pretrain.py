@@ -300,11 +300,11 @@ def test_best_attempt_retries_until_the_score_passes_and_keeps_the_best_weights(
         return scores[int(model.weight.detach())]
 
     rows = best_attempt(model, 3, attempt, score, pass_at=0.8)   # none passes: the best (2) is kept
-    assert starts == [0.0, 0.0, 0.0] and float(model.weight) == 2.0
+    assert starts == [0.0, 0.0, 0.0] and float(model.weight.detach()) == 2.0
     assert [(r["attempt"], r["score"], r["kept"]) for r in rows] == [(1, 0.1, False), (2, 0.5, True), (3, 0.3, False)]
     torch.nn.init.zeros_(model.weight)
     rows = best_attempt(model, 3, attempt, score, pass_at=0.4)   # attempt 2 passes: no third
-    assert len(rows) == 2 and float(model.weight) == 2.0 and rows[1]["losses"] == [2.0]
+    assert len(rows) == 2 and float(model.weight.detach()) == 2.0 and rows[1]["losses"] == [2.0]
 
 
 def test_length_groups_partition_the_batch_and_the_loss_equals_one_padded_batch():
