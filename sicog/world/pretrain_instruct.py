@@ -91,7 +91,7 @@ class InstructPlan:
     lr: float = INSTRUCT_LR
     easy_steps: int = 600
     easy_tries: int = 4
-    focus_steps: int = 2000
+    focus_steps: int = 1000
     focus_batch: int = 32
     focus_share: float = 0.75
 
