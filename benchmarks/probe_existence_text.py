@@ -12,6 +12,9 @@ text-existence figures come from:
     OMP_NUM_THREADS=1 python benchmarks/probe_existence_text.py --llm RUN/pretrain/llm \
         --world RUN/world --out /tmp/exists --steps 2000 --lr 3e-4 --batch 32 --existence 0.75 \
         --questions 1 --per-scene 8
+
+and its easy-first figures (`--kinds colour --context names --existence 1.0`: only single colour
+existence questions on name lists, as `world pretrain`'s easy part) from `--eval-every 100`.
 """
 from __future__ import annotations
 
@@ -31,11 +34,11 @@ from sicog.world.pretrain_instruct import _chat_tensors, answer_hits
 from sicog.world.pretrain_loop import full_batches, train_loop
 
 
-def conversation(scene: dict, rng: random.Random, existence: bool, n_questions: int) -> dict:
-    kind = "names" if rng.random() < 0.5 else "description"
+def conversation(scene: dict, rng: random.Random, existence: bool, n_questions: int,
+                 kinds: tuple[str, ...] = Q.EXISTENCE_KINDS, context: str = "both") -> dict:
+    kind = context if context != "both" else ("names" if rng.random() < 0.5 else "description")
     if existence:
-        kinds = rng.sample(Q.EXISTENCE_KINDS, k=len(Q.EXISTENCE_KINDS))[:n_questions]
-        qs = [Q.existence_question(scene, rng, k) for k in kinds]
+        qs = [Q.existence_question(scene, rng, k) for k in rng.sample(kinds, k=len(kinds))[:n_questions]]
     else:
         qs = perception_questions(scene, rng, n_skills=4, n_existence=2)
     return {"skills": [q["skill"] for q in qs], "context": kind,
@@ -53,12 +56,21 @@ def main() -> None:
     ap.add_argument("--existence", type=float, default=0.75, help="share of existence conversations")
     ap.add_argument("--questions", type=int, default=1, help="existence questions per such conversation (1-3)")
     ap.add_argument("--per-scene", type=int, default=8, help="training conversations per scene")
+    ap.add_argument("--kinds", default=",".join(Q.EXISTENCE_KINDS),
+                    help="existence kinds of the training questions (held out: every kind)")
+    ap.add_argument("--context", choices=("both", "names", "description"), default="both",
+                    help="context of the training conversations (held out: both, half each)")
+    ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    kinds = tuple(a.kinds.split(","))
+    if not set(kinds) <= set(Q.EXISTENCE_KINDS):
+        ap.error(f"--kinds {a.kinds}: each must be one of {Q.EXISTENCE_KINDS}")
     torch.manual_seed(a.seed)
     clip = [s for s in read_records(a.world / "world.jsonl") if s["split"] == "clip"]
     rng = random.Random(a.seed + 1)
-    train = [conversation(s, rng, rng.random() < a.existence, a.questions) for s in clip[:-100] for _ in range(a.per_scene)]
+    train = [conversation(s, rng, rng.random() < a.existence, a.questions, kinds, a.context)
+             for s in clip[:-100] for _ in range(a.per_scene)]
     held = ([conversation(s, rng, True, a.questions) for s in clip[-100:]]
             + [conversation(s, rng, False, a.questions) for s in clip[-100:]])
     tok = AutoTokenizer.from_pretrained(a.llm)
@@ -78,7 +90,7 @@ def main() -> None:
     print(json.dumps(curve[-1]), flush=True)
 
     def after(step: int) -> None:
-        if step % 250 == 0 or step == a.steps:
+        if step % a.eval_every == 0 or step == a.steps:
             curve.append({"step": step, **accuracy()})
             print(json.dumps(curve[-1]), flush=True)
 
