@@ -62,9 +62,10 @@ LM_CHAT_PER_SCENE = 4   # instruction-phase conversations per `clip` scene
 # (held-out accuracy at chance after 3,000 steps); from these alone it learned them in 2 of 8 runs.
 LM_EXISTENCE_PER_SCENE = 6
 # The easy ones, for the instruction phase's easy part (`InstructPlan.easy_steps`): the colour kind
-# ("Is there a red object?", one word to match) on the object-name context. The tiny LM learns these
-# within about 500 steps from any start measured, and the other kinds afterwards; with every kind
-# and context from the start it stayed at chance (README, Results).
+# ("Is there a red object?", one word to match) on the object-name context. From these alone the
+# tiny LM learned them by step 400 in one of two batch orders (hence the easy part's retries), and
+# the other kinds afterwards; with every kind and context from the start it stayed at chance
+# (README, Results).
 LM_EASY_EXISTENCE_PER_SCENE = 4
 
 

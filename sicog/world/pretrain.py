@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
                         help=f"the LM's instruction phase on data/lm_chat.jsonl (0: none); default {DEFAULT_STEPS['instruct']}")
     parser.add_argument("--instruct-batch", type=int, default=InstructPlan.batch)
     parser.add_argument("--instruct-lr", type=float, default=InstructPlan.lr,
-                        help="peak rate of both parts of the instruction phase (at 1e-3 the tiny LM never learns "
+                        help="peak rate of every part of the instruction phase (at 1e-3 the tiny LM never learns "
                              "to look up its context)")
     parser.add_argument("--instruct-easy-steps", type=int, default=None,
                         help="the instruction phase's easy part: batches of single colour-existence questions on "
@@ -79,7 +79,7 @@ def add_arguments(parser) -> None:
                         help="attempts of the easy part, each from the same weights with a fresh batch order, until "
                              "its held-out questions are answered (the best attempt is kept)")
     parser.add_argument("--instruct-focus-steps", type=int, default=None,
-                        help="the instruction phase's second part, where most of each batch is single-question "
+                        help="the instruction phase's last part, where most of each batch is single-question "
                              f"conversations (0: none); default {DEFAULT_STEPS['focus']}")
     parser.add_argument("--instruct-focus-batch", type=int, default=InstructPlan.focus_batch)
     parser.add_argument("--instruct-focus-share", type=float, default=InstructPlan.focus_share,

@@ -205,9 +205,9 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     Existence questions inside six-question conversations stay at chance, and single questions of
     every kind and context from the start taught them in 2 of 8 runs. The easy part first teaches
     the one-word kind on short contexts (names, colour existence, nothing else in its batches:
-    learned within about 500 steps; with a quarter of each batch six-question conversations it was
-    not learned in 700), from which the focus part extends it to the other kinds and to descriptions
-    (README, Results).
+    learned by step 400 in one of two batch orders, hence its retries; with a quarter of each batch
+    six-question conversations it was not learned in 700 steps), from which the focus part extends
+    it to the pair kind and to descriptions (README, Results).
     Held-out accuracy is recorded every `eval_every` steps, for name-list and description contexts
     apart. Held out: every conversation of the last `INSTRUCT_HELD_SCENES` scenes.
     """
