@@ -27,7 +27,9 @@ def w(tmp_path_factory):
                  "data/eval/qa.jsonl", "data/eval/pope.jsonl", "tokenizer/tokenizer.json"):
         (root / "pw" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "pw" / name).write_text("{}\n")
-    (root / "pw" / "data/lm_chat.jsonl").write_text('{"skills": ["existence"]}\n')   # a single question: the focus part's
+    # a single question and an easy one: what the easy and focus parts' checks ask of a world
+    (root / "pw" / "data/lm_chat.jsonl").write_text('{"skills": ["existence"]}\n'
+                                                    '{"skills": ["existence-colour"], "part": "easy"}\n')
     for name, model_type in (("clip", "clip_vision_model"), ("llm", "qwen2")):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({"model_type": model_type}))
