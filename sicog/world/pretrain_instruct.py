@@ -204,10 +204,10 @@ def instruct_lm(world: Path, model, tokenizer, plan: InstructPlan, seed: int, ev
     late and only at a moderate rate (at 1e-3 they never did; `benchmarks/probe_lookup_text.py`).
     Existence questions inside six-question conversations stay at chance, and single questions of
     every kind and context from the start taught them in 2 of 8 runs. The easy part first teaches
-    the one-word kind on short contexts (names, colour existence, nothing else in its batches:
-    learned by step 400 in one of two batch orders, hence its retries; with a quarter of each batch
-    six-question conversations it was not learned in 700 steps), from which the focus part extends
-    it to the pair kind and to descriptions (README, Results).
+    the one-word kind on short contexts (names, colour existence, nothing else in its batches),
+    from which the focus part extended it to the pair kind and to descriptions. That worked in 1 of
+    7 batch orders measured (learned by step 400; one more reached 0.70 and lost it in the focus
+    part), hence the retries; it is not yet reliable (README, Results).
     Held-out accuracy is recorded every `eval_every` steps, for name-list and description contexts
     apart. Held out: every conversation of the last `INSTRUCT_HELD_SCENES` scenes.
     """
