@@ -251,7 +251,7 @@ def test_focus_batches_draw_the_share_from_single_questions():
 
 
 def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path, capsys):
-    from sicog.world.pretrain_instruct import InstructPlan, check_focus_data
+    from sicog.world.pretrain_instruct import InstructPlan, check_focus_data, is_easy
 
     with pytest.raises(ValueError, match="focus_share"):
         InstructPlan(focus_share=1.5)
@@ -268,7 +268,7 @@ def test_plan_rejects_bad_settings_and_a_world_without_single_questions(tmp_path
     build_world(world, "micro", 2)
     chat = world / "data/lm_chat.jsonl"
     lines = chat.read_text().splitlines()
-    chat.write_text("\n".join(line for line in lines if "easy" not in json.loads(line).get("part", "")) + "\n")
+    chat.write_text("\n".join(line for line in lines if not is_easy(json.loads(line))) + "\n")
     args = ["world", "pretrain", "--world", str(world), "--out", str(tmp_path / "o"), "--steps", "1"]
     assert sicog_main(args) == 2   # as a world built before the easy part
     assert "no easy conversations" in capsys.readouterr().err and not (tmp_path / "o").exists()
