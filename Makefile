@@ -5,6 +5,8 @@ STAMP := $(VENV)/.installed
 EVAL_STAMP := $(VENV)/.eval-installed
 SIZE ?= mini
 OUT ?= runs/reproduce-$(SIZE)
+# pytest-xdist workers (one per core, at most 4; each computes with its share of the cores); 0 runs in one process
+TEST_WORKERS ?= auto
 
 # VLMEvalKit's runtime needs, installed beside it without letting its web-UI dependencies
 # (gradio pins Pillow < 13) move torch, torchvision, transformers, Pillow, numpy or pandas.
@@ -31,7 +33,7 @@ install-eval: $(EVAL_STAMP)
 
 # VLMEvalKit is required here: its tests score the oracle, and a failed install must fail the run.
 test: $(STAMP) $(EVAL_STAMP)
-	SICOG_REQUIRE_VLMEVAL=1 $(PY) -m pytest -p no:cacheprovider --durations=30
+	SICOG_REQUIRE_VLMEVAL=1 $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --durations=30
 
 reproduce: $(STAMP)
 	$(VENV)/bin/sicog reproduce --out $(OUT) --size $(SIZE)

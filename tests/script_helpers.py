@@ -1,5 +1,6 @@
 """Shared by the shell-script tests: the training scripts, the variables they read, and a runner."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ TRAIN_VARS = ("EXPERIMENT_NAME", "DATA_PATH", "IMAGE_FOLDER", "PREV_STAGE_CHECKP
               "FINETUNE_BATCH", "ACCU_STEPS", "OUTPUT_ROOT", "SICOG_PROFILE", "ZERO", "GLOBAL_BATCH", "RESUME",
               "NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "WORLD_DIR", "WORLD_SIZE",
               "RANK", "LOCAL_RANK")
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a rendezvous (tests run in parallel, so never a fixed one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_script(name, env, *args):

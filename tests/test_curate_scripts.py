@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from script_helpers import free_port
+
 from sicog.data.formats import CAPTION_PROMPTS, COD_HEADINGS, COT_HEADINGS, format_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def test_reasoning_script_tiny_defaults_and_two_processes(tmp_path):
     assert [json.loads(x)["id"] for x in open(out / "curated_tau0.6.jsonl")] == ["q0", "q1", "q3"]
     # The same through torchrun with two processes.
     proc = run_script("reasoning_quality_eval.sh", tmp_path, METHOD="vote", THRESHOLDS="0.6,1", NPROC_PER_NODE="2",
-                      MASTER_PORT=str(29600 + os.getpid() % 300), OUTPUT_DIR=str(tmp_path / "two"))
+                      MASTER_PORT=str(free_port()), OUTPUT_DIR=str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
     for name in ("curated_tau0.6.jsonl", "curated_tau1.jsonl", "preferences.jsonl", "scores.jsonl"):

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from fault_inject import report_kills
+from script_helpers import free_port
 from train_fixtures import read_log, resume_world, train
 
 FAULT = Path(__file__).with_name("fault_inject.py")
@@ -129,18 +130,10 @@ def test_explicit_resume_from_an_incomplete_checkpoint_is_refused(tmp_path, setu
     assert "--resume_from_checkpoint" in err and "not a complete checkpoint" in err and "Traceback" not in err
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(script: list[str], args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *script, *args]
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *script, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 

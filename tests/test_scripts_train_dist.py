@@ -1,17 +1,11 @@
 """Two processes through torchrun (CPU, gloo): the batches are sharded, one epoch is seen once."""
 import json
-import socket
 
 import pytest
 
-from script_helpers import STAGE1, run_script
+from script_helpers import STAGE1, free_port, run_script
 from train_fixtures import make_world, save_tiny_model
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _summary(out):
@@ -28,7 +22,7 @@ def test_two_process_stage1_matches_one_process_epoch(tmp_path):
     r = run_script(STAGE1, {**common, "EXPERIMENT_NAME": "one", "PRETRAIN_BATCH": "4"})
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_script(STAGE1, {**common, "EXPERIMENT_NAME": "two", "PRETRAIN_BATCH": "2", "NPROC_PER_NODE": "2",
-                            "MASTER_PORT": str(_free_port())}, "--gradient_checkpointing", "true")
+                            "MASTER_PORT": str(free_port())}, "--gradient_checkpointing", "true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 per device x 2 ranks x 1 accumulation" in r.stderr
     log1, sum1 = _summary(tmp_path / "ckpt" / "one")

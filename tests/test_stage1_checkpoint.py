@@ -3,7 +3,6 @@ checkpoints hold the projector's weights and optimizer state and none of the fro
 and a run resumed from one ends with the uninterrupted run's projector."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -11,16 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from script_helpers import SCRIPTS, TRAIN_VARS
+from script_helpers import SCRIPTS, TRAIN_VARS, free_port
 from train_fixtures import make_world, read_log, save_tiny_model
 
 STAGE1 = SCRIPTS / "uhdv1-pretrain-qwen-stage1-align.sh"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stage1(tmp_path, name, model, data, *args):
@@ -28,7 +22,7 @@ def _stage1(tmp_path, name, model, data, *args):
     env.update(PYTHON=sys.executable, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", EXPERIMENT_NAME=name,
                OUTPUT_ROOT=str(tmp_path / "ckpt"), DATA_PATH=str(data), MODEL_PATH=str(model), ZERO="2",
                NPROC_PER_NODE="1", GLOBAL_BATCH="2", PRETRAIN_BATCH="2", PRETRAIN_LEARNING_RATE="1e-3",
-               MASTER_PORT=str(_free_port()), SICOG_CACHE_DIR=str(tmp_path / "cache"))
+               MASTER_PORT=str(free_port()), SICOG_CACHE_DIR=str(tmp_path / "cache"))
     proc = subprocess.run(["bash", str(STAGE1), "--warmup_steps", "0", *args], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -6,7 +6,6 @@ small machine); with a single process it is never used, so the run here skips bu
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from script_helpers import free_port
 from train_fixtures import make_world, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +24,6 @@ RUNNER = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_zero2_steps_on_cpu(tmp_path):
@@ -37,7 +32,7 @@ def test_zero2_steps_on_cpu(tmp_path):
     data = make_world(tmp_path / "world", n_image=4, n_text=2, sizes=((112, 112),))
     out = tmp_path / "out"
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     cmd = [sys.executable, "-c", RUNNER, "train", "--stage", "stage2", "--model_name_or_path", str(model_dir),
            "--data_path", str(data), "--output_dir", str(out), "--global_batch_size", "2",
            "--per_device_train_batch_size", "1", "--max_steps", "2", "--warmup_steps", "0",
@@ -75,7 +70,7 @@ def test_zero3_loads_and_saves_whole_weights(tmp_path):
     donor, _ = build_random_tiny(seed=5)
     proj = {k: v.clone() for k, v in donor.projector.state_dict().items()}
     save_projector_artefact(proj, tmp_path / "proj", {"base_model": str(model_dir)})
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     zero3 = str(ROOT / "configs" / "deepspeed" / "zero3.json")
@@ -96,7 +91,7 @@ def test_zero3_loads_and_saves_whole_weights(tmp_path):
     out1 = tmp_path / "stage1"
     cmd = [sys.executable, "-c", RUNNER, "train", "--stage", "stage1", "--model_name_or_path", str(model_dir),
            "--output_dir", str(out1), *common]
-    proc = subprocess.run(cmd, env={**env, "MASTER_PORT": str(_free_port())}, cwd=ROOT, capture_output=True,
+    proc = subprocess.run(cmd, env={**env, "MASTER_PORT": str(free_port())}, cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     artefact = load_file(str(out1 / "mm_projector.safetensors"))

@@ -8,23 +8,17 @@ ZeRO-3, before every tower call ran the same modules (`vision_embeddings`), the 
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from script_helpers import SCRIPTS, TRAIN_VARS
+from script_helpers import SCRIPTS, TRAIN_VARS, free_port
 from train_fixtures import make_world, save_tiny_model
 
 STAGE2 = "uhdv1-finetune-qwen-stage2-sft.sh"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mixed_world(root):
@@ -47,7 +41,7 @@ def _run(tmp_path, name, zero, nproc, per_device, model, data):
     # which would then sum its matmuls over all cores in another order than the ranks do
     env.update(PYTHON=sys.executable, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", EXPERIMENT_NAME=name, OUTPUT_ROOT=str(tmp_path / "ckpt"),
                DATA_PATH=str(data), PREV_STAGE_CHECKPOINT=str(model), ZERO=zero, NPROC_PER_NODE=str(nproc),
-               GLOBAL_BATCH="2", FINETUNE_BATCH=str(per_device), RESUME="none", MASTER_PORT=str(_free_port()),
+               GLOBAL_BATCH="2", FINETUNE_BATCH=str(per_device), RESUME="none", MASTER_PORT=str(free_port()),
                # a cold record-check cache per run: 2 ranks split the checks and gather the outcomes
                SICOG_CACHE_DIR=str(tmp_path / f"cache-{name}"))
     # file order (sequential sampler) so that the placement above is exact
