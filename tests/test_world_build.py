@@ -14,7 +14,7 @@ from sicog.data.records import read_records
 from sicog.evaluate.judge import judge_answer, judge_caption
 from sicog.world.build import build_world
 from sicog.world.parse import parse_caption
-from sicog.world.questions import SKILLS
+from sicog.world.questions import SKILLS, listing_question, short_prompt
 from sicog.world.vocab import COLOURS
 
 
@@ -197,7 +197,34 @@ def test_benchmarks_have_every_skill_balanced_pope_and_caption_scenes(world):
     # one single-question conversation of each kind per image, besides the pair questions inside conversations
     n_images = sum(1 for r in sft if r.get("image"))
     assert kinds["colour"] == kinds["shape"] > 0 and kinds["pair"] >= kinds["colour"]
-    assert sum(1 for r in sft if r["id"].endswith("-exists-colour")) == kinds["colour"] == n_images // 4
+    assert sum(1 for r in sft if r["id"].endswith("-exists-colour")) == kinds["colour"] == n_images // 6
+    # and one listing conversation of each kind: its colours (sorted, once each), its objects in scene order
+    listed = Counter()
+    for r in sft:
+        kind = r["id"].rsplit("-list-", 1)[1] if "-list-" in r["id"] else None
+        if kind is None:
+            continue
+        listed[kind] += 1
+        objects = scenes[Path(r["image"]).stem]["objects"]
+        question, answer = r["conversations"][0]["value"], r["conversations"][1]["value"]
+        assert question.startswith("<image>\n") and question.endswith(formats.SHORT_ANSWER_PHRASE)
+        if kind == "colours":
+            assert answer == ", ".join(sorted({o["colour"] for o in objects}))
+        else:
+            assert answer == ", ".join(f"{o['colour']} {o['shape']}" for o in objects)
+    assert listed == {"colours": n_images // 6, "objects": n_images // 6}
+
+
+def test_listing_questions_by_hand():
+    scene = {"objects": [dict(colour=c, shape=s, size="small", label=None, position=p) for c, s, p in
+                         (("red", "square", "top left"), ("blue", "circle", "center"), ("red", "cross", "bottom"))]}
+    colours, objects = listing_question(scene, "colours"), listing_question(scene, "objects")
+    assert short_prompt(colours) == f"Which colors do the objects in the image have? {formats.SHORT_ANSWER_PHRASE}"
+    assert (colours["skill"], colours["answer"], colours["type"]) == ("list-colours", "blue, red", "short")
+    assert (objects["skill"], objects["answer"]) == ("list-objects", "red square, blue circle, red cross")
+    assert objects["steps"][-1] == objects["answer"]
+    with pytest.raises(ValueError, match="listing kind 'shapes' is not one of"):
+        listing_question(scene, "shapes")
 
 
 def test_tokenizer_round_trip_with_chat_template(world):

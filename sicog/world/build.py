@@ -199,7 +199,9 @@ class WorldWriter:
         probes) and 2-4 questions of the benchmark skills, so that one epoch gives the model several
         thousand short perception answers at the cost of one image encoding per conversation. Each
         image also gets one single-question conversation per existence kind (colour, shape, pair):
-        the question right after the image, where a small model learns the lookup soonest.
+        the question right after the image, where a small model learns the lookup soonest; and one per
+        listing kind (which colours, which objects: Q.listing_question), the direct reading of the
+        image that the small model needs before it learns those lookups from images.
         """
         recs = []
         for scene in self.scenes["sft"]:
@@ -215,6 +217,9 @@ class WorldWriter:
                 q = Q.existence_question(scene, text_rng(self.seed, scene["id"], f"sft-exists-{kind}"), kind)
                 recs.append({"id": f"{scene['id']}-exists-{kind}", "image": scene["image"],
                              "conversations": qa_turns([q], image=True)})
+            for kind in Q.LISTING_KINDS:
+                recs.append({"id": f"{scene['id']}-list-{kind}", "image": scene["image"],
+                             "conversations": qa_turns([Q.listing_question(scene, kind)], image=True)})
         pairs = Q.text_only_questions()
         for i in range(self.n["sft_text"]):
             question, answer = pairs[i % len(pairs)]
