@@ -5,12 +5,16 @@ From a base model and a stage-1 projector (`--model BASE:STAGE1`, e.g.
 `RUN/base/model:RUN/stage1/s0/model`), trains on "Is there a <colour> object in the image?" for the
 world's `clip`, `align` and `sft` images (`--task bg`: "Is the background <colour>?") and prints
 the accuracy on 200 `pool` images with their own pixels and with another image's pixels every 50
-steps. `--llm DIR` swaps in another LM first (e.g. the one `probe_lookup_text.py --save` wrote);
+steps. `--first N` trains the first N steps on "What colors are the objects?" (the sorted colours of
+the objects: a direct reading of the image, as `sft.jsonl`'s listing questions) and only then on the
+existence question; `--mix P` mixes that listing question in at rate P instead. `--llm DIR` swaps in another LM first (e.g. the one `probe_lookup_text.py --save` wrote);
 `--lr` is the LLM's rate, `--proj-lr` the projector's, `--tower-lr` the tower's. The README's
 issue-12 figures come from:
 
     python benchmarks/probe_lookup_image.py --model RUN/base/model:RUN/stage1/s0/model \
         --world RUN/world --steps 1000 --lr 3e-4 --proj-lr 1e-3 [--llm /tmp/llm_lookup]
+
+and its reading-first figures from `--steps 700 --lr 5e-4` with `--first 350` and without.
 """
 import json, random, sys, time, argparse
 from pathlib import Path
@@ -22,6 +26,7 @@ ap.add_argument('--model'); ap.add_argument('--world'); ap.add_argument('--steps
 ap.add_argument('--lr', type=float, default=5e-4); ap.add_argument('--tower-lr', type=float, default=2e-5)
 ap.add_argument('--proj-lr', type=float, default=None); ap.add_argument('--freeze-llm', action='store_true')
 ap.add_argument('--task', default='colour'); ap.add_argument('--random-llm', action='store_true'); ap.add_argument('--mix', type=float, default=0); ap.add_argument('--scale', type=float, default=None); ap.add_argument('--bs', type=int, default=16); ap.add_argument('--llm', default=None)
+ap.add_argument('--first', type=int, default=0)
 a = ap.parse_args()
 torch.manual_seed(0); random.seed(0)
 W = Path(a.world)
@@ -61,9 +66,9 @@ train = items(('clip', 'align', 'sft'), 5000, rng); test = items(('pool',), 200,
 Q = ('Is the background {}? Answer the question using a single word or phrase.' if a.task == 'bg' else
      'Is there a {} object in the image? Answer the question using a single word or phrase.')
 mixrng = random.Random(5)
-def enc(s, c, ans, img=None):
+def enc(s, c, ans, img=None, listing=False):
     conv = [{"from": "human", "value": "<image>\n" + Q.format(c)}, {"from": "gpt", "value": ans}]
-    if mixrng.random() < a.mix:
+    if listing or mixrng.random() < a.mix:
         if a.task == 'bg':
             conv = [{"from": "human", "value": "<image>\nWhat is the background color? Answer the question using a single word or phrase."}, {"from": "gpt", "value": s['background']}]
         else:
@@ -94,7 +99,7 @@ def evaluate():
     m.train(); return res
 t0 = time.time(); m.train(); losses = []
 for step in range(a.steps):
-    batch = p.collate([enc(*train[(step * a.bs + j) % len(train)]) for j in range(a.bs)])
+    batch = p.collate([enc(*train[(step * a.bs + j) % len(train)], listing=step < a.first) for j in range(a.bs)])
     loss = m(**batch).loss; opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
     losses.append(loss.item())
     if (step + 1) % 50 == 0:
