@@ -213,7 +213,12 @@ def test_micro_no_curation_row_trains_on_the_random_pick(micro):
         candidates = {r["id"]: r for r in map(json.loads, Path(summary["candidates_file"]).read_text().splitlines())}
         chosen = {r["id"]: r["argmax"] for r in map(json.loads, (path.parent / "scores.jsonl").read_text().splitlines())}
         records = [json.loads(line) for line in path.read_text().splitlines()]
-        assert sorted(r["id"] for r in records) == sorted(candidates)      # one record per input, none dropped
+        # one record per input; an input refused (e.g. too few usable candidates) is in rejects.jsonl with
+        # its reason, never lost
+        rejects = [json.loads(line) for line in (path.parent / "rejects.jsonl").read_text().splitlines()]
+        assert all(r["reason"] for r in rejects) and len(rejects) == summary["counts"]["rejected_or_skipped"]
+        assert sorted([r["id"] for r in records] + [r["id"] for r in rejects]) == sorted(candidates)
+        assert len(records) == summary["counts"]["scored"] > 0
         for r in records:
             text = full_text(candidates[r["id"]]["candidates"][chosen[r["id"]]], kind)
             assert r["conversations"][1]["value"] == text
