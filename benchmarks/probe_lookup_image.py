@@ -7,7 +7,8 @@ world's `clip`, `align` and `sft` images (`--task bg`: "Is the background <colou
 the accuracy on 200 `pool` images with their own pixels and with another image's pixels every 50
 steps. `--first N` trains the first N steps on "What colors are the objects?" (the sorted colours of
 the objects: a direct reading of the image, as `sft.jsonl`'s listing questions) and only then on the
-existence question; `--mix P` mixes that listing question in at rate P instead. `--llm DIR` swaps in another LM first (e.g. the one `probe_lookup_text.py --save` wrote);
+existence question; `--mix P` mixes that listing question in at rate P instead. `--llm DIR`
+swaps in another LM first (e.g. the one `probe_lookup_text.py --save` wrote);
 `--lr` is the LLM's rate, `--proj-lr` the projector's, `--tower-lr` the tower's. The README's
 issue-12 figures come from:
 

@@ -3,7 +3,8 @@
 The suite pins fp32 compute (SICOG_PRECISION=fp32) so that every test's numbers do not depend on
 whether this CPU has native bf16; tests of the bf16 path (tests/test_precision.py) ask for it
 explicitly. Under pytest-xdist (`make test` runs one worker per core) each worker and the
-processes it starts compute with its share of the cores, so that workers do not oversubscribe them. The record-check cache of `sicog train` goes to a folder of this session, not the
+processes it starts compute with its share of the cores, so that workers do not oversubscribe them.
+The record-check cache of `sicog train` goes to a folder of this session, not the
 user's `~/.cache/sicog`. Helper modules that check results with `assert` get pytest's assertion
 messages too.
 """

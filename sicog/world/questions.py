@@ -297,7 +297,8 @@ def listing_question(scene: dict, kind: str) -> dict:
 
     A small model learns such a direct reading of its image tokens within a few hundred steps, and
     once it has, it learns questions that match a word of the question against the image (is there a
-    red object?) quickly; taught directly, it barely learns those (README, Results).
+    red object?) quickly, if its LM makes that match in text; taught directly, it barely learns
+    those (README, Results).
     """
     objs = scene["objects"]
     phrases = join_list([with_article(name(o)) for o in objs])
