@@ -6,7 +6,8 @@ From a base model and a stage-1 projector (`--model BASE:STAGE1`, e.g.
 world's `clip`, `align` and `sft` images (`--task bg`: "Is the background <colour>?") and prints
 the accuracy on 200 `pool` images with their own pixels and with another image's pixels every 50
 steps. `--first N` trains the first N steps on "What colors are the objects?" (the sorted colours of
-the objects: a direct reading of the image, as `sft.jsonl`'s listing questions) and only then on the
+the objects: the direct reading of the image that `sft.jsonl`'s listing questions ask for, in other
+words) and only then on the
 existence question; `--mix P` mixes that listing question in at rate P instead. `--llm DIR`
 swaps in another LM first (e.g. the one `probe_lookup_text.py --save` wrote);
 `--lr` is the LLM's rate, `--proj-lr` the projector's, `--tower-lr` the tower's. The README's

@@ -200,10 +200,8 @@ def test_benchmarks_have_every_skill_balanced_pope_and_caption_scenes(world):
     assert sum(1 for r in sft if r["id"].endswith("-exists-colour")) == kinds["colour"] == n_images // 6
     # and one listing conversation of each kind: its colours (sorted, once each), its objects in scene order
     listed = Counter()
-    for r in sft:
-        kind = r["id"].rsplit("-list-", 1)[1] if "-list-" in r["id"] else None
-        if kind is None:
-            continue
+    for r in (r for r in sft if "-list-" in r["id"]):
+        kind = r["id"].rsplit("-list-", 1)[1]
         listed[kind] += 1
         objects = scenes[Path(r["image"]).stem]["objects"]
         question, answer = r["conversations"][0]["value"], r["conversations"][1]["value"]
