@@ -85,6 +85,10 @@ def test_plans_are_typed_and_refuse_unknown_keys(tmp_path):
         plan_from_dict("x", {**raw, "threshold": 0.7})
     with pytest.raises(ValueError, match="unknown rows"):
         plan_from_dict("x", {**raw, "rows": ["baseline", "nope"]})
+    assert plans["mini"].stage2_first == "sft_listing.jsonl" and plans["mini"].overrides("stage2_first")
+    for bad in ("/abs/sft.jsonl", "../sft.jsonl", "", 3):
+        with pytest.raises(ValueError, match="stage2_first must name a file under the world's data/"):
+            plan_from_dict("x", {**raw, "stage2_first": bad})
     with pytest.raises(ValueError, match="unknown size 'huge'"):
         load_plan("huge")
     # A threshold row needs a threshold the plan curates at.
@@ -149,6 +153,14 @@ def test_micro_cycle_runs_and_resumes(micro):
     # Stage 1.5 trained on what curation kept: the curated files feed the mixture.
     mixture = (out / "mixtures" / "stage1_5-sicog-s0.yaml").read_text()
     assert "curated_tau0.jsonl" in mixture
+    # Stage 2 of every row trains the world's listing conversations alone, then all of sft.jsonl from
+    # the model that made.
+    for row in ("baseline", "sicog", "no_curation"):
+        first, full = (json.loads((out / "steps" / "stage2" / f"{row}-s0{tag}.done.json").read_text())["command"]
+                       for tag in ("-first", ""))
+        assert first[first.index("--data-path") + 1] == str(out / "world" / "data" / "sft_listing.jsonl")
+        assert full[full.index("--data-path") + 1] == str(out / "world" / "data" / "sft.jsonl")
+        assert full[full.index("--model-name-or-path") + 1] == str(out / "stage2" / f"{row}-s0-first" / "model")
     # A rerun finds every step done, runs none again and reports the same table.
     table = (out / "results.csv").read_text()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -188,7 +200,8 @@ def test_micro_tables_equal_the_per_seed_results_by_hand(micro):
              for m in (out / "steps").rglob("*.done.json")}
     own = ["pools", "stage0/perception-cod-s0", "stage0/reasoning-cot-s0", "generate/perception-cod-s0/run",
            "generate/perception-cod-s0/merge", "generate/reasoning-cot-s0/run", "generate/reasoning-cot-s0/merge",
-           "pick/perception-cod-s0", "pick/reasoning-cot-s0", "stage1_5/no_curation-s0", "stage2/no_curation-s0"]
+           "pick/perception-cod-s0", "pick/reasoning-cot-s0", "stage1_5/no_curation-s0", "stage2/no_curation-s0-first",
+           "stage2/no_curation-s0"]
     assert float(gains_csv["no_curation"]["extra wall s"]) == pytest.approx(sum(walls[s] for s in own))
 
 

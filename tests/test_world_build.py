@@ -211,6 +211,9 @@ def test_benchmarks_have_every_skill_balanced_pope_and_caption_scenes(world):
         else:
             assert answer == ", ".join(f"{o['colour']} {o['shape']}" for o in objects)
     assert listed == {"colours": n_images // 6, "objects": n_images // 6}
+    # sft_listing.jsonl holds exactly those records, in the same order (stage 2 trains them first)
+    alone = read_records(world / "data/sft_listing.jsonl")
+    assert alone == [r for r in sft if "-list-" in r["id"]]
 
 
 def test_listing_questions_by_hand():

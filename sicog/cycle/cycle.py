@@ -49,11 +49,12 @@ class Cycle:
                                 "--out", model])
         return Model("base", model)
 
-    def train(self, name: str, stage: str, data: Path, seed: int, start: list) -> Model:
+    def train(self, name: str, stage: str, data: Path, seed: int, start: list, overrides: str | None = None) -> Model:
+        """`sicog train --stage STAGE` with the plan's flags for `overrides` (default: the stage's own)."""
         model = self.run.folder(name) / "model"
         args = ["train", "--stage", stage, "--profile", "tiny", "--data-path", data, "--image-folder", self.world,
                 "--output_dir", model, "--seed", seed, *start]
-        for key, value in self.plan.overrides(stage).items():
+        for key, value in self.plan.overrides(overrides or stage).items():
             args += [f"--{key}", value]
         self.run.sicog(name, args)
         self.trained[name] = Model(name, model)
@@ -78,9 +79,18 @@ class Cycle:
         return self.train(f"stage1/s{seed}", "stage1", self.world / "data" / "align.jsonl", seed,
                           ["--model-name-or-path", base.model])
 
+    def stage2(self, name: str, seed: int, start: list) -> Model:
+        """Stage 2 from `start`. With the plan's `stage2_first`, that file of the world's data is trained
+        alone first (stage 2's rates, its own schedule, flags `stage_overrides.stage2_first`), and
+        all of `sft.jsonl` follows from the model it made."""
+        if self.plan.stage2_first:
+            first = self.train(f"{name}-first", "stage2", self.world / "data" / self.plan.stage2_first, seed, start,
+                               overrides="stage2_first")
+            start = ["--model-name-or-path", first.model]
+        return self.train(name, "stage2", self.world / "data" / "sft.jsonl", seed, start)
+
     def baseline(self, seed: int, stage1: Model) -> Model:
-        return self.train(f"stage2/baseline-s{seed}", "stage2", self.world / "data" / "sft.jsonl", seed,
-                          ["--mm-projector-checkpoint", stage1.model])
+        return self.stage2(f"stage2/baseline-s{seed}", seed, ["--mm-projector-checkpoint", stage1.model])
 
     def mixture(self, name: str, files: list[Path]) -> Path:
         """A mixture YAML over `files` (each with the world as image folder)."""
@@ -206,8 +216,7 @@ class Cycle:
             files = [g.file for g in data]
         s15 = self.train(f"stage1_5/{v.name}-s{seed}", "stage1_5", self.mixture(f"stage1_5-{v.name}-s{seed}", files),
                          seed, ["--mm-projector-checkpoint", stage1.model])
-        final = self.train(f"stage2/{v.name}-s{seed}", "stage2", self.world / "data" / "sft.jsonl", seed,
-                           ["--model-name-or-path", s15.model])
+        final = self.stage2(f"stage2/{v.name}-s{seed}", seed, ["--model-name-or-path", s15.model])
         done[(v.name, seed)] = RowModels(stage1, final, s15, data)
         return done[(v.name, seed)]
 

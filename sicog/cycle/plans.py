@@ -35,8 +35,9 @@ class Plan:
     pool_images: int | None = None        # the first N records of each pool; None: all of them
     pool_questions: int | None = None
     eval_limit: int | None = None         # first N records of each benchmark; None: all
+    stage2_first: str | None = None       # a file of the world's data/ trained alone before sft.jsonl in stage 2
     train_overrides: dict = field(default_factory=dict)   # trainer flags for every stage
-    stage_overrides: dict = field(default_factory=dict)   # {stage: {flag: value}}, over train_overrides
+    stage_overrides: dict = field(default_factory=dict)   # {stage or stage2_first: {flag: value}}, over train_overrides
 
     def overrides(self, stage: str) -> dict:
         """The trainer flags a stage gets beyond its defaults."""
@@ -67,6 +68,10 @@ def plan_from_dict(size: str, raw: dict, where: str = "the plan") -> Plan:
     if plan.threshold not in plan.thresholds:
         raise ValueError(f"plan {size!r} in {where}: threshold {plan.threshold} is not among thresholds "
                          f"{plan.thresholds} (curation writes only those)")
+    first = plan.stage2_first
+    if first is not None and (not isinstance(first, str) or not first or Path(first).is_absolute() or ".." in Path(first).parts):
+        raise ValueError(f"plan {size!r} in {where}: stage2_first must name a file under the world's data/ "
+                         f"(e.g. sft_listing.jsonl), not {first!r}")
     try:
         get_variants(plan.rows)
     except ValueError as e:

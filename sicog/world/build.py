@@ -10,6 +10,7 @@ Layout of the output folder (all paths in records are relative to it):
     data/cod_seed.jsonl, dd_seed.jsonl, cod_seed_raw.jsonl       stage 0 perception seed
     data/cot_seed.jsonl, cot_short_seed.jsonl, llava_cot_seed.json  stage 0 reasoning seed
     data/sft.jsonl                                       stage 2 instruction data
+    data/sft_listing.jsonl                               its listing conversations alone (trained first)
     data/pool_images.jsonl, pool_questions.jsonl         unlabeled inputs for self-generation
     data/pool_gold/                                      gold answers for the pool (oracle rows only)
     data/val/, data/eval/                                qa.jsonl, pope.jsonl, captions.jsonl
@@ -203,7 +204,7 @@ class WorldWriter:
         listing kind (which colours, which objects: Q.listing_question), the direct reading of the
         image that the small model needs before it learns those lookups from images.
         """
-        recs = []
+        recs, listing = [], []
         for scene in self.scenes["sft"]:
             rng = text_rng(self.seed, scene["id"], "sft")
             base = {"id": scene["id"], "image": scene["image"]}
@@ -218,14 +219,16 @@ class WorldWriter:
                 recs.append({"id": f"{scene['id']}-exists-{kind}", "image": scene["image"],
                              "conversations": qa_turns([q], image=True)})
             for kind in Q.LISTING_KINDS:
-                recs.append({"id": f"{scene['id']}-list-{kind}", "image": scene["image"],
-                             "conversations": qa_turns([Q.listing_question(scene, kind)], image=True)})
+                listing.append({"id": f"{scene['id']}-list-{kind}", "image": scene["image"],
+                                "conversations": qa_turns([Q.listing_question(scene, kind)], image=True)})
+                recs.append(listing[-1])
         pairs = Q.text_only_questions()
         for i in range(self.n["sft_text"]):
             question, answer = pairs[i % len(pairs)]
             recs.append({"id": f"sft-text-{i:05d}",
                          "conversations": [human(f"{question} {SHORT_ANSWER_PHRASE}", image=False), gpt(answer)]})
         self.jsonl("data/sft.jsonl", recs)
+        self.jsonl("data/sft_listing.jsonl", listing)   # the same listing records alone: a stage-2 curriculum
 
     def pool(self) -> None:
         images, questions, cod, dd, cot, cot_short = [], [], [], [], [], []
