@@ -20,7 +20,8 @@ from sicog.cycle.outputs import CycleResult, Evaluation
 from sicog.cycle.plans import EXPERIMENTS, load_plan, load_plans, plan_from_dict
 from sicog.cycle.report import gain_lines, gains, markdown_table, reproduce_command, verdict, write_report
 from sicog.cycle.reproduce import _rows, run_cycle
-from sicog.cycle.steps import MissingOutput, StepFailed, StepRunner
+from sicog.cli import main as sicog_main
+from sicog.cycle.steps import MissingOutput, StepFailed, StepRunner, step_process
 from sicog.cycle.variants import get_variants
 from sicog.data.checks import InputError
 
@@ -110,6 +111,32 @@ def test_unknown_rows_and_failed_steps_are_clear(tmp_path):
     with pytest.raises(StepFailed, match="exit code 2"):
         runner.sicog("bad", ["train", "--stage", "no-such-stage"])
     assert not runner.done("bad")
+
+
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_a_step_runs_as_python_m_sicog_would_in_either_process_mode(tmp_path, monkeypatch, mode):
+    """A step forked from the pipeline and one in a fresh interpreter write the same outputs, log the
+    command's own output, and fail the same way; the pipeline's own streams are untouched."""
+    monkeypatch.setenv("SICOG_STEP_PROCESS", mode)
+    streams = (sys.stdout, sys.stderr)
+    runner = StepRunner(tmp_path / mode)
+    folder = runner.sicog("world", ["world", "build", "--out", tmp_path / mode / "world", "--size", "micro"])
+    assert runner.done("world") and folder == tmp_path / mode / "world"
+    reference = tmp_path / "reference"
+    assert sicog_main(["world", "build", "--out", str(reference), "--size", "micro"]) == 0
+    assert (folder / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    log_text = runner.log_file("world").read_text()
+    assert "$ sicog world build" in log_text and "INFO sicog.world" in log_text
+    with pytest.raises(StepFailed, match="exit code 2") as failed:
+        runner.sicog("bad", ["train", "--stage", "no-such-stage"])
+    assert "sicog train: error: unknown stage 'no-such-stage'" in str(failed.value) and not runner.done("bad")
+    assert (sys.stdout, sys.stderr) == streams
+
+
+def test_a_bad_step_process_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("SICOG_STEP_PROCESS", "thread")
+    with pytest.raises(ValueError, match="SICOG_STEP_PROCESS='thread': use fork or spawn"):
+        step_process()
 
 
 @pytest.fixture(scope="module")
