@@ -12,8 +12,8 @@ the rerun needs.
 
 On Linux a `sicog` step is a fork of the pipeline process, which imported torch, transformers and the
 step's command module once (it never computes with them, so no thread pool or CUDA context is
-forked): a step then starts in milliseconds instead of the 3-4 s of imports a fresh interpreter
-spends, about 2 minutes of a 35-step plan. The child runs `sicog.cli.main` as `python -m sicog`
+forked): a step then starts at once instead of spending 3-8 s importing in a fresh interpreter;
+the 35-step micro plan ran in 120 s against 300 s (`benchmarks/bench_steps.py`). The child runs `sicog.cli.main` as `python -m sicog`
 would, with its output in the step's log. SICOG_STEP_PROCESS=spawn (the default elsewhere) runs each
 step in a fresh `python -m sicog` instead.
 """
