@@ -20,6 +20,8 @@ LAYER = {
 UPWARD_ALLOWED = {
     "annotate -> world": "`sicog annotate-cod --world-teacher` serves the mini world's teacher in process "
                          "(imported inside run(), only with that flag)",
+    "cycle -> cli": "a step forked by `sicog reproduce` runs `sicog.cli.main` as `python -m sicog` would "
+                    "(imported inside the step runner's functions; cli loads the cycle by name only)",
 }
 
 
