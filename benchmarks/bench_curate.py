@@ -1,14 +1,18 @@
-"""Curation throughput: candidates per second of encode + score, against a naive loop.
+"""Curation throughput: candidates per second of encode + score, three ways side by side.
 
-Both paths score the same synthetic candidate file (INPUTS inputs x N CoD captions whose step 5
-holds ~WORDS words) with the same encoder (default: the packaged all-MiniLM-L6-v2):
+All paths score the same synthetic candidate file (INPUTS inputs x N CoD captions whose step 5
+holds ~WORDS words) with the same encoder weights (default: the packaged all-MiniLM-L6-v2):
 
-- curation: `sicog.curate.select.score_inputs` as `sicog curate` runs it - the compared parts of a
+- curation at `--precision` (default auto: bf16 autocast where the CPU has native bf16, as
+  `sicog curate` runs by default): `sicog.curate.select.score_inputs` - the compared parts of a
   chunk of inputs deduplicated and encoded in large batches, scores as one batched matmul;
-- naive: one encoder call per input (its N texts) and the pairwise cosines in Python loops, as a
-  straightforward script would do it.
+- the same in fp32 (the path before the precision setting, and the reference scores);
+- naive: one fp32 encoder call per input (its N texts) and the pairwise cosines in Python loops,
+  as a straightforward script would do it (timed on a prefix of the inputs).
 
-Prints both rates, the ratio and the largest score difference (they must agree).
+The two curation paths are timed in alternating chunks so that load on the machine hits both.
+Prints the rates, the ratios, the largest score difference from fp32 and how many inputs keep
+fp32's choice, with the CPU flags and the thread count.
 
     python benchmarks/bench_curate.py [--inputs 2000] [--candidates 6] [--words 100] [--naive-inputs 500]
 """
@@ -28,6 +32,7 @@ from sicog.curate.candidates import load_candidates
 from sicog.curate.embed import load_encoder
 from sicog.curate.select import score_inputs
 from sicog.data.formats import CAPTION_PROMPTS, COD_HEADINGS, format_steps
+from sicog.model.precision import PRECISIONS, machine_line
 
 SHAPES = ["cube", "ball", "cone", "cylinder", "pyramid", "ring", "star", "triangle", "square", "disc"]
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black", "grey", "pink"]
@@ -79,6 +84,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--encoder", default=None)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the fast path's compute precision")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -89,35 +95,50 @@ def main() -> None:
         write_candidates(path, args.inputs, args.candidates, args.words, args.seed)
         items, rejects, _ = load_candidates(path)
     assert not rejects and len(items) == args.inputs
-    encoder = load_encoder(args.encoder, args.device)
-    encoder.encode(["warm up"] * 8)
+    fast = load_encoder(args.encoder, args.device, precision=args.precision)
+    full = load_encoder(args.encoder, args.device, precision="fp32")
+    for encoder in (fast, full):
+        encoder.encode(["warm up"] * 8)
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    t0 = time.perf_counter()
-    results = []
+    seconds = {"fast": 0.0, "fp32": 0.0}
+    results: dict[str, list[dict]] = {"fast": [], "fp32": []}
     for start in range(0, len(items), args.chunk_size):
-        results += score_inputs(items[start:start + args.chunk_size], "embedding", encoder, args.batch_size)
-    sync()
-    fast_s = time.perf_counter() - t0
-    fast_rate = len(items) * args.candidates / fast_s
+        chunk = items[start:start + args.chunk_size]
+        order = [("fast", fast), ("fp32", full)] if (start // args.chunk_size) % 2 == 0 else [("fp32", full), ("fast", fast)]
+        for name, encoder in order:
+            t0 = time.perf_counter()
+            results[name] += score_inputs(chunk, "embedding", encoder, args.batch_size)
+            sync()
+            seconds[name] += time.perf_counter() - t0
+    n = len(items) * args.candidates
+    rate = {name: n / s for name, s in seconds.items()}
 
     subset = items[: min(args.naive_inputs, len(items))]
     t0 = time.perf_counter()
-    slow = naive_scores(encoder, subset)
+    slow = naive_scores(full, subset)
     sync()
-    naive_s = time.perf_counter() - t0
-    naive_rate = len(subset) * args.candidates / naive_s
+    naive_rate = len(subset) * args.candidates / (time.perf_counter() - t0)
 
-    diff = max(abs(a - b) for r, s in zip(results, slow) for a, b in zip(r["scores"], s))
-    same_argmax = sum(r["argmax"] == max(range(len(s)), key=lambda i: (s[i], -i)) for r, s in zip(results, slow))
-    tokens = sum(len(encoder.model.tokenizer(t)["input_ids"]) for t in items[0].compared_parts())
-    print(f"device={args.device} threads={torch.get_num_threads()} encoder={args.encoder or 'packaged all-MiniLM-L6-v2'}")
+    def agreement(results_a: list[dict], scores_b: list[list[float]]) -> tuple[float, int]:
+        diff = max(abs(a - b) for r, s in zip(results_a, scores_b) for a, b in zip(r["scores"], s))
+        same = sum(r["argmax"] == max(range(len(s)), key=lambda i: (s[i], -i)) for r, s in zip(results_a, scores_b))
+        return diff, same
+
+    fp32_scores = [r["scores"] for r in results["fp32"]]
+    fast_diff, fast_same = agreement(results["fast"], fp32_scores)
+    naive_diff, naive_same = agreement(results["fp32"], slow)
+    tokens = sum(len(full.model.tokenizer(t)["input_ids"]) for t in items[0].compared_parts())
+    print(f"device={args.device} {machine_line()} encoder={args.encoder or 'packaged all-MiniLM-L6-v2'}")
     print(f"inputs={args.inputs} candidates/input={args.candidates} words/candidate~{args.words} "
           f"(~{tokens // args.candidates} tokens compared per candidate)")
-    print(f"curation : {len(items) * args.candidates} candidates in {fast_s:.2f}s = {fast_rate:.1f} candidates/s")
-    print(f"naive    : {len(subset) * args.candidates} candidates in {naive_s:.2f}s = {naive_rate:.1f} candidates/s")
-    print(f"speed-up : {fast_rate / naive_rate:.2f}x")
-    print(f"agreement: max |score difference| {diff:.2e}; same argmax on {same_argmax}/{len(subset)} inputs")
+    print(f"curation {fast.precision:<5}: {n} candidates in {seconds['fast']:.2f}s = {rate['fast']:.1f} candidates/s")
+    print(f"curation fp32 : {n} candidates in {seconds['fp32']:.2f}s = {rate['fp32']:.1f} candidates/s")
+    print(f"naive loop    : {len(subset) * args.candidates} candidates = {naive_rate:.1f} candidates/s")
+    print(f"speed-up      : {fast.precision} vs fp32 curation {rate['fast'] / rate['fp32']:.2f}x; "
+          f"vs naive {rate['fast'] / naive_rate:.2f}x; fp32 curation vs naive {rate['fp32'] / naive_rate:.2f}x")
+    print(f"agreement     : {fast.precision} vs fp32: max |score difference| {fast_diff:.2e}, same argmax on "
+          f"{fast_same}/{len(items)} inputs; fp32 curation vs naive: {naive_diff:.2e}, {naive_same}/{len(subset)}")
 
 
 if __name__ == "__main__":

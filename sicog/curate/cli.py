@@ -47,6 +47,7 @@ from sicog.curate.select import (
 from sicog.data.checks import InputError, add_flag, check_input_dir, check_input_file, check_output_dir
 from sicog.data.output_lock import OutputLock
 from sicog.data.records import JsonlAppender, read_appended, write_json, write_jsonl
+from sicog.model.precision import PRECISIONS, default_precision, resolve_precision
 from sicog.runtime import rank_info, resolve_device
 
 log = logging.getLogger("sicog.curate")
@@ -85,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-length", type=int, default=None, help="encoder truncation length")
     parser.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES,
                         help="encoder precision (auto: the folder's own)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="encoder compute precision: bf16 = autocast over the encoder's weights (about 2x on a "
+                             "CPU with native bf16, scores within ~1e-4); default SICOG_PRECISION, else auto (bf16 "
+                             "where the device has it natively)")
     parser.add_argument("--padding-side", default=None, choices=("left", "right"),
                         help="encoder tokenizer padding side (default: the folder's own; NV-Embed-v2: right)")
     parser.add_argument("--append-eos", action="store_true",
@@ -113,7 +118,8 @@ def _init_distributed(timeout_min: int) -> tuple[int, int]:
 def _fingerprint(args: argparse.Namespace, encoder: str | None) -> str:
     stat = Path(args.candidates).stat()
     key = json.dumps([str(Path(args.candidates).resolve()), stat.st_size, stat.st_mtime_ns, args.kind,
-                      args.method, encoder, args.max_seq_length, args.encoder_dtype, args.padding_side, args.append_eos,
+                      args.method, encoder, args.max_seq_length, args.encoder_dtype, args.precision, args.padding_side,
+                      args.append_eos,
                       args.min_candidates, args.seed if args.method == "random" else None])
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -153,6 +159,8 @@ def _curate(args: argparse.Namespace, out: Path, rank: int, world: int) -> int:
     encoder_name = None
     if args.method == "embedding":
         encoder_name = str(Path(args.encoder).resolve()) if args.encoder else str(default_encoder_path())
+        # resolved before the fingerprint: scores of another precision are not resumed into these
+        args.precision = resolve_precision(args.precision or default_precision(), resolve_device(args.device))
     partial_dir = out / ".partial"
     fingerprint = _fingerprint(args, encoder_name)
     done = _read_partial(partial_dir, fingerprint) if partial_dir.is_dir() else {}
@@ -205,7 +213,7 @@ def _score(args: argparse.Namespace, todo: list, done: dict[str, dict], encoder_
     encoder = None
     if todo and args.method == "embedding":
         encoder = load_encoder(encoder_name, str(resolve_device(args.device)), args.trust_remote_code, args.max_seq_length,
-                               args.encoder_dtype, args.padding_side, args.append_eos)
+                               args.encoder_dtype, args.padding_side, args.append_eos, args.precision)
     scored_candidates = 0
     score_started = time.perf_counter()
     with JsonlAppender(partial_path, fsync=False) as appender, \
@@ -316,6 +324,7 @@ def _write_outputs(args, out: Path, items, results, rejects, generations, encode
         "kinds": {k: sum(item.kind == k for item in items) for k in sorted({item.kind for item in items})},
         "encoder": encoder_name,
         "encoder_dtype": args.encoder_dtype if encoder_name else None,
+        "encoder_precision": args.precision if encoder_name else None,
         "padding_side": args.padding_side,
         "append_eos": args.append_eos,
         "thresholds": args.thresholds,

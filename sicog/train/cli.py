@@ -181,6 +181,25 @@ def _share_process_group_with_deepspeed(targs) -> None:
         deepspeed.init_distributed(dist_backend=dist.get_backend())
 
 
+def _skip_unused_shm_kernel_build() -> None:
+    """On CPU, DeepSpeed's communication backend compiles a shared-memory all-reduce kernel when it
+    starts (about a minute on 2 cores, once per machine); only its inference all-reduce uses it,
+    never ZeRO training, whose collectives go through torch.distributed (gloo). The build is skipped."""
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    import importlib
+
+    # by module path: `import deepspeed.comm.torch as x` binds deepspeed.comm's attribute `torch`,
+    # which is PyTorch itself, not the submodule
+    backend = importlib.import_module("deepspeed.comm.torch")
+    if hasattr(backend, "build_shm_op"):
+        backend.build_shm_op = lambda: None
+        logger.info("DeepSpeed on CPU: its shared-memory inference all-reduce kernel is not built "
+                    "(ZeRO training does not use it)")
+
+
 def _reset_rejects(path: Path) -> None:
     """Keep earlier load-time rejects (a resumed run will not revisit them); prepare rewrites its own."""
     from sicog.data.records import read_appended, write_jsonl
@@ -253,6 +272,8 @@ def _train_locked(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         return print_dry_run(cfg)
     training = dict(cfg.training)
     resume_arg = training.pop("resume_from_checkpoint", None)
+    if training.get("deepspeed"):
+        _skip_unused_shm_kernel_build()  # before TrainingArguments, whose device setup starts DeepSpeed's backend
     targs = TrainingArguments(**training)
     out = Path(targs.output_dir)
     main = targs.process_index == 0
