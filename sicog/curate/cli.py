@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder precision (auto: the folder's own)")
     parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="encoder compute precision: bf16 = autocast over the encoder's weights (about 2x on a "
-                             "CPU with native bf16, scores within ~1e-4); default SICOG_PRECISION, else auto (bf16 "
+                             "CPU with native bf16, scores within ~1e-3); default SICOG_PRECISION, else auto (bf16 "
                              "where the device has it natively)")
     parser.add_argument("--padding-side", default=None, choices=("left", "right"),
                         help="encoder tokenizer padding side (default: the folder's own; NV-Embed-v2: right)")
