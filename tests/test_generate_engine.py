@@ -125,3 +125,47 @@ def test_uniforms_are_uniform_and_counter_based():
     assert ((u0 >= 0) & (u0 < 1)).all() and abs(u0.mean() - 0.5) < 0.03
     assert not np.array_equal(u0, u1)
     assert np.array_equal(uniforms(keys[10:20], 3), uniforms(keys, 3)[10:20])
+
+
+@pytest.mark.parametrize("lengths", [[6, 4, 9], [5, 5]])  # left padding (a mask) and none (SDPA without one)
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_buffered_qwen2_steps_give_the_models_own_candidates(lm, lengths, check_every):
+    from sicog.generate.qwen2_steps import qwen2_decoder
+
+    assert qwen2_decoder(lm) is lm.model  # the buffered path really runs
+    _, mask, embeds = left_padded(lm, lengths)
+    keys = [row_keys(3, str(i), 4) for i in range(len(lengths))]
+    s = SamplingSettings(num_candidates=4, temperature=1.0, top_p=0.9, max_new_tokens=14, min_new_tokens=2)
+    generic = decode_candidates(lm, embeds, mask, keys, s, [EOS], generic=True)
+    assert decode_candidates(lm, embeds, mask, keys, s, [EOS], check_every=check_every) == generic
+    sizes = [len(c) for cands in generic for c in cands]
+    assert min(sizes) < 14 == max(sizes)  # some rows finished early and were dropped, others ran to the budget
+
+
+def test_models_the_buffered_steps_cannot_run_use_their_own_forward():
+    from sicog.generate.qwen2_steps import qwen2_decoder
+
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, attn_implementation="eager")
+    assert qwen2_decoder(Qwen2ForCausalLM(cfg)) is None
+    assert qwen2_decoder(_AlwaysEos(Qwen2ForCausalLM(cfg))) is None
+
+
+def test_buffered_steps_on_the_sicog_model_equal_its_own_forward():
+    from generate_helpers import draw
+    from sicog.generate.engine import eos_ids_of
+    from tiny_models import build_random_tiny, spread_llm_weights
+
+    model, processor = build_random_tiny(seed=0)
+    spread_llm_weights(model)
+    conv = [{"from": "human", "value": "<image>\nDescribe the image step-by-step."}]
+    items = [processor.encode(conv, image=draw(i), add_generation_prompt=True, for_generation=True) for i in range(3)]
+    batch = processor.collate(items, padding_side="left")
+    assert not bool(batch["attention_mask"].all())  # images of other sizes: padded prompts
+    keys = [row_keys(0, f"r{i}", 3) for i in range(3)]
+    s = SamplingSettings(num_candidates=3, temperature=0.8, top_p=0.9, max_new_tokens=12)
+    with torch.no_grad():
+        embeds = model.embed_inputs(batch["input_ids"], batch["images"])
+    args = (model, embeds, batch["attention_mask"], keys, s, eos_ids_of(model, processor.tokenizer),
+            [processor.image_token_id])  # an image token has no image behind it: the engine suppresses it
+    assert decode_candidates(*args) == decode_candidates(*args, generic=True)

@@ -2,9 +2,13 @@
 
 For a batch of B inputs and N candidates each, the images are encoded and the prompts prefilled
 once (B rows); the cache is then repeated to B*N rows and decoded step by step. Rows stop at an
-end token on their own; finished rows are dropped from the cache; the loop ends when every row has
-finished or the token budget is spent. A reference-style loop (one `generate` call per input and
-candidate) repeats the image encoding and the prefill N times and decodes one row at a time.
+end token on their own; finished rows are dropped from the cache (checked every step on CPU, every
+few steps elsewhere, where the check is a host synchronisation); the loop ends when every row has
+finished or the token budget is spent. For SICOG's Qwen2 LLM the steps run over preallocated
+key/value buffers (`qwen2_steps`), giving the generic path's candidates bit for bit in fp32; any
+other causal LM steps through its own forward. A reference-style loop (one `generate` call per
+input and candidate) repeats the image encoding and the prefill N times and decodes one row at a
+time.
 """
 from __future__ import annotations
 
@@ -14,12 +18,40 @@ from functools import partial
 import numpy as np
 import torch
 
+from sicog.generate.qwen2_steps import Qwen2Steps, qwen2_decoder
 from sicog.generate.sampling import choose_tokens, row_keys, uniforms
 from sicog.generate.settings import SamplingSettings  # noqa: F401  (re-exported)
 from sicog.model.precision import autocast
 from sicog.runtime import to_device
 
 log = logging.getLogger(__name__)
+
+
+class _TransformersSteps:
+    """The generic decoding step: the model's own forward over its cache (any HF causal LM)."""
+
+    def __init__(self, model, cache, mask: torch.Tensor, repeats: int):
+        cache.batch_repeat_interleave(repeats)
+        self.model, self.cache, self.mask = model, cache, mask.repeat_interleave(repeats, dim=0)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=-1)
+        out = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=self.mask, position_ids=positions,
+                         cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        return out.logits[:, -1, :]
+
+
+def decoding_steps(model, cache, mask: torch.Tensor, repeats: int, capacity: int, generic: bool = False):
+    """The step function for `model`: `Qwen2Steps` where it applies, else the model's own forward."""
+    decoder = None if generic else qwen2_decoder(model)
+    if decoder is None:
+        return _TransformersSteps(model, cache, mask, repeats)
+    return Qwen2Steps(model, decoder, cache, mask, repeats, capacity)
 
 
 @torch.no_grad()
@@ -31,58 +63,65 @@ def decode_candidates(
     settings: SamplingSettings,
     eos_token_ids: list[int],
     suppress_token_ids: list[int] = (),
+    check_every: int | None = None,
+    generic: bool = False,
 ) -> list[list[list[int]]]:
     """Token ids (end token excluded) of `len(keys[b])` candidates for each of the B left-padded rows.
 
     `language_model` is a SICOG model or any HF causal LM taking `inputs_embeds`; `keys[b][k]` is the random key of
-    candidate k of row b (see `sampling.row_keys`); `suppress_token_ids` are never generated.
+    candidate k of row b (see `sampling.row_keys`); `suppress_token_ids` are never generated. Finished rows are
+    looked for, and dropped, every `check_every` steps (the only host synchronisation of the loop; default 1 on
+    CPU, where it costs nothing, and 8 elsewhere); a finished row decodes on until then and its extra tokens are
+    discarded, so the candidates do not depend on it. `generic` forces the model's own forward for every step
+    (`decoding_steps`; the benchmark's baseline).
     """
     batch, n = inputs_embeds.shape[0], len(keys[0])
     if any(len(k) != n for k in keys) or len(keys) != batch:
         raise ValueError("keys must hold the same number of candidates for every row")
     device = inputs_embeds.device
+    check_every = check_every or (1 if device.type == "cpu" else 8)
+    budget = settings.max_new_tokens
     mask = attention_mask.to(device=device, dtype=torch.long)
     positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 0)
     out = language_model(
         inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
     )
-    cache, logits = out.past_key_values, out.logits[:, -1, :].float()  # sample from fp32 logits under autocast
     # Expand the prefilled state to one row per candidate (row b*n + k is candidate k of input b).
-    cache.batch_repeat_interleave(n)
-    logits = logits.repeat_interleave(n, dim=0)
-    mask = mask.repeat_interleave(n, dim=0)
+    step_fn = decoding_steps(language_model, out.cache, mask, n, budget, generic)
+    logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
     next_pos = positions[:, -1:].repeat_interleave(n, dim=0) + 1
     row_key = np.array([k for row in keys for k in row], dtype=np.uint64)
     live = np.arange(batch * n)  # original row of each row still decoding
+    live_t = torch.arange(batch * n, device=device)
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device, dtype=torch.long)
     suppress = torch.tensor(sorted(set(suppress_token_ids)), device=device, dtype=torch.long)
-    tokens: list[list[int]] = [[] for _ in range(batch * n)]
-    for step in range(settings.max_new_tokens):
+    tokens = torch.full((batch * n, budget), -1, dtype=torch.long, device=device)  # -1: after the end
+    done = torch.zeros(batch * n, dtype=torch.bool, device=device)  # per original row
+    for step in range(budget):
+        logits = logits.float()  # sample from fp32 logits under autocast
         if suppress.numel():
             logits = logits.index_fill(-1, suppress, float("-inf"))
         if step < settings.min_new_tokens and eos.numel():
             logits = logits.index_fill(-1, eos, float("-inf"))
         u = torch.from_numpy(uniforms(row_key[live], step))
         chosen = choose_tokens(logits, u, settings.temperature, settings.top_p, settings.top_k)
-        finished = torch.isin(chosen, eos)
-        for row, tok, done in zip(live.tolist(), chosen.tolist(), finished.tolist()):
-            if not done:
-                tokens[row].append(tok)
-        if step == settings.max_new_tokens - 1 or bool(finished.all()):
+        finished = torch.isin(chosen, eos) | done[live_t]
+        tokens[live_t, step] = chosen.masked_fill(finished, -1)
+        done[live_t] = finished
+        if step == budget - 1:
             break
-        if bool(finished.any()):
-            keep = (~finished).nonzero().squeeze(-1)
-            cache.batch_select_indices(keep)
-            live, chosen = live[keep.cpu().numpy()], chosen[keep]
-            mask, next_pos = mask[keep], next_pos[keep]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
-        out = language_model(
-            input_ids=chosen.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
-            past_key_values=cache, use_cache=True,
-        )
-        cache, logits = out.past_key_values, out.logits[:, -1, :].float()
+        if (step + 1) % check_every == 0:
+            if bool(finished.all()):
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(-1)
+                step_fn.keep(keep)
+                live, live_t = live[keep.cpu().numpy()], live_t[keep]
+                chosen, next_pos = chosen[keep], next_pos[keep]
+        logits = step_fn(chosen, next_pos)
         next_pos = next_pos + 1
-    return [tokens[b * n:(b + 1) * n] for b in range(batch)]
+    rows = [[t for t in row if t >= 0] for row in tokens.tolist()]
+    return [rows[b * n:(b + 1) * n] for b in range(batch)]
 
 
 def eos_ids_of(model, tokenizer) -> list[int]:
@@ -100,8 +139,10 @@ def eos_ids_of(model, tokenizer) -> list[int]:
 class CandidateEngine:
     """Candidates for batches of encoded inputs with a SICOG model and its processor."""
 
-    def __init__(self, model, processor, settings: SamplingSettings, precision: str = "fp32"):
-        """`precision`: fp32, or bf16 (autocast over the model's weights; sicog.model.precision)."""
+    def __init__(self, model, processor, settings: SamplingSettings, precision: str = "fp32",
+                 generic_steps: bool = False):
+        """`precision`: fp32, or bf16 (autocast over the model's weights; sicog.model.precision);
+        `generic_steps`: decode through the model's own forward even where `qwen2_steps` applies."""
         self.model = model.eval()
         self.processor = processor
         self.settings = settings
@@ -111,6 +152,7 @@ class CandidateEngine:
         self.suppress_ids = [processor.image_token_id]
         self.device = next(model.parameters()).device
         self.precision = precision
+        self.generic_steps = generic_steps
         self._autocast = partial(autocast, precision, self.device)  # checks precision now
         self._autocast()
         if settings.num_beams > 1:
@@ -132,7 +174,7 @@ class CandidateEngine:
             with torch.no_grad(), self._autocast():
                 embeds = self.model.embed_inputs(input_ids, images)
                 token_lists = decode_candidates(self.model, embeds, mask, keys, self.settings,
-                                                self.eos_ids, self.suppress_ids)
+                                                self.eos_ids, self.suppress_ids, generic=self.generic_steps)
             if n != self.settings.num_candidates:
                 token_lists = [rows * self.settings.num_candidates for rows in token_lists]
         return token_lists
